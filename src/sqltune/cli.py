@@ -1,0 +1,49 @@
+"""`sqltune` command line. Each step's commands live in `sqltune.<step>.cli` and are registered here.
+
+Step CLI modules import their heavy dependencies (torch, kfp, boto3) inside the command functions,
+so `sqltune --help` stays fast and an image without torch can still run `sqltune evaluate`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sqltune import __version__
+from sqltune.errors import SqltuneError
+from sqltune.log import setup_logging
+
+app = typer.Typer(
+    name="sqltune",
+    help="Text2SQL fine-tuning with LoRA/QLoRA as a Kubeflow pipeline: preprocess, train, predict, evaluate, publish.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sqltune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    setup_logging(verbose)
+
+
+# --- step commands (one line per command; keep imports light) ---
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line and exit 2, without a traceback."""
+    try:
+        app()
+    except SqltuneError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)

@@ -1,0 +1,37 @@
+"""One logging and progress style for every step: plain log lines (they end up in pod logs) and tqdm bars."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Configure the root logger once (idempotent); SQLTUNE_LOG_LEVEL overrides the level."""
+    level = os.environ.get("SQLTUNE_LOG_LEVEL") or ("DEBUG" if verbose else "INFO")
+    root = logging.getLogger()
+    if not any(getattr(h, "_sqltune", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+        handler._sqltune = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
+    """A progress bar on stderr; silenced with SQLTUNE_PROGRESS=0 (tests, CI logs)."""
+    disable = os.environ.get("SQLTUNE_PROGRESS", "1") == "0"
+    yield from tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, mininterval=1.0, file=sys.stderr)

@@ -1,0 +1,1 @@
+"""The preprocess step: Spider / BIRD / CoSQL / SParC into instruction records with the schema spelled out."""

@@ -1,0 +1,106 @@
+"""The one prompt function that training and prediction both call.
+
+DB-GPT-Hub trains and predicts with different prompts; here both steps rebuild the model input from the
+record's fields with `build_prompt`, so they cannot drift apart. When a prompt is over its token budget
+the schema is trimmed (whole lines from the end: foreign keys first, then the last tables), never the
+question, the evidence or the history, and the result says how much was trimmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+TEMPLATES = ("alpaca", "chat")
+
+SYSTEM_MESSAGE = (
+    "You are an expert SQLite developer. Given a database schema and a question, answer with one "
+    "SQLite query that answers the question, and nothing else."
+)
+
+_ALPACA = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{question}\n\n### Response:\n"
+)
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A built prompt: `text` is the exact model input; `schema_lines_dropped` > 0 means it was trimmed."""
+
+    text: str
+    schema_lines_dropped: int = 0
+    fits: bool = True
+
+
+def _context(schema: str, evidence: str | None, history: Sequence[str]) -> str:
+    parts = [f"Database schema:\n{schema}" if schema else "Database schema: (trimmed)"]
+    if evidence:
+        parts.append(f"Hint: {evidence}")
+    if history:
+        parts.append("Earlier questions in this conversation:\n" + "\n".join(f"- {q}" for q in history))
+    return "\n\n".join(parts)
+
+
+def render(
+    record: Mapping[str, Any],
+    schema: str,
+    template: str = "alpaca",
+    chat_render: Callable[[Messages], str] | None = None,
+) -> str:
+    """The model input for `record` with the given (possibly trimmed) schema text."""
+    question = record["question"]
+    context = _context(schema, record.get("evidence"), record.get("history") or ())
+    if template == "alpaca":
+        instruction = f"{SYSTEM_MESSAGE}\n\n{context}"
+        return _ALPACA.format(instruction=instruction, question=question)
+    if template == "chat":
+        messages = chat_messages(context, question)
+        return chat_render(messages) if chat_render else messages[-1]["content"]
+    raise ValueError(f"unknown prompt template {template!r}; expected one of {', '.join(TEMPLATES)}")
+
+
+def chat_messages(context: str, question: str) -> Messages:
+    return [
+        {"role": "system", "content": SYSTEM_MESSAGE},
+        {"role": "user", "content": f"{context}\n\nQuestion: {question}"},
+    ]
+
+
+def build_prompt(
+    record: Mapping[str, Any],
+    template: str = "alpaca",
+    *,
+    max_tokens: int | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    chat_render: Callable[[Messages], str] | None = None,
+) -> Prompt:
+    """Build the model input for a record (`question`, `schema`, optional `evidence`, `history`).
+
+    With `max_tokens` and `count_tokens`, trailing schema lines are dropped until the prompt fits
+    (binary search over how many lines to keep). If even an empty schema does not fit, the prompt
+    is returned with `fits=False`: the caller decides, because the question is never cut.
+    `chat_render` turns chat messages into text (e.g. a tokenizer's chat template); without it the
+    chat template yields the user message alone.
+    """
+    lines = record.get("schema", "").split("\n")
+
+    def text_for(keep: int) -> str:
+        return render(record, "\n".join(lines[:keep]), template, chat_render)
+
+    full = text_for(len(lines))
+    if max_tokens is None or count_tokens is None or count_tokens(full) <= max_tokens:
+        return Prompt(full)
+    low, high = 0, len(lines) - 1  # the largest `keep` in [low, high] that fits; `low` may not fit
+    while low < high:
+        mid = (low + high + 1) // 2
+        if count_tokens(text_for(mid)) <= max_tokens:
+            low = mid
+        else:
+            high = mid - 1
+    text = text_for(low)
+    return Prompt(text, schema_lines_dropped=len(lines) - low, fits=count_tokens(text) <= max_tokens)

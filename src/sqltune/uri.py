@@ -1,0 +1,125 @@
+"""One URI layer for every step: a location is a local path or an `s3://bucket/prefix` URI.
+
+S3 access goes through boto3's standard credential chain (environment, config files, IAM roles); the
+endpoint comes from `endpoint_url`, else `AWS_ENDPOINT_URL` (which boto3 reads itself), so MinIO,
+SeaweedFS, Ceph and AWS all work. Credentials are never taken as parameters or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqltune.errors import SqltuneError
+from sqltune.log import get_logger
+
+log = get_logger(__name__)
+
+
+def is_s3(uri: str | os.PathLike[str]) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """`s3://bucket/some/key` -> (`bucket`, `some/key`)."""
+    if not is_s3(uri):
+        raise SqltuneError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise SqltuneError(f"s3 URI without a bucket: {uri!r}")
+    return bucket, key
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path segments onto a local path or an s3 URI."""
+    if is_s3(uri):
+        return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(uri, *parts))
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SQLTUNE_CACHE", Path.home() / ".cache" / "sqltune"))
+
+
+def s3_client(endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client with retries (standard mode: throttling, 5xx and dropped connections)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+    return boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
+
+
+def list_objects(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every object under `prefix` (paginated), as boto3's `Contents` entries."""
+    objects: list[dict[str, Any]] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        objects.extend(page.get("Contents", []))
+    return objects
+
+
+def download_dir(uri: str, dest: str | os.PathLike[str], endpoint_url: str | None = None) -> Path:
+    """Copy every object under the s3 prefix `uri` into `dest` (built in a temp dir, then renamed)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3(uri)
+    prefix = key.rstrip("/") + "/" if key else ""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        client = s3_client(endpoint_url)
+        objects = list_objects(client, bucket, prefix)
+        if not objects:
+            raise SqltuneError(f"{uri}: no objects under this prefix")
+        for obj in objects:
+            rel = obj["Key"][len(prefix) :]
+            if not rel or rel.endswith("/"):
+                continue
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, obj["Key"], str(target))
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    except (BotoCoreError, ClientError) as exc:
+        raise SqltuneError(f"could not download {uri}: {exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("downloaded %s (%d objects) to %s", uri, len(objects), dest)
+    return dest
+
+
+def upload_dir(src: str | os.PathLike[str], uri: str, endpoint_url: str | None = None) -> list[str]:
+    """Upload every file under `src` to the s3 prefix `uri`; returns the keys written."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3(uri)
+    prefix = key.rstrip("/") + "/" if key else ""
+    client = s3_client(endpoint_url)
+    written = []
+    try:
+        for path in sorted(p for p in Path(src).rglob("*") if p.is_file()):
+            object_key = prefix + path.relative_to(src).as_posix()
+            client.upload_file(str(path), bucket, object_key)
+            written.append(object_key)
+    except (BotoCoreError, ClientError) as exc:
+        raise SqltuneError(f"upload of {src} to {uri} failed after {len(written)} files: {exc}") from None
+    return written
+
+
+def localize(uri: str | os.PathLike[str], what: str = "input", endpoint_url: str | None = None) -> Path:
+    """A local directory or file for `uri`: local paths as they are, s3 prefixes downloaded once to the cache."""
+    if not is_s3(uri):
+        path = Path(uri).expanduser()
+        if not path.exists():
+            raise SqltuneError(f"{what} not found: {path}")
+        return path
+    digest = hashlib.sha256(str(uri).encode()).hexdigest()[:16]
+    dest = cache_root() / "s3" / digest
+    if not dest.is_dir():
+        download_dir(str(uri), dest, endpoint_url)
+    return dest

@@ -1,0 +1,38 @@
+"""Shared test fixtures: paths to the real data in ../shared/data (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("SQLTUNE_PROGRESS", "0")
+
+
+def _shared(relative: str, marker: str) -> Path:
+    path = SHARED_DATA / relative
+    if not (path / marker).exists():
+        pytest.skip(f"real data not found: {path / marker} (../shared/data is only present in the project's CI)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def spider_dir() -> Path:
+    """The real Spider 1.0 release (dev.json, train_*.json, tables.json, database/)."""
+    return _shared("spider", "dev.json")
+
+
+@pytest.fixture(scope="session")
+def spider_predictions_dir() -> Path:
+    """Published Spider-dev predictions with the official evaluators' per-question labels."""
+    return _shared("spider-predictions", "expected_results.json")
+
+
+@pytest.fixture(scope="session")
+def bird_minidev_dir() -> Path:
+    """BIRD mini-dev questions and schemas (no databases)."""
+    return _shared("bird-minidev", "mini_dev_sqlite.json")
