@@ -1,0 +1,64 @@
+"""The one place that names the component images the pipeline runs.
+
+Components take `base_image=image_for("<step>")` at compile time, `make images` builds and tags the same
+names, and the checked-in pipeline YAML is compiled with the defaults (no environment overrides), so it is
+byte-stable. Override for a private registry or a dev build:
+
+    SQLTUNE_IMAGE_REGISTRY=registry.example.com/ml   every image under another registry
+    SQLTUNE_IMAGE_TAG=dev                            every image with another tag
+    SQLTUNE_IMAGE_TRAIN=registry.example.com/t:1     one step's full image reference
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+
+from sqltune import __version__
+from sqltune.errors import SqltuneError
+
+STEPS: tuple[str, ...] = ("preprocess", "train", "predict", "evaluate", "publish")
+DEFAULT_REGISTRY = "ghcr.io/sqltune"
+# A docker tag: https://docs.docker.com/reference/cli/docker/image/tag/ ('+' of a local version is not allowed).
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def default_tag() -> str:
+    """The sqltune version as a docker tag: images and the package that drives them are released together."""
+    return __version__.replace("+", "-")
+
+
+def image_name(step: str) -> str:
+    """The repository name of a step's image, e.g. `sqltune-train`."""
+    if step not in STEPS:
+        raise SqltuneError(f"unknown pipeline step {step!r}; valid steps: {', '.join(STEPS)}")
+    return f"sqltune-{step}"
+
+
+def image_for(step: str, env: Mapping[str, str] | None = None) -> str:
+    """The full image reference for a step: `<registry>/sqltune-<step>:<tag>`, or its per-step override."""
+    env = os.environ if env is None else env
+    name = image_name(step)
+    override = env.get(f"SQLTUNE_IMAGE_{step.upper()}")
+    if override:
+        return override
+    registry = (env.get("SQLTUNE_IMAGE_REGISTRY") or DEFAULT_REGISTRY).rstrip("/")
+    tag = env.get("SQLTUNE_IMAGE_TAG") or default_tag()
+    if not _TAG.fullmatch(tag):
+        raise SqltuneError(f"SQLTUNE_IMAGE_TAG={tag!r} is not a valid image tag (letters, digits, '_', '.', '-')")
+    return f"{registry}/{name}:{tag}"
+
+
+def all_images(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every step's image reference, in pipeline order."""
+    return {step: image_for(step, env) for step in STEPS}
+
+
+if __name__ == "__main__":  # `python -m sqltune.images`: "<step> <image>" lines for `make images`
+    try:
+        for step, image in all_images().items():
+            print(step, image)
+    except SqltuneError as exc:
+        sys.exit(f"error: {exc}")
