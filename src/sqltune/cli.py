@@ -38,6 +38,9 @@ def _main(
 
 
 # --- step commands (one line per command; keep imports light) ---
+from sqltune.pipeline import cli as pipeline_cli  # noqa: E402
+
+app.command(name="compile")(pipeline_cli.compile)
 
 
 def main() -> None:

@@ -1,0 +1,39 @@
+"""The evaluate component: EX and EM per hardness, shown in the Kubeflow UI as metrics and a report."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
+
+from sqltune.images import image_for
+
+
+@dsl.component(base_image=image_for("evaluate"), install_kfp_package=False)
+def evaluate(
+    eval_data: Input[Dataset],
+    predictions: Input[Dataset],
+    databases: Input[Dataset],
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    report_html: Output[HTML],
+) -> float:
+    """Score the predictions against the gold SQL; returns overall EX for the publish gate."""
+    import shutil
+    from pathlib import Path
+
+    from sqltune.evaluate import evaluate as run_evaluate
+
+    db_dir = Path(databases.path)
+    result = run_evaluate(
+        gold=Path(eval_data.path) / "records.jsonl",
+        predictions=Path(predictions.path) / "predictions.jsonl",
+        db_dir=db_dir / "database",
+        tables=db_dir / "tables.json",
+        out=evaluation.path,
+    )
+    for measure in ("ex", "em"):
+        for level, value in result.get(measure, {}).items():
+            if value is not None:
+                metrics.log_metric(f"{measure}_{level}", float(value))
+    shutil.copyfile(Path(evaluation.path) / "report.md", report.path)
+    shutil.copyfile(Path(evaluation.path) / "report.html", report_html.path)
+    return float(result["ex"]["all"] or 0.0)

@@ -1,0 +1,33 @@
+"""The predict component: greedy batched SQL generation for the eval records."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from sqltune.images import image_for
+
+
+@dsl.component(base_image=image_for("predict"), install_kfp_package=False)
+def predict(
+    eval_data: Input[Dataset],
+    base_model: str,
+    backend: str,
+    batch_size: int,
+    max_new_tokens: int,
+    predictions: Output[Dataset],
+    adapter: Input[Model] = None,
+):
+    """Generate one SQL query per eval record, with the fine-tuned adapter or (without one) the base model."""
+    from pathlib import Path
+
+    from sqltune.predict import predict as run_predict
+
+    summary = run_predict(
+        data=Path(eval_data.path) / "records.jsonl",
+        base_model=base_model,
+        adapter=Path(adapter.path) if adapter is not None else None,
+        out=predictions.path,
+        backend=backend,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    )
+    predictions.metadata.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})

@@ -1,0 +1,38 @@
+"""The preprocess component: raw Spider/BIRD/CoSQL/SParC layout -> train/eval records + databases."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from sqltune.images import image_for
+
+
+@dsl.component(base_image=image_for("preprocess"), install_kfp_package=False)
+def preprocess(
+    dataset: str,
+    source_uri: str,
+    schema_style: str,
+    prompt_template: str,
+    train_limit: int,
+    eval_limit: int,
+    train_data: Output[Dataset],
+    eval_data: Output[Dataset],
+    databases: Output[Dataset],
+):
+    """Build instruction records for the train and dev splits, and the databases the dev split needs."""
+    from sqltune.preprocess import run_preprocess
+
+    for split, out, limit, db_out in (
+        ("train", train_data, train_limit, None),
+        ("dev", eval_data, eval_limit, databases.path),
+    ):
+        summary = run_preprocess(
+            dataset=dataset,
+            source=source_uri,
+            split=split,
+            schema_style=schema_style,
+            template=prompt_template,
+            out=out.path,
+            databases_out=db_out,
+            limit=limit or None,
+        )
+        out.metadata.update({"records": summary["records"], "split": split, "schema_style": schema_style})

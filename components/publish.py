@@ -1,0 +1,37 @@
+"""The publish component: the adapter, its model card and metrics to S3, with optional promotion."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model
+
+from sqltune.images import image_for
+
+
+@dsl.component(base_image=image_for("publish"), install_kfp_package=False)
+def publish(
+    adapter: Input[Model],
+    evaluation: Input[Dataset],
+    bucket: str,
+    prefix: str,
+    model_name: str,
+    endpoint_url: str,
+    promote_channel: str,
+    promote_margin: float,
+    run_id: str,
+) -> str:
+    """Publish a verified adapter version; returns its s3:// URI. Credentials come from the environment."""
+    from pathlib import Path
+
+    from sqltune.publish import publish as run_publish
+
+    result = run_publish(
+        adapter=Path(adapter.path),
+        eval_dir=Path(evaluation.path),
+        bucket=bucket,
+        prefix=prefix,
+        model_name=model_name,
+        endpoint_url=endpoint_url or None,
+        run_id=run_id,
+        promote=promote_channel or None,
+        margin=promote_margin,
+    )
+    return result.uri

@@ -1,0 +1,178 @@
+"""The text2sql pipeline: preprocess -> train (GPU) -> predict -> evaluate -> publish if EX >= min_ex.
+
+Compile with `make compile` (or `sqltune compile`); the compiled `text2sql.yaml` beside this file is
+checked in and must stay byte-identical to a fresh compile (a test checks). GPU placement, secrets,
+retries and timeouts are Kubernetes platform settings (kfp-kubernetes): ignored by kfp.local, applied by
+the KFP backend on a cluster.
+"""
+
+from kfp import dsl, kubernetes
+from kfp.dsl.pipeline_channel import PipelineChannel
+
+from components.evaluate import evaluate
+from components.predict import predict
+from components.preprocess import preprocess
+from components.publish import publish
+from components.train import train
+
+PIPELINE_NAME = "sqltune-text2sql"
+HOUR = 3600
+# Keys of the S3 credentials Secret, exposed to the steps under boto3's standard variable names.
+S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+
+
+def _s3_credentials(task: dsl.PipelineTask, secret_name: PipelineChannel) -> None:
+    """S3 credentials from a Kubernetes Secret as environment variables, never from parameters."""
+    kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
+
+
+def _on_gpu(
+    task: dsl.PipelineTask,
+    gpu_type: PipelineChannel,
+    gpu_count: PipelineChannel,
+    node_selector: PipelineChannel,
+    tolerations: PipelineChannel,
+) -> None:
+    """Ask for GPUs and land on the GPU nodes (all four are pipeline parameters)."""
+    task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration_json(task, tolerations)
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Fine-tune an open LLM for Text2SQL with LoRA/QLoRA, evaluate EX/EM per hardness, "
+    "and publish the adapter to S3 when it reaches the minimum EX.",
+)
+def text2sql(
+    dataset: str = "spider",
+    source_uri: str = "s3://sqltune-data/spider",
+    schema_style: str = "dbgpt",
+    prompt_template: str = "alpaca",
+    train_limit: int = 0,
+    eval_limit: int = 0,
+    base_model: str = "smollm2-135m",
+    method: str = "qlora",
+    lora_rank: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    target_modules: str = "all-linear",
+    learning_rate: float = 2e-4,
+    num_epochs: float = 1.0,
+    max_steps: int = -1,
+    batch_size: int = 8,
+    gradient_accumulation_steps: int = 2,
+    max_seq_len: int = 1024,
+    seed: int = 42,
+    checkpoint_uri: str = "",
+    predict_backend: str = "auto",
+    predict_batch_size: int = 16,
+    max_new_tokens: int = 128,
+    evaluate_base_model: bool = True,
+    gpu_type: str = "nvidia.com/gpu",
+    gpu_count: int = 1,
+    gpu_node_selector: dict = {"nvidia.com/gpu.present": "true"},  # noqa: B006 (a KFP parameter default)
+    gpu_tolerations: list = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],  # noqa: B006
+    min_ex: float = 0.0,
+    bucket: str = "sqltune",
+    prefix: str = "adapters",
+    model_name: str = "text2sql",
+    promote_channel: str = "",
+    promote_margin: float = 0.0,
+    s3_endpoint_url: str = "",
+    s3_secret_name: str = "sqltune-s3",
+    hf_token_secret_name: str = "sqltune-hf-token",
+):
+    prep = preprocess(
+        dataset=dataset,
+        source_uri=source_uri,
+        schema_style=schema_style,
+        prompt_template=prompt_template,
+        train_limit=train_limit,
+        eval_limit=eval_limit,
+    ).set_caching_options(True)
+    _s3_credentials(prep, s3_secret_name)
+    kubernetes.set_timeout(prep, 2 * HOUR)
+
+    fit = train(
+        train_data=prep.outputs["train_data"],
+        base_model=base_model,
+        method=method,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=target_modules,
+        learning_rate=learning_rate,
+        num_epochs=num_epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        max_seq_len=max_seq_len,
+        seed=seed,
+        checkpoint_uri=checkpoint_uri,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    ).set_caching_options(False)
+    # A preempted GPU pod is retried; the train step resumes from its last checkpoint under checkpoint_uri.
+    fit.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0)
+    _on_gpu(fit, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
+    _s3_credentials(fit, s3_secret_name)
+    kubernetes.use_secret_as_env(
+        fit, secret_name=hf_token_secret_name, secret_key_to_env={"HF_TOKEN": "HF_TOKEN"}, optional=True
+    )
+    kubernetes.set_timeout(fit, 24 * HOUR)
+
+    tuned = predict(
+        eval_data=prep.outputs["eval_data"],
+        base_model=base_model,
+        adapter=fit.outputs["adapter"],
+        backend=predict_backend,
+        batch_size=predict_batch_size,
+        max_new_tokens=max_new_tokens,
+    ).set_caching_options(False)
+    tuned.set_display_name("predict-finetuned")
+    _on_gpu(tuned, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
+    _s3_credentials(tuned, s3_secret_name)
+    kubernetes.set_timeout(tuned, 6 * HOUR)
+
+    scored = evaluate(
+        eval_data=prep.outputs["eval_data"],
+        predictions=tuned.outputs["predictions"],
+        databases=prep.outputs["databases"],
+    ).set_caching_options(False)
+    scored.set_display_name("evaluate-finetuned")
+    kubernetes.set_timeout(scored, 2 * HOUR)
+
+    with dsl.If(evaluate_base_model == True, name="baseline"):  # noqa: E712 (a KFP condition, not Python)
+        base_predictions = predict(
+            eval_data=prep.outputs["eval_data"],
+            base_model=base_model,
+            backend=predict_backend,
+            batch_size=predict_batch_size,
+            max_new_tokens=max_new_tokens,
+        ).set_caching_options(False)
+        base_predictions.set_display_name("predict-base")
+        _on_gpu(base_predictions, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
+        _s3_credentials(base_predictions, s3_secret_name)
+        kubernetes.set_timeout(base_predictions, 6 * HOUR)
+        base_scored = evaluate(
+            eval_data=prep.outputs["eval_data"],
+            predictions=base_predictions.outputs["predictions"],
+            databases=prep.outputs["databases"],
+        ).set_caching_options(False)
+        base_scored.set_display_name("evaluate-base")
+        kubernetes.set_timeout(base_scored, 2 * HOUR)
+
+    with dsl.If(scored.outputs["Output"] >= min_ex, name="ex-reaches-min-ex"):
+        release = publish(
+            adapter=fit.outputs["adapter"],
+            evaluation=scored.outputs["evaluation"],
+            bucket=bucket,
+            prefix=prefix,
+            model_name=model_name,
+            endpoint_url=s3_endpoint_url,
+            promote_channel=promote_channel,
+            promote_margin=promote_margin,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ).set_caching_options(False)
+        _s3_credentials(release, s3_secret_name)
+        kubernetes.set_timeout(release, HOUR)

@@ -1,0 +1,104 @@
+"""The checked-in compiled pipeline: in sync with its source, and with the cluster settings users rely on."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from sqltune.pipeline.compile import compile_pipeline
+from sqltune.pipeline.spec import load_params, load_pipeline_spec, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKED_IN = REPO / "pipelines" / "text2sql.yaml"
+
+
+@pytest.fixture(scope="module")
+def documents():
+    return list(yaml.safe_load_all(CHECKED_IN.read_text()))
+
+
+@pytest.fixture(scope="module")
+def executors(documents):
+    """Kubernetes executor configs of every task, parsed with the kfp-kubernetes protos."""
+    platform = pipeline_spec_pb2.PlatformSpec()
+    json_format.ParseDict({"platforms": documents[1]["platforms"]}, platform)
+    raw = json_format.MessageToDict(platform.platforms["kubernetes"].deployment_spec)["executors"]
+    return {name: json_format.ParseDict(config, k8s_pb2.KubernetesExecutorConfig()) for name, config in raw.items()}
+
+
+def test_checked_in_yaml_is_byte_identical_to_a_fresh_compile(tmp_path, monkeypatch):
+    for var in ("SQLTUNE_IMAGE_REGISTRY", "SQLTUNE_IMAGE_TAG", "SQLTUNE_IMAGE_TRAIN"):
+        monkeypatch.delenv(var, raising=False)
+    fresh = compile_pipeline(REPO, tmp_path / "fresh.yaml")
+    assert fresh.read_bytes() == CHECKED_IN.read_bytes(), "pipelines/text2sql.yaml is stale: run `make compile`"
+
+
+def test_pipeline_spec_parses_with_kfp_protos(documents):
+    spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
+    assert spec.pipeline_info.name == "sqltune-text2sql"
+    tasks = spec.root.dag.tasks
+    assert {"preprocess", "train", "predict", "evaluate"} <= set(tasks)
+    conditions = {t.task_info.name: t.trigger_policy.condition for t in tasks.values() if t.trigger_policy.condition}
+    assert conditions["ex-reaches-min-ex"] == (
+        "inputs.parameter_values['pipelinechannel--evaluate-Output'] >= "
+        "inputs.parameter_values['pipelinechannel--min_ex']"
+    )
+    assert "evaluate_base_model" in conditions["baseline"]
+    assert tasks["preprocess"].caching_options.enable_cache
+    assert not tasks["train"].caching_options.enable_cache
+    assert tasks["train"].retry_policy.max_retry_count == 3
+    resources = spec.deployment_spec["executors"]["exec-train"]["container"]["resources"]["accelerator"]
+    assert resources["resourceType"] == "{{$.inputs.parameters['pipelinechannel--gpu_type']}}"
+
+
+def test_train_lands_on_gpu_nodes_with_secrets_and_timeout(executors):
+    train = executors["exec-train"]
+    assert train.node_selector.node_selector_json.component_input_parameter == "gpu_node_selector"
+    assert train.tolerations[0].toleration_json.component_input_parameter == "gpu_tolerations"
+    assert train.active_deadline_seconds == 24 * 3600
+    secrets = {s.secret_name_parameter.component_input_parameter: s for s in train.secret_as_env}
+    s3_keys = {k.env_var for k in secrets["s3_secret_name"].key_to_env}
+    assert s3_keys == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert "hf_token_secret_name" in secrets
+
+
+def test_every_task_has_a_timeout_and_publish_gets_s3_credentials(executors):
+    assert {"exec-preprocess", "exec-train", "exec-predict", "exec-evaluate", "exec-publish"} <= set(executors)
+    assert all(config.active_deadline_seconds > 0 for config in executors.values())
+    publish_secret = executors["exec-publish"].secret_as_env[0]
+    assert publish_secret.secret_name_parameter.component_input_parameter == "pipelinechannel--s3_secret_name"
+
+
+def test_parameters_are_parsed_to_their_declared_types(tmp_path):
+    spec = load_pipeline_spec(CHECKED_IN)
+    params = parse_params(
+        ["lora_rank=8", "learning_rate=1e-4", "evaluate_base_model=false", 'gpu_node_selector={"pool": "a100"}'], spec
+    )
+    assert params == {
+        "lora_rank": 8,
+        "learning_rate": 1e-4,
+        "evaluate_base_model": False,
+        "gpu_node_selector": {"pool": "a100"},
+    }
+    config = tmp_path / "params.yaml"
+    config.write_text(json.dumps({"method": "lora", "min_ex": 1}))
+    assert load_params(config, ["method=qlora"], spec) == {"method": "qlora", "min_ex": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("lora_rnk=8", "unknown pipeline parameter 'lora_rnk'"),
+        ("lora_rank=eight", "NUMBER_INTEGER"),
+        ("x", "key=value"),
+    ],
+)
+def test_bad_parameters_are_clear_errors(pair, message):
+    from sqltune.errors import SqltuneError
+
+    with pytest.raises(SqltuneError, match=message):
+        parse_params([pair], load_pipeline_spec(CHECKED_IN))
