@@ -41,6 +41,7 @@ def _main(
 from sqltune.pipeline import cli as pipeline_cli  # noqa: E402
 
 app.command(name="compile")(pipeline_cli.compile)
+app.command()(pipeline_cli.run)
 
 
 def main() -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from sqltune.pipeline.local import LocalRun
 
 
 def compile(
@@ -15,3 +19,28 @@ def compile(
     from sqltune.pipeline.compile import compile_pipeline
 
     typer.echo(compile_pipeline(repo, out))
+
+
+def run(
+    param: list[str] = typer.Option(None, "--param", "-p", help="A pipeline parameter as key=value (repeatable)."),
+    config: Path = typer.Option(None, help="A YAML file of pipeline parameters (--param overrides it)."),
+    pipeline_file: Path = typer.Option(Path("pipelines/text2sql.yaml"), help="The compiled pipeline YAML."),
+    pipeline_root: Path = typer.Option(Path("runs"), help="Where kfp.local writes the steps' outputs."),
+) -> None:
+    """Run the compiled pipeline end to end on this machine with kfp.local (starts a local S3 if needed)."""
+    from sqltune.pipeline.local import run_local, summary_table
+    from sqltune.pipeline.spec import load_params, load_pipeline_spec
+
+    params = load_params(config, param or [], load_pipeline_spec(pipeline_file))
+    result = run_local(params, pipeline_file, pipeline_root)
+    _print_result(result, summary_table(result))
+
+
+def _print_result(result: LocalRun, table: str) -> None:
+    typer.echo(f"\nrun outputs: {result.run_dir}")
+    typer.echo(table)
+    if result.published_uri:
+        typer.echo(f"adapter published to {result.published_uri} (S3 endpoint {result.s3_endpoint_url})")
+    else:
+        ex = result.finetuned.get("ex", {}).get("all")
+        typer.echo(f"adapter not published: EX {ex} is below min_ex {result.parameters.get('min_ex')}")

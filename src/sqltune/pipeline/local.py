@@ -1,0 +1,136 @@
+"""`sqltune run`: execute the checked-in compiled pipeline YAML end to end with kfp.local.
+
+Each step runs as a subprocess of this Python (SubprocessRunner without a venv: sqltune and kfp are
+already installed here, as in the step images). When no S3 endpoint is configured, a SeaweedFS server is
+started on 127.0.0.1 for the run, so the publish step writes to a real S3 API. Outputs land under
+`pipeline_root/<run>/<task>/`; the summary is read back from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqltune.errors import SqltuneError
+from sqltune.log import get_logger
+from sqltune.pipeline.spec import DEFAULT_PIPELINE_FILE, coerce_params, load_pipeline_spec, parameter_defaults
+
+log = get_logger(__name__)
+
+
+@dataclass
+class LocalRun:
+    """What a local run produced: its directory, the evaluations and where the adapter was published."""
+
+    run_dir: Path
+    tasks: dict[str, Path]  # display name -> task output directory
+    finetuned: dict[str, Any]  # metrics.json of the fine-tuned model's evaluation
+    base: dict[str, Any] | None  # metrics.json of the base model's evaluation (when it ran)
+    published_uri: str | None
+    s3_endpoint_url: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def artifact(self, task: str, output: str) -> Path:
+        return self.tasks[task] / output
+
+
+def task_directories(spec: Mapping[str, Any]) -> dict[str, str]:
+    """Display name -> task name (the output directory kfp.local uses), across nested condition DAGs."""
+    names: dict[str, str] = {}
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec.get("components", {}).values() if "dag" in c]
+    for dag in dags:
+        for task_name, task in dag.get("tasks", {}).items():
+            names[task.get("taskInfo", {}).get("name", task_name)] = task_name
+    return names
+
+
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the steps' subprocesses; restore the previous values afterwards."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _read_executor_output(task_dir: Path) -> dict[str, Any]:
+    path = task_dir / "executor_output.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_local(
+    params: Mapping[str, Any],
+    pipeline_file: str | Path = DEFAULT_PIPELINE_FILE,
+    pipeline_root: str | Path = "runs",
+) -> LocalRun:
+    """Run the compiled pipeline with kfp.local; start a local S3 server unless an endpoint is configured."""
+    from kfp import components, local
+
+    from sqltune.locals3 import local_s3
+
+    spec = load_pipeline_spec(pipeline_file)
+    params = coerce_params(params, spec)
+    settings = {**parameter_defaults(spec), **params}
+    root = Path(pipeline_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    before = set(root.iterdir())
+
+    with ExitStack() as stack:
+        endpoint = settings.get("s3_endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+        if not endpoint:
+            server = stack.enter_context(local_s3(root / "s3-data", buckets=[settings["bucket"]]))
+            stack.enter_context(_environment(server.env()))
+            endpoint = server.endpoint_url
+            log.info("no S3 endpoint configured: started SeaweedFS at %s (data in %s)", endpoint, root / "s3-data")
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+        pipeline = components.load_component_from_file(str(pipeline_file))
+        try:
+            pipeline(**params)
+        except RuntimeError as exc:
+            raise SqltuneError(f"local pipeline run failed: {exc} (step logs are above)") from None
+
+    new_runs = sorted(set(root.iterdir()) - before - {root / "s3-data"}, key=lambda p: p.stat().st_mtime)
+    if not new_runs:
+        raise SqltuneError(f"the pipeline run wrote nothing under {root}")
+    run_dir = new_runs[-1]
+    tasks = {display: run_dir / name for display, name in task_directories(spec).items() if (run_dir / name).is_dir()}
+
+    def metrics(task: str) -> dict[str, Any] | None:
+        path = tasks.get(task, Path("/nonexistent")) / "evaluation" / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    published = _read_executor_output(tasks["publish"]).get("parameterValues", {}) if "publish" in tasks else {}
+    return LocalRun(
+        run_dir=run_dir,
+        tasks=tasks,
+        finetuned=metrics("evaluate-finetuned") or {},
+        base=metrics("evaluate-base"),
+        published_uri=published.get("Output"),
+        s3_endpoint_url=endpoint,
+        parameters=settings,
+    )
+
+
+def summary_table(run: LocalRun) -> str:
+    """EX/EM per hardness for the base and fine-tuned models, as a Markdown table."""
+    columns = [("base", run.base), ("fine-tuned", run.finetuned)] if run.base else [("fine-tuned", run.finetuned)]
+    levels = [level for level in ("easy", "medium", "hard", "extra", "all") if level in run.finetuned.get("ex", {})]
+    header = "| model | metric | " + " | ".join(levels) + " |"
+    lines = [header, "|" + "---|" * (len(levels) + 2)]
+    for name, metrics in columns:
+        for measure in ("ex", "em"):
+            values = metrics.get(measure, {}) if metrics else {}
+            cells = ["-" if values.get(level) is None else f"{values[level]:.3f}" for level in levels]
+            lines.append(f"| {name} | {measure.upper()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
