@@ -39,5 +39,16 @@ compile: venv
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
+# Component images, tagged as sqltune.images names them (SQLTUNE_IMAGE_* override). Needs docker or
+# podman, so it is not part of CI; without one it says so and skips.
+images: venv
+	@engine=$$(command -v docker || command -v podman); \
+	if [ -z "$$engine" ] || ! $$engine info >/dev/null 2>&1; then \
+		echo "make images: no running docker or podman engine here; skipping the image builds"; exit 0; fi; \
+	$(BIN)/python -m sqltune.images | while read -r step image; do \
+		echo "building $$image"; \
+		$$engine build -f images/$$step/Dockerfile -t $$image . || exit 1; \
+	done
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

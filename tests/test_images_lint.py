@@ -1,0 +1,83 @@
+"""The component Dockerfiles: hadolint-clean, pinned bases, non-root, and only the extras each step needs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from sqltune.images import STEPS
+
+REPO = Path(__file__).resolve().parents[1]
+HADOLINT = Path(sys.executable).parent / "hadolint"
+DOCKERFILES = {step: REPO / "images" / step / "Dockerfile" for step in STEPS}
+GPU_STEPS = {"train", "predict"}
+
+
+def _hadolint(*paths: Path) -> subprocess.CompletedProcess[str]:
+    args = [str(HADOLINT), "--no-color", "--config", str(REPO / ".hadolint.yaml"), *map(str, paths)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+
+def _extras(step: str) -> list[str]:
+    match = re.search(r'"/src\[([a-z,]+)\]"', DOCKERFILES[step].read_text())
+    assert match, f"{step}: no `pip install /src[extras]` line"
+    return match.group(1).split(",")
+
+
+def _requirements(extra: str, optional: dict[str, list[str]]) -> set[str]:
+    """Distribution names an extra pulls in, following `sqltune[...]` self-references."""
+    names: set[str] = set()
+    for req in optional[extra]:
+        name = re.split(r"[\[<>=!~ ;]", req, maxsplit=1)[0].lower()
+        if name == "sqltune":
+            for inner in re.search(r"\[(.*)\]", req).group(1).split(","):
+                names |= _requirements(inner.strip(), optional)
+        else:
+            names.add(name)
+    return names
+
+
+def test_hadolint_passes_on_every_dockerfile() -> None:
+    assert all(path.exists() for path in DOCKERFILES.values()), "one Dockerfile per pipeline step"
+    result = _hadolint(*DOCKERFILES.values())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_threshold_catches_findings(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install requests\n")
+    result = _hadolint(bad)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # `latest` tag
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_base_pinned_user_non_root_and_kfp_installed(step: str) -> None:
+    text = DOCKERFILES[step].read_text()
+    bases = re.findall(r"^ARG \w+_IMAGE=(\S+)$", text, flags=re.M)
+    assert bases and all(re.search(r"@sha256:[0-9a-f]{64}$", base) for base in bases), bases
+    users = re.findall(r"^USER (\S+)$", text, flags=re.M)
+    assert users and users[-1] not in {"0", "root"}, "the final stage runs as a non-root user"
+    assert "kfp" in _extras(step), "components run the KFP executor: every image needs kfp"
+
+
+def test_extras_exist_and_cpu_images_stay_free_of_torch() -> None:
+    optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for step in STEPS:
+        pulled = set().union(*(_requirements(extra, optional) for extra in _extras(step)))
+        assert "kfp-kubernetes" not in pulled, f"{step}: images do not need kfp-kubernetes"
+        assert ("torch" in pulled) == (step in GPU_STEPS), f"{step}: torch only in the GPU images"
+    assert "vllm" in _requirements("vllm", optional) and "vllm" in _extras("predict")
+
+
+def test_dockerignore_keeps_what_the_dockerfiles_copy() -> None:
+    kept = {line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    for step, path in DOCKERFILES.items():
+        for line in re.findall(r"^COPY (?!--from)(.+)$", path.read_text(), flags=re.M):
+            sources = line.split()[:-1]
+            assert set(sources) <= kept, f"{step}: COPY {sources} excluded by .dockerignore (keeps {kept})"
