@@ -39,6 +39,9 @@ def _main(
 
 # --- step commands (one line per command; keep imports light) ---
 from sqltune.pipeline import cli as pipeline_cli  # noqa: E402
+from sqltune.preprocess import cli as preprocess_cli  # noqa: E402
+
+app.command()(preprocess_cli.preprocess)
 
 app.command(name="compile")(pipeline_cli.compile)
 app.command()(pipeline_cli.run)

@@ -1,0 +1,154 @@
+"""Readers for the Spider, BIRD and CoSQL/SParC directory layouts, into one `Example` per question (or turn).
+
+A reader only finds files and normalizes fields; schemas, prompts and hardness are added by `run.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqltune.errors import SqltuneError
+
+DATASETS = ("spider", "bird", "cosql", "sparc")
+SPLITS = ("train", "dev")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question as the record contract names it (before the schema and prompt are added)."""
+
+    id: str
+    db_id: str
+    question: str
+    sql: str
+    evidence: str | None = None
+    difficulty: str | None = None
+    turn: int | None = None
+    history: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a dataset split's files are: question files, the schema file and the SQLite directory."""
+
+    question_files: tuple[Path, ...]
+    tables_file: Path
+    database_dir: Path
+    examples: list[Example]
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; malformed JSON is an error naming the file and line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SqltuneError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise SqltuneError(f"{path}: not UTF-8 text: {exc}") from None
+
+
+def _first_existing(root: Path, candidates: Sequence[str], what: str) -> Path:
+    for name in candidates:
+        if (root / name).exists():
+            return root / name
+    raise SqltuneError(f"{what} not found in {root}: looked for {', '.join(candidates)}")
+
+
+def _entries(path: Path) -> list[dict[str, Any]]:
+    data = read_json(path)
+    if not isinstance(data, list) or not all(isinstance(entry, dict) for entry in data):
+        raise SqltuneError(f"{path}: expected a JSON list of objects")
+    return data
+
+
+def _field(entry: dict[str, Any], names: Sequence[str], path: Path, index: int) -> Any:
+    for name in names:
+        if name in entry:
+            return entry[name]
+    raise SqltuneError(f"{path}: entry {index} has no {' or '.join(repr(n) for n in names)} field")
+
+
+def read_spider(root: Path, split: str) -> Layout:
+    """Spider: train = train_spider.json + train_others.json when present (8659), dev = dev.json (1034)."""
+    files = [_first_existing(root, ["train_spider.json" if split == "train" else "dev.json"], f"Spider {split} file")]
+    if split == "train" and (root / "train_others.json").is_file():  # optional: the sample dataset has none
+        files.append(root / "train_others.json")
+    examples = []
+    for path in files:
+        for index, entry in enumerate(_entries(path)):
+            examples.append(
+                Example(
+                    id=f"spider-{split}-{len(examples):05d}",
+                    db_id=_field(entry, ["db_id"], path, index),
+                    question=_field(entry, ["question"], path, index),
+                    sql=_field(entry, ["query"], path, index),
+                )
+            )
+    return Layout(tuple(files), root / "tables.json", root / "database", examples)
+
+
+def read_bird(root: Path, split: str) -> Layout:
+    """BIRD: `<split>.json` (or mini-dev's `mini_dev_sqlite.json`), `<split>_tables.json`, `<split>_databases/`."""
+    names = [f"{split}.json"] + (["mini_dev_sqlite.json"] if split == "dev" else [])
+    path = _first_existing(root, names, f"BIRD {split} file")
+    examples = []
+    for index, entry in enumerate(_entries(path)):
+        number = entry.get("question_id", index)
+        examples.append(
+            Example(
+                id=f"bird-{split}-{number:05d}" if isinstance(number, int) else f"bird-{split}-{number}",
+                db_id=_field(entry, ["db_id"], path, index),
+                question=_field(entry, ["question"], path, index),
+                sql=_field(entry, ["SQL", "query"], path, index),
+                evidence=entry.get("evidence") or None,
+                difficulty=entry.get("difficulty"),
+            )
+        )
+    return Layout((path,), root / f"{split}_tables.json", root / f"{split}_databases", examples)
+
+
+def read_multiturn(root: Path, split: str, dataset: str) -> Layout:
+    """CoSQL/SParC interactions: one example per turn, with the earlier questions of the dialogue as history."""
+    names = [f"{split}.json"]
+    if dataset == "cosql":
+        names = [f"sql_state_tracking/cosql_{split}.json", f"cosql_{split}.json", *names]
+    path = _first_existing(root, names, f"{dataset} {split} file")
+    examples = []
+    for index, entry in enumerate(_entries(path)):
+        db_id = _field(entry, ["database_id", "db_id"], path, index)
+        history: list[str] = []
+        for turn, interaction in enumerate(_field(entry, ["interaction"], path, index)):
+            question = _field(interaction, ["utterance"], path, index)
+            examples.append(
+                Example(
+                    id=f"{dataset}-{split}-{index:05d}-{turn:02d}",
+                    db_id=db_id,
+                    question=question,
+                    sql=_field(interaction, ["query"], path, index),
+                    turn=turn,
+                    history=tuple(history),
+                )
+            )
+            history.append(question)
+    return Layout((path,), root / "tables.json", root / "database", examples)
+
+
+def read_dataset(dataset: str, root: Path, split: str) -> Layout:
+    """The layout and examples of one split; errors name the dataset, split or file that is wrong."""
+    if dataset not in DATASETS:
+        raise SqltuneError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise SqltuneError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if dataset == "spider":
+        layout = read_spider(root, split)
+    elif dataset == "bird":
+        layout = read_bird(root, split)
+    else:
+        layout = read_multiturn(root, split, dataset)
+    if not layout.examples:
+        raise SqltuneError(f"{dataset} {split} split is empty: {', '.join(map(str, layout.question_files))}")
+    return layout

@@ -1,0 +1,174 @@
+"""The preprocess step's library entry: a dataset split in, a records artifact (and a databases artifact) out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqltune.artifacts import artifact_dir, atomic_write_json, write_jsonl
+from sqltune.errors import SqltuneError
+from sqltune.log import get_logger, progress
+from sqltune.preprocess.prompt import TEMPLATES, build_prompt
+from sqltune.preprocess.readers import Example, Layout, read_dataset, read_json
+from sqltune.preprocess.schema_text import STYLES, serialize_schema
+from sqltune.sql.schema import DatabaseSchema, load_tables
+from sqltune.uri import localize
+
+log = get_logger(__name__)
+
+RECORDS = "records.jsonl"
+# Spider's hardness applies to every dataset over Spider's databases; BIRD ships its own `difficulty`.
+_SPIDER_FAMILY = ("spider", "cosql", "sparc")
+
+
+def db_file(database_dir: Path, db_id: str) -> Path:
+    """Where Spider and BIRD keep a database (and where the databases artifact puts it)."""
+    return database_dir / db_id / f"{db_id}.sqlite"
+
+
+def _check_parameters(schema_style: str, template: str, limit: int | None) -> None:
+    if schema_style not in STYLES:
+        raise SqltuneError(f"unknown schema style {schema_style!r}; expected one of {', '.join(STYLES)}")
+    if template not in TEMPLATES:
+        raise SqltuneError(f"unknown prompt template {template!r}; expected one of {', '.join(TEMPLATES)}")
+    if limit is not None and limit < 1:
+        raise SqltuneError(f"limit must be a positive number of records, got {limit}")
+
+
+def _check_db_ids(examples: list[Example], schemas: dict[str, DatabaseSchema], tables_file: Path) -> None:
+    for example in examples:
+        if example.db_id not in schemas:
+            raise SqltuneError(f"record {example.id}: db_id {example.db_id!r} is not in {tables_file}")
+
+
+def make_record(
+    example: Example, schema_text: str, template: str, dataset: str, hardness: str | None
+) -> dict[str, Any]:
+    """One record per the artifact contract; the prompt comes from the one shared `build_prompt`."""
+    record: dict[str, Any] = {"id": example.id, "db_id": example.db_id, "question": example.question}
+    if dataset == "bird":
+        record["evidence"] = example.evidence
+    if example.turn is not None:
+        record["turn"] = example.turn
+        record["history"] = list(example.history)
+    record["schema"] = schema_text
+    record["prompt"] = build_prompt(record, template).text
+    record["sql"] = example.sql
+    if dataset == "bird":
+        record["difficulty"] = example.difficulty
+    else:
+        record["hardness"] = hardness
+    return record
+
+
+def _hardness_function(dataset: str) -> Callable[[str, DatabaseSchema], str | None] | None:
+    """Spider's classifier for Spider-family datasets; a gold query the official parser rejects gets None."""
+    if dataset not in _SPIDER_FAMILY:
+        return None
+    from sqltune.sql.hardness import classify_hardness
+    from sqltune.sql.parser import SqlParseError
+
+    def classify(sql: str, schema: DatabaseSchema) -> str | None:
+        try:
+            return classify_hardness(sql, schema)
+        except SqlParseError as exc:
+            log.debug("no hardness for %r on %s: %s", sql, schema.db_id, exc)
+            return None
+
+    return classify
+
+
+def build_records(
+    dataset: str,
+    layout: Layout,
+    examples: list[Example],
+    schemas: dict[str, DatabaseSchema],
+    schema_style: str,
+    template: str,
+) -> list[dict[str, Any]]:
+    """Records for `examples`: each database's schema text is built once and shared by its questions."""
+    db_ids = sorted({example.db_id for example in examples})
+    texts = {
+        db_id: serialize_schema(schemas[db_id], schema_style, db_file(layout.database_dir, db_id))
+        for db_id in progress(db_ids, desc=f"{schema_style} schemas", unit="db")
+    }
+    classify = _hardness_function(dataset)
+    records = []
+    for example in progress(examples, desc="records", unit="rec"):
+        hardness = classify(example.sql, schemas[example.db_id]) if classify else None
+        records.append(make_record(example, texts[example.db_id], template, dataset, hardness))
+    return records
+
+
+def write_databases(
+    out: str | os.PathLike[str], layout: Layout, db_ids: list[str], missing: list[str], parameters: dict[str, Any]
+) -> None:
+    """The databases artifact, Spider layout: `tables.json` (the split's entries), `database/<db>/<db>.sqlite`."""
+    entries = [entry for entry in read_json(layout.tables_file) if entry.get("db_id") in set(db_ids)]
+    extra = {"databases": db_ids, "missing_databases": missing}
+    with artifact_dir(out, "databases", parameters=parameters, extra=extra) as tmp:
+        atomic_write_json(tmp / "tables.json", entries)
+        for db_id in progress(db_ids, desc="databases", unit="db"):
+            if db_id not in missing:
+                target = db_file(tmp / "database", db_id)
+                target.parent.mkdir(parents=True)
+                shutil.copyfile(db_file(layout.database_dir, db_id), target)
+
+
+def run_preprocess(
+    dataset: str,
+    source: str | os.PathLike[str],
+    split: str,
+    schema_style: str,
+    out: str | os.PathLike[str],
+    *,
+    template: str = "alpaca",
+    databases_out: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    endpoint_url: str | None = None,
+) -> dict[str, Any]:
+    """Preprocess one split of a dataset into `out/records.jsonl` (+ manifest); returns the manifest's summary.
+
+    `source` is a local directory or an s3:// prefix in the dataset's layout. With `databases_out`, the
+    SQLite files the split needs are copied there too. Both artifacts appear only when everything worked.
+    Databases whose SQLite file is missing are logged and listed in the manifests, not an error: their
+    records still serve exact-match evaluation.
+    """
+    _check_parameters(schema_style, template, limit)
+    root = localize(source, what=f"{dataset} source", endpoint_url=endpoint_url)
+    layout = read_dataset(dataset, root, split)
+    examples = layout.examples[:limit] if limit else layout.examples
+    schemas = load_tables(layout.tables_file)
+    _check_db_ids(examples, schemas, layout.tables_file)
+
+    db_ids = sorted({example.db_id for example in examples})
+    if (schema_style == "rich" or databases_out) and not layout.database_dir.is_dir():
+        raise SqltuneError(f"database directory not found: {layout.database_dir}")
+    missing = [db_id for db_id in db_ids if not db_file(layout.database_dir, db_id).is_file()]
+    if missing:
+        log.warning("%d of %d databases have no SQLite file: %s", len(missing), len(db_ids), ", ".join(missing))
+    if databases_out and len(missing) == len(db_ids):
+        raise SqltuneError(f"none of the {len(db_ids)} databases the split needs is in {layout.database_dir}")
+
+    records = build_records(dataset, layout, examples, schemas, schema_style, template)
+    label = "difficulty" if dataset == "bird" else "hardness"
+    labels = Counter(str(record[label]) if record[label] else "unknown" for record in records)
+    parameters = {
+        "dataset": dataset,
+        "source": str(source),
+        "split": split,
+        "schema_style": schema_style,
+        "template": template,
+        "limit": limit,
+    }
+    summary = {"records": len(records), label: dict(sorted(labels.items())), "missing_databases": missing}
+    with artifact_dir(out, "records", parameters=parameters, extra=summary) as tmp:
+        write_jsonl(tmp / RECORDS, records)
+        if databases_out:
+            write_databases(databases_out, layout, db_ids, missing, parameters)
+    log.info("wrote %d %s %s records to %s (%s)", len(records), dataset, split, out, summary[label])
+    return summary

@@ -1,0 +1,149 @@
+"""Schema serialization styles: how a database's schema is spelled out in the prompt.
+
+Every style is line-oriented, with the most important lines first, because `build_prompt` trims an
+over-long schema by dropping whole lines from the end:
+
+- `dbgpt`: DB-GPT-Hub's natural-language text (lower-cased names, one line per table ending in its
+  primary key, one line per foreign key), except that a composite primary key is stated only for the
+  table that owns it (DB-GPT-Hub repeats it, emptied, under every table).
+- `ddl`: one `CREATE TABLE` statement per line, with types, primary and foreign keys.
+- `rich`: one line per table with column types and a few distinct sample values read from the SQLite
+  file, then the foreign keys on lines of their own (sample values help models pick literals).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+from sqltune.log import get_logger
+from sqltune.sql.schema import DatabaseSchema
+
+log = get_logger(__name__)
+
+STYLES = ("dbgpt", "ddl", "rich")
+SAMPLE_VALUES = 3
+_MAX_VALUE_CHARS = 40
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def serialize_schema(schema: DatabaseSchema, style: str, db_path: Path | None = None) -> str:
+    """The schema text of one database in `style`; `rich` reads sample values from `db_path` when it exists."""
+    if style == "dbgpt":
+        return dbgpt_text(schema)
+    if style == "ddl":
+        return ddl_text(schema)
+    if style == "rich":
+        return rich_text(schema, sample_values(schema, db_path) if db_path and db_path.is_file() else {})
+    raise ValueError(f"unknown schema style {style!r}; expected one of {', '.join(STYLES)}")
+
+
+def _key_owner(schema: DatabaseSchema, key: tuple[int, ...]) -> int:
+    return schema.columns[key[0]].table
+
+
+def dbgpt_text(schema: DatabaseSchema) -> str:
+    """DB-GPT-Hub's text: "<db> contains tables such as a, b. Table a has columns such as x, y. x is the primary key."""
+    tables = [name.lower() for name in schema.tables]
+    column = [c.name.lower() for c in schema.columns]
+    text = f"{schema.db_id} contains tables such as {', '.join(tables)}. "
+    for index, table in enumerate(tables):
+        text += f"Table {table} has columns such as {', '.join(column[i] for i in schema.table_columns(index))}. "
+        for key in schema.primary_keys:
+            if _key_owner(schema, key) != index:
+                continue
+            if len(key) == 1:
+                text += f"{column[key[0]]} is the primary key.\n"
+            else:
+                text += f"The combination of ({', '.join(column[i] for i in key)}) are the primary key.\n"
+    for source, target in schema.foreign_keys:
+        text += (
+            f"The {column[source]} of {tables[schema.columns[source].table]} is the foreign key of "
+            f"{column[target]} of {tables[schema.columns[target].table]}.\n"
+        )
+    return text.rstrip()  # DB-GPT-Hub ends with "\n"; a trailing empty line would count as a schema line
+
+
+def quote(name: str) -> str:
+    """An SQL identifier, double-quoted only when it needs to be (spaces, punctuation, leading digits)."""
+    if _PLAIN_NAME.fullmatch(name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _primary_key_columns(schema: DatabaseSchema, table: int) -> list[int]:
+    return [i for key in schema.primary_keys if _key_owner(schema, key) == table for i in key]
+
+
+def ddl_text(schema: DatabaseSchema) -> str:
+    """One `CREATE TABLE` per line, in table order (so trimming drops whole tables from the end)."""
+    lines = []
+    for index, table in enumerate(schema.tables):
+        parts = [f"{quote(schema.columns[i].name)} {schema.columns[i].type}" for i in schema.table_columns(index)]
+        if keys := _primary_key_columns(schema, index):
+            parts.append(f"PRIMARY KEY ({', '.join(quote(schema.columns[i].name) for i in keys)})")
+        for source, target in schema.foreign_keys:
+            if schema.columns[source].table == index:
+                referenced = schema.columns[target]
+                parts.append(
+                    f"FOREIGN KEY ({quote(schema.columns[source].name)}) REFERENCES "
+                    f"{quote(schema.tables[referenced.table])}({quote(referenced.name)})"
+                )
+        lines.append(f"CREATE TABLE {quote(table)} ({', '.join(parts)});")
+    return "\n".join(lines)
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, str):
+        value = value if len(value) <= _MAX_VALUE_CHARS else value[:_MAX_VALUE_CHARS] + "..."
+        return "'" + value.replace("'", "''").replace("\n", " ") + "'"
+    return repr(value)
+
+
+def sample_values(schema: DatabaseSchema, db_path: Path, limit: int = SAMPLE_VALUES) -> dict[int, list[str]]:
+    """Up to `limit` distinct non-null values per column (as SQL literals), from one read-only connection.
+
+    Columns that tables.json names but the database lacks (it happens in Spider) get no samples.
+    """
+    samples: dict[int, list[str]] = {}
+    connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    connection.text_factory = lambda raw: raw.decode("utf-8", errors="replace")  # a few Spider dbs hold latin-1
+    try:
+        for index, column in enumerate(schema.columns):
+            if column.table < 0:
+                continue
+            name, table = quote(column.name), quote(schema.tables[column.table])
+            try:
+                rows = connection.execute(
+                    f"SELECT DISTINCT {name} FROM {table} WHERE {name} IS NOT NULL LIMIT {limit}"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                log.debug("%s: no sample values for %s.%s: %s", db_path, table, name, exc)
+                continue
+            samples[index] = [_literal(row[0]) for row in rows if not isinstance(row[0], bytes)]
+    finally:
+        connection.close()
+    return samples
+
+
+def _qualified(schema: DatabaseSchema, column: int) -> str:
+    return f"{quote(schema.tables[schema.columns[column].table])}.{quote(schema.columns[column].name)}"
+
+
+def rich_text(schema: DatabaseSchema, samples: dict[int, list[str]]) -> str:
+    """`table (col type primary key [v1, v2, v3]; ...)` per table, then `foreign key: a.x = b.y` lines."""
+    lines = []
+    for index, table in enumerate(schema.tables):
+        keys = set(_primary_key_columns(schema, index))
+        parts = []
+        for i in schema.table_columns(index):
+            column = schema.columns[i]
+            part = f"{quote(column.name)} {column.type}" + (" primary key" if i in keys else "")
+            if samples.get(i):
+                part += f" [{', '.join(samples[i])}]"
+            parts.append(part)
+        lines.append(f"{quote(table)} ({'; '.join(parts)})")
+    for source, target in schema.foreign_keys:
+        lines.append(f"foreign key: {_qualified(schema, source)} = {_qualified(schema, target)}")
+    return "\n".join(lines)
