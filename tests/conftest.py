@@ -36,3 +36,15 @@ def spider_predictions_dir() -> Path:
 def bird_minidev_dir() -> Path:
     """BIRD mini-dev questions and schemas (no databases)."""
     return _shared("bird-minidev", "mini_dev_sqlite.json")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 server (SeaweedFS `weed mini` on 127.0.0.1) for the whole session, stopped by its pid.
+
+    Sets nothing global: use `s3_server.client()`, or `monkeypatch.setenv` each item of `s3_server.env()`.
+    """
+    from sqltune.locals3 import local_s3
+
+    with local_s3() as server:
+        yield server

