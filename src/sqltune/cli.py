@@ -38,6 +38,7 @@ def _main(
 
 
 # --- step commands (one line per command; keep imports light) ---
+from sqltune.deploy import cli as deploy_cli  # noqa: E402
 from sqltune.pipeline import cli as pipeline_cli  # noqa: E402
 from sqltune.preprocess import cli as preprocess_cli  # noqa: E402
 
@@ -45,6 +46,8 @@ app.command()(preprocess_cli.preprocess)
 
 app.command(name="compile")(pipeline_cli.compile)
 app.command()(pipeline_cli.run)
+app.command()(deploy_cli.submit)
+app.command()(deploy_cli.schedule)
 
 
 def main() -> None:
