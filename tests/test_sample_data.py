@@ -9,10 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from sqltune.artifacts import read_jsonl
-from sqltune.cli import app
 from sqltune.preprocess.run import run_preprocess
 from sqltune.preprocess.sample import write_sample_dataset
 from sqltune.sql.hardness import classify_hardness
@@ -22,9 +20,7 @@ from sqltune.sql.schema import load_tables
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sample") / "data"
-    result = CliRunner().invoke(app, ["sample-data", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"train": 162, "dev": 48}
+    assert write_sample_dataset(out) == {"train": 162, "dev": 48}
     return out
 
 
