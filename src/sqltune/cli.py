@@ -40,9 +40,11 @@ def _main(
 # --- step commands (one line per command; keep imports light) ---
 from sqltune.deploy import cli as deploy_cli  # noqa: E402
 from sqltune.pipeline import cli as pipeline_cli  # noqa: E402
+from sqltune.predict import cli as predict_cli  # noqa: E402
 from sqltune.preprocess import cli as preprocess_cli  # noqa: E402
 
 app.command()(preprocess_cli.preprocess)
+app.command()(predict_cli.predict)
 app.command(name="sample-data")(preprocess_cli.sample_data)
 
 app.command(name="compile")(pipeline_cli.compile)

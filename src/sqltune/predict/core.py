@@ -1,0 +1,266 @@
+"""`predict`: the library entry of the predict step (the CLI and the KFP component both call it).
+
+Every prompt is rebuilt from the record's fields with the shared `build_prompt`, the template and token
+budget of training, and this model's tokenizer: the record's stored `prompt` may have been made for
+another model. A prompt that does not fit even with its whole schema dropped is not generated: its
+prediction is the `NO_SQL` placeholder and it is counted, so the evaluation still covers every question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqltune.artifacts import MANIFEST, artifact_dir, atomic_write_json, read_jsonl, write_jsonl
+from sqltune.errors import SqltuneError
+from sqltune.log import get_logger
+from sqltune.predict.adapter import Adapter, check_base_name, check_shapes, read_adapter
+from sqltune.predict.extract import NO_SQL, extract_sql
+from sqltune.predict.generate import Generation, generate_hf
+from sqltune.predict.vllm_backend import generate_vllm, vllm_available
+from sqltune.preprocess.prompt import build_prompt
+from sqltune.uri import localize
+
+log = get_logger(__name__)
+
+BACKENDS = ("auto", "hf", "vllm")
+RECORDS = "records.jsonl"
+PREDICTIONS = "predictions.jsonl"
+PREDICTIONS_TXT = "predictions.txt"
+METRICS = "predict_metrics.json"
+_REQUIRED = ("id", "db_id", "question", "schema")
+
+
+def load_records(data: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Eval records from a JSONL file or a preprocess artifact directory; every record must be usable."""
+    path = localize(data, "eval data")
+    if path.is_dir():
+        path = path / RECORDS
+    if not path.is_file():
+        raise SqltuneError(f"eval data not found: {path}")
+    records = read_jsonl(path)[:limit] if limit is not None else read_jsonl(path)
+    seen: set[str] = set()
+    for line, record in enumerate(records, 1):
+        missing = [field for field in _REQUIRED if field not in record]
+        if missing:
+            raise SqltuneError(f"{path}: record {record.get('id', f'on line {line}')} lacks {', '.join(missing)}")
+        if str(record["id"]) in seen:
+            raise SqltuneError(f"{path}: record id {record['id']!r} appears twice; predictions are matched by id")
+        seen.add(str(record["id"]))
+    if not records:
+        raise SqltuneError(f"{path}: no records to predict")
+    return records
+
+
+def choose_backend(backend: str) -> str:
+    """`auto` means vLLM where it is installed (GPU images), else transformers; the choice is logged."""
+    if backend not in BACKENDS:
+        raise SqltuneError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "vllm" and not vllm_available():
+        raise SqltuneError("backend 'vllm' needs the vllm package (pip install 'sqltune[vllm]' on a GPU image)")
+    chosen = "vllm" if backend == "vllm" or (backend == "auto" and vllm_available()) else "hf"
+    log.info("predict backend: %s%s", chosen, " (auto: vllm is not installed)" if backend == "auto" == chosen else "")
+    return chosen
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """What will be fed to the model: token ids per record, and which records could not fit at all."""
+
+    ids: list[list[int]]
+    fits: list[bool]
+    schema_lines_dropped: list[int]
+
+
+def plan_prompts(records: Sequence[dict[str, Any]], tokenizer: Any, template: str, max_tokens: int) -> PromptPlan:
+    """Rebuild every prompt with this tokenizer's budget, trimming the schema as training did."""
+    from sqltune.models import encode_prompt, prompt_functions
+
+    count_tokens, chat_render = prompt_functions(tokenizer, template)
+    ids, fits, dropped = [], [], []
+    for record in records:
+        prompt = build_prompt(
+            record, template, max_tokens=max_tokens, count_tokens=count_tokens, chat_render=chat_render
+        )
+        ids.append(encode_prompt(tokenizer, prompt.text, template))
+        fits.append(prompt.fits)
+        dropped.append(prompt.schema_lines_dropped)
+    return PromptPlan(ids, fits, dropped)
+
+
+def _setting(name: str, override: Any, adapter: Adapter | None, default: Any) -> Any:
+    """An explicit value, else the adapter's training parameter, else the default (logged when not explicit)."""
+    if override is not None:
+        return override
+    trained = adapter.parameters.get(name) if adapter else None
+    value = trained if trained is not None else default
+    log.info("%s: %s (%s)", name, value, "from the adapter's training parameters" if trained is not None else "default")
+    return value
+
+
+def _load_hf(base_dir: Path, adapter: Adapter | None, quantize_4bit: bool) -> tuple[Any, bool]:
+    """The model ready to generate; the adapter is merged into the weights unless the base is quantized."""
+    import torch
+    from peft import PeftModel
+
+    from sqltune.models import load_model
+
+    cuda = torch.cuda.is_available()
+    model = load_model(
+        base_dir,
+        quantize_4bit=quantize_4bit,
+        dtype=torch.bfloat16 if cuda else torch.float32,
+        device_map="cuda" if cuda else None,
+    )
+    merged = False
+    if adapter is not None:
+        check_shapes(adapter, model)
+        model = PeftModel.from_pretrained(model, str(adapter.path))
+        if not quantize_4bit:
+            model = model.merge_and_unload()
+            merged = True
+    return model.eval(), merged
+
+
+def _rows(records: Sequence[dict[str, Any]], plan: PromptPlan, outputs: dict[int, Generation]) -> list[dict[str, Any]]:
+    rows = []
+    for index, record in enumerate(records):
+        out = outputs.get(index)
+        raw = out.text if out else ""
+        rows.append(
+            {
+                "id": record["id"],
+                "db_id": record["db_id"],
+                "sql": extract_sql(raw) if out else NO_SQL,
+                "raw": raw,
+                "prompt_tokens": out.prompt_tokens if out else len(plan.ids[index]),
+                "new_tokens": out.new_tokens if out else 0,
+                "batch_latency_s": round(out.batch_latency_s, 4) if out else 0.0,
+                "schema_lines_dropped": plan.schema_lines_dropped[index],
+                "prompt_fits": plan.fits[index],
+            }
+        )
+    return rows
+
+
+def predict(
+    data: str | Path,
+    base_model: str,
+    adapter: str | Path | None,
+    out: str | Path,
+    backend: str = "auto",
+    batch_size: int = 16,
+    max_new_tokens: int = 128,
+    limit: int | None = None,
+    *,
+    template: str | None = None,
+    max_seq_len: int | None = None,
+    quantize_4bit: bool = False,
+    base_name_check: bool = True,
+    endpoint_url: str | None = None,
+) -> dict[str, Any]:
+    """Predict one SQL query per record into the artifact directory `out`; returns predict_metrics."""
+    from transformers import AutoConfig
+
+    from sqltune.models import load_tokenizer, resolve_base_model
+
+    if batch_size < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
+        raise SqltuneError(
+            f"batch_size, max_new_tokens and limit must be >= 1 (got {batch_size}, {max_new_tokens}, {limit})"
+        )
+    chosen = choose_backend(backend)
+    records = load_records(data, limit)
+    lora = read_adapter(localize(adapter, "adapter", endpoint_url)) if adapter else None
+    base_dir = resolve_base_model(base_model, endpoint_url)
+    if lora and base_name_check:
+        check_base_name(lora, base_model, base_dir)
+
+    tokenizer_dir = lora.path if lora and (lora.path / "tokenizer_config.json").is_file() else base_dir
+    tokenizer = load_tokenizer(tokenizer_dir)
+    template = _setting("template", template, lora, "alpaca")
+    model_context = AutoConfig.from_pretrained(base_dir).max_position_embeddings
+    context_len = min(_setting("max_seq_len", max_seq_len, lora, model_context), model_context)
+    if context_len <= max_new_tokens:
+        raise SqltuneError(
+            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a {context_len}-token context"
+        )
+    plan = plan_prompts(records, tokenizer, template, context_len - max_new_tokens)
+    todo = [i for i, fits in enumerate(plan.fits) if fits]
+    if len(todo) < len(records):
+        log.warning(
+            "%d prompts do not fit in %d tokens even without schema: predicted as NO_SQL",
+            len(records) - len(todo),
+            context_len,
+        )
+
+    merged = False
+    todo_ids = [plan.ids[i] for i in todo]
+    if chosen == "vllm":
+        generations, seconds = generate_vllm(
+            base_dir,
+            tokenizer_dir,
+            todo_ids,
+            max_new_tokens=max_new_tokens,
+            context_len=context_len,
+            adapter_dir=lora.path if lora else None,
+            adapter_rank=lora.rank if lora else 16,
+        )
+    else:
+        model, merged = _load_hf(base_dir, lora, quantize_4bit)
+        generations, seconds = generate_hf(
+            model, tokenizer, todo_ids, batch_size=batch_size, max_new_tokens=max_new_tokens
+        )
+    rows = _rows(records, plan, dict(zip(todo, generations, strict=True)))
+    metrics = _metrics(rows, seconds, backend=chosen, merged=merged, template=template, context_len=context_len)
+    parameters = {
+        "base_model": base_model,
+        "adapter": str(adapter) if adapter else None,
+        "backend": backend,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "limit": limit,
+        "template": template,
+        "max_seq_len": context_len,
+        "quantize_4bit": quantize_4bit,
+    }
+    inputs = {"data": _artifact_root(data), **({"adapter": lora.path} if lora else {})}
+    with artifact_dir(out, "predictions", parameters=parameters, inputs=inputs, extra={"metrics": metrics}) as tmp:
+        write_jsonl(tmp / PREDICTIONS, rows)
+        (tmp / PREDICTIONS_TXT).write_text("".join(row["sql"] + "\n" for row in rows), encoding="utf-8")
+        atomic_write_json(tmp / METRICS, metrics)
+    log.info(
+        "predicted %d records in %.1f s: %.2f prompts/s, %.1f generated tokens/s, %d trimmed, %d without SQL",
+        len(rows),
+        seconds,
+        metrics["prompts_per_s"],
+        metrics["generated_tokens_per_s"],
+        metrics["trimmed_prompts"],
+        metrics["no_sql_outputs"],
+    )
+    return metrics
+
+
+def _artifact_root(data: str | Path) -> str | Path:
+    """Lineage names the preprocess artifact (its manifest) when the records file sits inside one."""
+    path = Path(data)
+    return path.parent if not path.is_dir() and (path.parent / MANIFEST).is_file() else data
+
+
+def _metrics(rows: Sequence[dict[str, Any]], seconds: float, **settings: Any) -> dict[str, Any]:
+    generated = [row for row in rows if row["prompt_fits"]]
+    new_tokens = sum(row["new_tokens"] for row in generated)
+    return {
+        **settings,
+        "prompts": len(rows),
+        "generated_prompts": len(generated),
+        "generation_s": round(seconds, 3),
+        "prompts_per_s": round(len(generated) / seconds, 3) if seconds else 0.0,
+        "generated_tokens": new_tokens,
+        "generated_tokens_per_s": round(new_tokens / seconds, 2) if seconds else 0.0,
+        "mean_prompt_tokens": round(sum(row["prompt_tokens"] for row in rows) / len(rows), 1),
+        "trimmed_prompts": sum(1 for row in rows if row["schema_lines_dropped"]),
+        "prompts_over_context": len(rows) - len(generated),
+        "no_sql_outputs": sum(1 for row in rows if row["sql"] == NO_SQL),
+    }

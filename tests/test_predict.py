@@ -1,0 +1,233 @@
+"""The predict step on CPU with tiny random models built offline (sqltune.models) and adapters made with peft."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sqltune.artifacts import read_jsonl, verify_artifact, write_jsonl
+from sqltune.errors import SqltuneError
+from sqltune.predict import NO_SQL, extract_sql, predict
+from sqltune.predict.generate import generate_hf, length_sorted_batches
+
+TABLES = ["singer", "concert", "stadium", "student", "course", "teacher", "department", "city"]
+
+
+def _record(i: int) -> dict:
+    """Spider-shaped records whose schemas (hence prompts) differ in length, so batches need padding."""
+    tables = TABLES[: 1 + i % len(TABLES)]
+    schema = "\n".join(f"{t}: {t}_id (number, primary key), name (text), age (number)" for t in tables)
+    return {
+        "id": f"q{i}",
+        "db_id": f"db{i % 3}",
+        "question": f"How many {tables[-1]}s are older than {20 + i}?",
+        "schema": schema,
+        "sql": f"SELECT count(*) FROM {tables[-1]} WHERE age > {20 + i}",
+        "hardness": "easy",
+    }
+
+
+@pytest.fixture(scope="module")
+def base_dir() -> Path:
+    from sqltune.models import resolve_base_model
+
+    return resolve_base_model("tiny-random-llama")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(base_dir):
+    from sqltune.models import load_tokenizer
+
+    return load_tokenizer(base_dir)
+
+
+@pytest.fixture(scope="module")
+def records_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "records.jsonl"
+    write_jsonl(path, [_record(i) for i in range(7)])
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(base_dir, tmp_path_factory) -> Path:
+    """A LoRA adapter with non-zero weights (an untrained one would be a no-op), as peft saves it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from sqltune.models import load_model
+
+    torch.manual_seed(1)
+    config = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    model = get_peft_model(load_model(base_dir), config)
+    out = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(out)
+    return out
+
+
+def _predict(records_file: Path, out: Path, **kwargs) -> dict:
+    kwargs.setdefault("base_model", "tiny-random-llama")
+    kwargs.setdefault("adapter", None)
+    kwargs.setdefault("max_seq_len", 384)
+    return predict(records_file, out=out, max_new_tokens=12, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("SELECT count(*) FROM singer", "SELECT count(*) FROM singer"),
+        ("```sql\nSELECT name\nFROM singer;\n```\nThis query lists the names.", "SELECT name FROM singer"),
+        ("SQL: SELECT name FROM singer WHERE age > 20;", "SELECT name FROM singer WHERE age > 20"),
+        ("SELECT name FROM singer; SELECT 1", "SELECT name FROM singer"),
+        ("SELECT name FROM singer\n\nExplanation: names.", "SELECT name FROM singer"),
+        (
+            "select name\n  from singer\n  Order by age desc\nThis sorts them.",
+            "select name from singer Order by age desc",
+        ),
+        ("Here is the query with a join:\nSELECT a FROM t\n### Instruction:\nmore", "SELECT a FROM t"),
+        ("SELECT a FROM t ### Response: x", "SELECT a FROM t"),
+        ("SELECT * FROM t WHERE name = 'a;b' ;", "SELECT * FROM t WHERE name = 'a;b'"),
+        ("The answer is: SELECT T1.name FROM singer AS T1", "SELECT T1.name FROM singer AS T1"),
+        ("WITH x AS (SELECT 1) SELECT * FROM x;", "WITH x AS (SELECT 1) SELECT * FROM x"),
+        ("", NO_SQL),
+        ("I cannot answer that with the schema given.", NO_SQL),
+        ("@ptname ECTSELECT garbage", NO_SQL),
+    ],
+)
+def test_extract_sql_from_messy_outputs(raw, expected):
+    assert extract_sql(raw) == expected
+
+
+def test_no_sql_placeholder_is_a_query_that_runs_and_honestly_fails():
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE singer (name TEXT)")
+    db.execute("INSERT INTO singer VALUES ('Joe')")
+    assert db.execute(NO_SQL).fetchall() == [("sqltune: no SQL in model output",)]
+    assert db.execute(NO_SQL).fetchall() != db.execute("SELECT name FROM singer").fetchall()
+
+
+def test_length_sorted_batches_group_similar_lengths_longest_first():
+    batches = length_sorted_batches([3, 9, 1, 9, 5], batch_size=2)
+    assert batches == [[1, 3], [4, 0], [2]]
+    with pytest.raises(ValueError):
+        length_sorted_batches([1], batch_size=0)
+
+
+def test_batched_generation_equals_one_at_a_time(base_dir, tokenizer):
+    from sqltune.models import encode_prompt, load_model
+
+    model = load_model(base_dir).eval()
+    prompts = [encode_prompt(tokenizer, _record(i)["schema"] + _record(i)["question"], "alpaca") for i in range(6)]
+    assert len({len(p) for p in prompts}) > 3  # really different lengths: left padding is exercised
+    batched, _ = generate_hf(model, tokenizer, prompts, batch_size=4, max_new_tokens=16)
+    single, _ = generate_hf(model, tokenizer, prompts, batch_size=1, max_new_tokens=16)
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert [g.new_tokens for g in batched] == [g.new_tokens for g in single]
+    assert [g.prompt_tokens for g in batched] == [len(p) for p in prompts]
+    assert all(g.new_tokens > 0 for g in batched)
+
+
+def test_prediction_files_are_what_the_evaluator_reads(tmp_path):
+    from sqltune.evaluate.inputs import load_gold, load_predictions
+
+    too_long = {**_record(7), "id": "long", "question": "How many singers? " * 40}
+    records = [*(_record(i) for i in range(7)), too_long]
+    write_jsonl(tmp_path / "records.jsonl", records)
+    out = tmp_path / "pred"
+    metrics = _predict(tmp_path / "records.jsonl", out, batch_size=3, max_seq_len=300)
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [r["id"] for r in rows] == [r["id"] for r in records]
+    gold = load_gold(tmp_path / "records.jsonl")
+    assert load_predictions(out / "predictions.jsonl", gold) == [r["sql"] for r in rows]
+    assert load_predictions(out / "predictions.txt", gold) == [r["sql"] for r in rows]
+    # Prompts are rebuilt to this model's budget (300 - 12 new tokens): long schemas are trimmed and counted;
+    # a question that cannot fit at all is not generated but still gets its (failing) prediction.
+    trimmed = [r for r in rows if r["schema_lines_dropped"]]
+    assert len(trimmed) == metrics["trimmed_prompts"] >= 4
+    assert all(r["prompt_tokens"] <= 288 and r["new_tokens"] > 0 for r in rows[:7])
+    assert (rows[7]["prompt_fits"], rows[7]["sql"], rows[7]["raw"]) == (False, NO_SQL, "")
+    assert (metrics["prompts"], metrics["generated_prompts"], metrics["prompts_over_context"]) == (8, 7, 1)
+    assert metrics["generated_tokens"] == sum(r["new_tokens"] for r in rows) and metrics["prompts_per_s"] > 0
+    assert json.loads((out / "predict_metrics.json").read_text()) == metrics
+    assert verify_artifact(out)["kind"] == "predictions"
+
+
+def test_adapter_is_merged_and_changes_the_output(records_file, tmp_path, adapter_dir, base_dir, tokenizer):
+    from peft import PeftModel
+
+    from sqltune.models import load_model
+    from sqltune.predict.core import plan_prompts
+
+    metrics = _predict(records_file, tmp_path / "a", adapter=adapter_dir, limit=4, batch_size=4)
+    assert metrics["merged"] is True
+    with_adapter = [r["raw"] for r in read_jsonl(tmp_path / "a" / "predictions.jsonl")]
+    _predict(records_file, tmp_path / "b", limit=4, batch_size=4)
+    base_only = [r["raw"] for r in read_jsonl(tmp_path / "b" / "predictions.jsonl")]
+    assert with_adapter != base_only
+
+    # The merged weights generate what the unmerged adapter generates.
+    unmerged = PeftModel.from_pretrained(load_model(base_dir), str(adapter_dir)).eval()
+    plan = plan_prompts(read_jsonl(records_file)[:4], tokenizer, "alpaca", 384 - 12)
+    expected, _ = generate_hf(unmerged, tokenizer, plan.ids, batch_size=1, max_new_tokens=12)
+    assert with_adapter == [g.text for g in expected]
+
+
+def test_template_and_context_come_from_the_adapters_training_parameters(records_file, tmp_path, adapter_dir):
+    import shutil
+
+    trained = tmp_path / "trained"
+    shutil.copytree(adapter_dir, trained)
+    (trained / "manifest.json").write_text(json.dumps({"parameters": {"template": "chat", "max_seq_len": 300}}))
+    metrics = predict(records_file, "tiny-random-llama", trained, tmp_path / "out", max_new_tokens=8, limit=2)
+    assert (metrics["template"], metrics["context_len"]) == ("chat", 300)
+
+
+def test_adapter_for_another_base_model_is_refused_before_generating(records_file, tmp_path, adapter_dir):
+    with pytest.raises(SqltuneError, match=r"trained on .*tiny-random-llama.* not on base model 'tiny-random-qwen2'"):
+        _predict(records_file, tmp_path / "out", base_model="tiny-random-qwen2", adapter=adapter_dir)
+    assert not (tmp_path / "out").exists()
+
+
+def test_adapter_whose_shapes_do_not_fit_is_refused(records_file, tmp_path, adapter_dir, base_dir, tokenizer):
+    """Same name, different hidden size: the name check passes, the shape check names the tensor."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(base_dir)
+    config.hidden_size, config.num_attention_heads, config.num_key_value_heads = 32, 2, 1
+    other = tmp_path / base_dir.name
+    AutoModelForCausalLM.from_config(config).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    with pytest.raises(SqltuneError, match=r"does not fit this base model: .*q_proj.* has size 64 .* has 32"):
+        _predict(records_file, tmp_path / "out", base_model=str(other), adapter=adapter_dir)
+
+
+def test_vllm_backend_without_vllm_is_a_clear_error(records_file, tmp_path):
+    with pytest.raises(SqltuneError, match="needs the vllm package"):
+        _predict(records_file, tmp_path / "out", backend="vllm")
+    with pytest.raises(SqltuneError, match="unknown backend 'tgi'"):
+        _predict(records_file, tmp_path / "out", backend="tgi")
+
+
+def test_bad_records_are_named(tmp_path):
+    bad = tmp_path / "records.jsonl"
+    write_jsonl(bad, [_record(0), {k: v for k, v in _record(1).items() if k != "question"}])
+    with pytest.raises(SqltuneError, match="record q1 lacks question"):
+        _predict(bad, tmp_path / "out")
+    write_jsonl(bad, [_record(0), _record(0)])
+    with pytest.raises(SqltuneError, match="record id 'q0' appears twice"):
+        _predict(bad, tmp_path / "out")
+
+
+def test_cli_predicts_and_prints_metrics(records_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from sqltune.cli import app
+
+    out = tmp_path / "cli"
+    args = ["predict", "--data", str(records_file), "--base-model", "tiny-random-llama", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--backend", "hf", "--limit", "2", "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["prompts"] == 2
+    assert len((out / "predictions.txt").read_text().splitlines()) == 2
