@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TORCH_VERSION := 2.13.0
 
-.PHONY: venv demo test lint format compile bench images clean
+.PHONY: venv demo test lint format compile bench images manifests clean
 
 venv: $(STAMP)
 
@@ -49,6 +49,10 @@ images: venv
 		echo "building $$image"; \
 		$$engine build -f images/$$step/Dockerfile -t $$image . || exit 1; \
 	done
+
+# The KFP Pipeline/PipelineVersion resources (GitOps) from pipelines/text2sql.py, after a fresh compile.
+manifests: compile
+	$(BIN)/python -m sqltune.deploy.manifests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

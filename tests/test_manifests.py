@@ -1,0 +1,136 @@
+"""manifests/: what `kubectl apply -k` would apply is schema-valid (kubernetes-validate --strict), least
+privilege, non-root with requests/limits, secrets are placeholders only, and the generated KFP Pipeline /
+PipelineVersion resources match the checked-in compiled pipeline."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sqltune.deploy.manifests import MANIFEST_FILE, version_name, write_pipeline_manifests
+from sqltune.images import image_for
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFESTS = REPO / "manifests"
+ENTRY_POINTS = ("base", "overlays/model-cache", "pipeline")  # what docs/cluster.md tells users to apply
+TEMPLATES = sorted(MANIFESTS.rglob("*.template.yaml"))  # applied by hand after filling in, never by -k
+VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
+# Custom resources: kubernetes-validate has schemas for built-in kinds only.
+CRD_GROUPS = {"pipelines.kubeflow.org"}
+
+
+def _kustomize_files(directory: Path) -> list[Path]:
+    """The resource files a kustomization (with its bases and components) pulls in, in order."""
+    config = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    files: list[Path] = []
+    for entry in [*config.get("resources", []), *config.get("components", [])]:
+        target = (directory / entry).resolve()
+        assert target.exists(), f"{directory / 'kustomization.yaml'}: {entry} does not exist"
+        files += _kustomize_files(target) if target.is_dir() else [target]
+    return files
+
+
+def _documents(paths: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    return [(path, doc) for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _built(entry: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in _documents(_kustomize_files(MANIFESTS / entry))]
+
+
+def _is_builtin(doc: dict[str, Any]) -> bool:
+    return doc["apiVersion"].split("/")[0] not in CRD_GROUPS
+
+
+def test_every_manifest_is_reachable_from_an_entry_point() -> None:
+    reachable = {path for entry in ENTRY_POINTS for path in _kustomize_files(MANIFESTS / entry)}
+    resources = {p for p in MANIFESTS.rglob("*.yaml") if p.name != "kustomization.yaml" and p not in TEMPLATES}
+    assert resources == reachable, f"not in any kustomization: {sorted(map(str, resources - reachable))}"
+    assert not set(TEMPLATES) & reachable, "a template with placeholder values must not be applied by -k"
+
+
+def test_kubernetes_validate_strict_passes_on_builtin_resources() -> None:
+    reachable = {path for entry in ENTRY_POINTS for path in _kustomize_files(MANIFESTS / entry)}
+    docs = _documents(sorted(reachable) + TEMPLATES)
+    skipped = {doc["kind"] for _, doc in docs if not _is_builtin(doc)}
+    assert skipped == {"Pipeline", "PipelineVersion"}, "only KFP's CRD kinds are skipped (no schema for them)"
+    files = sorted({path for path, doc in docs if _is_builtin(doc)})
+    assert not {path for path, doc in docs if not _is_builtin(doc)} & set(files), "a file mixes CRDs and built-ins"
+    result = subprocess.run([str(VALIDATE), "--strict", *map(str, files)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed for resource") == sum(1 for _, doc in docs if _is_builtin(doc))
+
+
+def test_kubernetes_validate_strict_rejects_unknown_fields(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: x\nautomountToken: true\n")
+    result = subprocess.run([str(VALIDATE), "--strict", str(bad)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+
+
+def test_containers_run_non_root_with_requests_and_limits() -> None:
+    pods = [doc["spec"]["template"]["spec"] for doc in _built("overlays/model-cache") if doc["kind"] == "Job"]
+    assert pods, "the model-cache overlay has a prefetch Job"
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+        for container in pod["containers"]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]) <= set(container["resources"]["limits"])
+            assert container["image"] == image_for("publish", env={}), "images come from sqltune.images"
+    (limits,) = [doc for doc in _built("base") if doc["kind"] == "LimitRange"]
+    assert {"default", "defaultRequest"} <= set(limits["spec"]["limits"][0])
+
+
+def test_role_is_least_privilege_and_bound_to_the_runner() -> None:
+    docs = {doc["kind"]: doc for doc in _built("base")}
+    assert "ClusterRole" not in docs and "ClusterRoleBinding" not in docs
+    rules = docs["Role"]["rules"]
+    for rule in rules:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+    allowed = {(res, verb) for rule in rules for res in rule["resources"] for verb in rule["verbs"]}
+    assert ("secrets", "get") in allowed and not {v for r, v in allowed if r == "secrets"} - {"get"}
+    assert ("pods/log", "get") in allowed and ("pods/exec", "create") not in allowed
+    binding = docs["RoleBinding"]
+    assert binding["roleRef"]["name"] == docs["Role"]["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": docs["ServiceAccount"]["metadata"]["name"], "namespace": "sqltune"}
+    ]
+
+
+def test_secret_template_has_placeholders_the_pipeline_reads() -> None:
+    compiled = list(yaml.safe_load_all((REPO / "pipelines" / "text2sql.yaml").read_text()))
+    params = compiled[0]["root"]["inputDefinitions"]["parameters"]
+    read_keys = set(re.findall(r"secretKey: (\w+)", yaml.safe_dump(compiled[1])))
+    secrets = {doc["metadata"]["name"]: doc for _, doc in _documents(TEMPLATES) if doc["kind"] == "Secret"}
+    assert set(secrets) == {params["s3_secret_name"]["defaultValue"], params["hf_token_secret_name"]["defaultValue"]}
+    assert read_keys == {key for secret in secrets.values() for key in secret["stringData"]}
+    for secret in secrets.values():
+        assert all(value.startswith("REPLACE_ME") for value in secret["stringData"].values()), "no real keys"
+
+
+@pytest.fixture(scope="module")
+def fresh_pipeline_manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pipeline_manifests(REPO, tmp_path_factory.mktemp("manifests") / "text2sql.yaml")
+
+
+def test_pipeline_manifests_are_in_sync_with_the_pipeline(fresh_pipeline_manifests: Path) -> None:
+    checked_in = REPO / MANIFEST_FILE
+    assert fresh_pipeline_manifests.read_bytes() == checked_in.read_bytes(), "stale: run `make manifests`"
+
+
+def test_pipeline_version_carries_the_compiled_pipeline() -> None:
+    compiled_file = REPO / "pipelines" / "text2sql.yaml"
+    compiled = list(yaml.safe_load_all(compiled_file.read_text()))
+    pipeline, version = yaml.safe_load_all((REPO / MANIFEST_FILE).read_text())
+    assert (pipeline["kind"], version["kind"]) == ("Pipeline", "PipelineVersion")
+    assert version["spec"]["pipelineName"] == pipeline["metadata"]["name"] == compiled[0]["pipelineInfo"]["name"]
+    assert version["metadata"]["name"] == version_name(compiled_file)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", version["metadata"]["name"])
+    assert version["spec"]["pipelineSpec"] == compiled[0]
+    assert version["spec"]["platformSpec"] == compiled[1]
