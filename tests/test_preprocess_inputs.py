@@ -157,11 +157,21 @@ def test_empty_split_and_missing_split_file(source, tmp_path):
     )
 
 
-def test_unknown_names_are_rejected(source, tmp_path):
+def test_bad_parameters_are_rejected(source, tmp_path):
     _fails(r"unknown dataset 'wikisql'", "wikisql", source, "dev", "dbgpt", out=tmp_path / "out")
     _fails(r"unknown schema style 'xml'", "spider", source, "dev", "xml", out=tmp_path / "out")
     _fails(r"unknown prompt template 'llama'", "spider", source, "dev", "ddl", template="llama", out=tmp_path / "o")
     _fails(r"unknown split 'test'", "spider", source, "test", "ddl", out=tmp_path / "out")
+    _fails(
+        r"must be different directories",
+        "spider",
+        source,
+        "dev",
+        "ddl",
+        databases_out=tmp_path / "out",
+        out=tmp_path / "out",
+    )
+    _fails(r"limit must be a positive number", "spider", source, "dev", "ddl", limit=0, out=tmp_path / "out")
 
 
 def test_missing_databases(source, tmp_path):

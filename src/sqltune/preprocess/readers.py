@@ -33,7 +33,7 @@ class Example:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a dataset split's files are: question files, the schema file and the SQLite directory."""
+    """A dataset split: its question files, schema file, SQLite directory, and the examples read from it."""
 
     question_files: tuple[Path, ...]
     tables_file: Path

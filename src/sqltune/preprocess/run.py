@@ -108,7 +108,8 @@ def write_databases(
     out: str | os.PathLike[str], layout: Layout, db_ids: list[str], missing: list[str], parameters: dict[str, Any]
 ) -> None:
     """The databases artifact, Spider layout: `tables.json` (the split's entries), `database/<db>/<db>.sqlite`."""
-    entries = [entry for entry in read_json(layout.tables_file) if entry.get("db_id") in set(db_ids)]
+    wanted = set(db_ids)
+    entries = [entry for entry in read_json(layout.tables_file) if entry.get("db_id") in wanted]
     extra = {"databases": db_ids, "missing_databases": missing}
     with artifact_dir(out, "databases", parameters=parameters, extra=extra) as tmp:
         atomic_write_json(tmp / "tables.json", entries)
@@ -139,6 +140,8 @@ def run_preprocess(
     records still serve exact-match evaluation.
     """
     _check_parameters(schema_style, template, limit)
+    if databases_out and Path(databases_out).resolve() == Path(out).resolve():
+        raise SqltuneError(f"--out and --databases-out must be different directories, both are {out}")
     root = localize(source, what=f"{dataset} source", endpoint_url=endpoint_url)
     layout = read_dataset(dataset, root, split)
     examples = layout.examples[:limit] if limit else layout.examples
