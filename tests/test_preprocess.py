@@ -172,3 +172,15 @@ def test_bird_minidev_puts_evidence_in_the_prompt(bird_minidev_dir, tmp_path):
     assert f"Hint: {record['evidence']}" in record["prompt"]
     assert "hardness" not in record
     assert sorted(read_manifest(tmp_path / "bird")["missing_databases"]) == sorted({e["db_id"] for e in source})
+
+
+def test_ddl_of_every_spider_and_bird_schema_is_valid_sqlite(spider_schemas, bird_minidev_dir):
+    """Identifiers with spaces or that are keywords (BIRD's `order`, Spider's `From`) are quoted."""
+    schemas = [*spider_schemas.values(), *load_tables(bird_minidev_dir / "dev_tables.json").values()]
+    for schema in schemas:
+        connection = sqlite3.connect(":memory:")
+        for statement in serialize_schema(schema, "ddl").split("\n"):
+            if not statement.startswith("CREATE TABLE sqlite_"):  # SQLite's own table, listed in 3 Spider schemas
+                connection.execute(statement)
+        created = connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        assert created == sum(not t.startswith("sqlite_") for t in schema.tables), schema.db_id

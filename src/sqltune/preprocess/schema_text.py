@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from contextlib import closing
+from functools import lru_cache
 from pathlib import Path
 
 from sqltune.log import get_logger
@@ -65,11 +67,22 @@ def dbgpt_text(schema: DatabaseSchema) -> str:
     return text.rstrip()  # DB-GPT-Hub ends with "\n"; a trailing empty line would count as a schema line
 
 
+@lru_cache(maxsize=8192)
+def _bare_name_ok(name: str) -> bool:
+    """Whether SQLite itself accepts `name` unquoted as a column name (not for keywords such as ORDER or FROM)."""
+    if not _PLAIN_NAME.fullmatch(name):
+        return False
+    with closing(sqlite3.connect(":memory:")) as connection:
+        try:
+            connection.execute(f"CREATE TABLE probe ({name} INTEGER)")
+        except sqlite3.Error:
+            return False
+    return True
+
+
 def quote(name: str) -> str:
-    """An SQL identifier, double-quoted only when it needs to be (spaces, punctuation, leading digits)."""
-    if _PLAIN_NAME.fullmatch(name):
-        return name
-    return '"' + name.replace('"', '""') + '"'
+    """An SQL identifier, double-quoted only when it needs to be (spaces, punctuation, keywords)."""
+    return name if _bare_name_ok(name) else '"' + name.replace('"', '""') + '"'
 
 
 def _primary_key_columns(schema: DatabaseSchema, table: int) -> list[int]:
