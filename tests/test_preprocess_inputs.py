@@ -183,8 +183,12 @@ def test_missing_databases(source, tmp_path):
     library = next(r for r in read_jsonl(tmp_path / "out/records.jsonl") if r["db_id"] == "library")
     assert library["schema"].startswith("members (member_id number primary key; name text;")  # no samples
 
-    shutil.rmtree(source / "database")
     out, dbs = tmp_path / "again", tmp_path / "dbs-again"
+    for db in ("shop", "school"):
+        shutil.rmtree(source / "database" / db)
+    _fails(r"none of the 3 databases the split needs is in", "spider", source, "dev", "ddl", databases_out=dbs, out=out)
+    shutil.rmtree(source / "database")
+    _fails(r"database directory not found", "spider", source, "dev", "rich", out=out)
     _fails(r"database directory not found", "spider", source, "dev", "ddl", databases_out=dbs, out=out)
     assert not dbs.exists()
     run_preprocess("spider", source, "dev", "ddl", out)  # records alone need only tables.json
