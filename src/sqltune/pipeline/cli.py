@@ -44,3 +44,21 @@ def _print_result(result: LocalRun, table: str) -> None:
     else:
         ex = result.finetuned.get("ex", {}).get("all")
         typer.echo(f"adapter not published: EX {ex} is below min_ex {result.parameters.get('min_ex')}")
+
+
+def demo(
+    out: Path = typer.Option(Path("demo-out"), help="Where the sample dataset and the run's outputs go."),
+    config: Path = typer.Option(Path("pipelines/params/demo.yaml"), help="The demo's pipeline parameters."),
+    param: list[str] = typer.Option(None, "--param", "-p", help="Override a parameter as key=value."),
+) -> None:
+    """The main job on this machine: generate the sample dataset, run the whole pipeline, show base vs tuned."""
+    from sqltune.pipeline.local import run_local, summary_table
+    from sqltune.pipeline.spec import DEFAULT_PIPELINE_FILE, load_params, load_pipeline_spec
+    from sqltune.preprocess.sample import write_sample_dataset
+
+    data = (out / "sample-data").resolve()
+    counts = write_sample_dataset(data)
+    typer.echo(f"sample dataset: {counts['train']} train / {counts['dev']} dev questions in {data}")
+    params = load_params(config, [f"source_uri={data}", *(param or [])], load_pipeline_spec(DEFAULT_PIPELINE_FILE))
+    result = run_local(params, DEFAULT_PIPELINE_FILE, out / "runs")
+    _print_result(result, summary_table(result))
