@@ -42,6 +42,7 @@ from sqltune.deploy import cli as deploy_cli  # noqa: E402
 from sqltune.pipeline import cli as pipeline_cli  # noqa: E402
 from sqltune.predict import cli as predict_cli  # noqa: E402
 from sqltune.preprocess import cli as preprocess_cli  # noqa: E402
+from sqltune.publish import cli as publish_cli  # noqa: E402
 
 app.command()(preprocess_cli.preprocess)
 app.command()(predict_cli.predict)
@@ -51,6 +52,9 @@ app.command(name="compile")(pipeline_cli.compile)
 app.command()(pipeline_cli.run)
 app.command()(deploy_cli.submit)
 app.command()(deploy_cli.schedule)
+app.command()(publish_cli.publish)
+app.add_typer(publish_cli.models_app, name="models")
+app.command(name="s3-server")(publish_cli.s3_server)
 
 
 def main() -> None:

@@ -51,7 +51,8 @@ def s3_client(endpoint_url: str | None = None) -> Any:
     from botocore.config import Config
 
     config = Config(retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=10, read_timeout=60)
-    return boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
+    # A fresh session reads the credential chain now; boto3's default session keeps the first credentials it found.
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
 def list_objects(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:

@@ -1,0 +1,188 @@
+"""`sqltune publish`, `sqltune models list|show|promote|rollback|pull|history` and `sqltune s3-server`."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from sqltune.publish import Registry
+
+models_app = typer.Typer(
+    help="Published adapter versions on S3: list, show, pull, promote, roll back.", no_args_is_help=True
+)
+
+_ENDPOINT = typer.Option(None, "--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL, else AWS).")
+_BUCKET = typer.Option(..., "--bucket", help="S3 bucket.")
+_PREFIX = typer.Option("", "--prefix", help="Key prefix inside the bucket.")
+_MODEL = typer.Option(..., "--model-name", help="Model name (a key segment).")
+
+
+def publish(
+    adapter: Path = typer.Option(..., "--adapter", help="The train step's adapter artifact directory."),
+    eval_dir: Path = typer.Option(..., "--eval", help="The evaluate step's artifact directory."),
+    bucket: str = _BUCKET,
+    prefix: str = _PREFIX,
+    model_name: str = _MODEL,
+    endpoint_url: str = _ENDPOINT,
+    version: str = typer.Option(None, "--version", help="Version name (default: run-<run id>, else sha-<content>)."),
+    run_id: str = typer.Option(None, "--run-id", envvar="SQLTUNE_RUN_ID", help="Pipeline run id (lineage, version)."),
+    promote: str = typer.Option(None, "--promote", help="Channel to promote the version to if it beats the current."),
+    margin: float = typer.Option(0.0, "--margin", min=0.0, help="EX (all) improvement needed to promote."),
+    force: bool = typer.Option(False, "--force", help="Promote even if it does not beat the current version."),
+) -> None:
+    """Publish an adapter version to s3://BUCKET/PREFIX/MODEL/VERSION/ (verified, never overwritten); prints its URI."""
+    from sqltune.publish import publish as run_publish
+
+    result = run_publish(
+        adapter, eval_dir, bucket, prefix, model_name, endpoint_url, version, run_id, promote, margin, force
+    )
+    if result.promotion:
+        status = "promoted to" if result.promoted else "not promoted to"
+        typer.echo(f"{status} {result.promotion.channel}: {result.promotion.reason}", err=True)
+    typer.echo(result.uri)
+
+
+def _registry(bucket: str, prefix: str, model_name: str, endpoint_url: str | None) -> Registry:
+    from sqltune.publish import Registry
+
+    return Registry(bucket, prefix, model_name, endpoint_url)
+
+
+@models_app.command("list")
+def list_versions(
+    bucket: str = _BUCKET, prefix: str = _PREFIX, model_name: str = _MODEL, endpoint_url: str = _ENDPOINT
+) -> None:
+    """Versions of a model, oldest first, with EX (all) and channels; incomplete ones are marked."""
+    for info in _registry(bucket, prefix, model_name, endpoint_url).list_versions():
+        ex = f"{info.ex_all:.4f}" if info.ex_all is not None else "-"
+        state = "complete" if info.complete else "INCOMPLETE (no manifest; rerun its publish)"
+        channels = ",".join(info.channels) or "-"
+        typer.echo(f"{info.version}\t{state}\tEX={ex}\tchannels={channels}\t{info.created_at or '-'}")
+
+
+@models_app.command()
+def show(
+    version: str = typer.Option(None, "--version", help="Version to show."),
+    channel: str = typer.Option(None, "--channel", help="Or: the version this channel points at."),
+    bucket: str = _BUCKET,
+    prefix: str = _PREFIX,
+    model_name: str = _MODEL,
+    endpoint_url: str = _ENDPOINT,
+) -> None:
+    """Print a complete version's manifest (files, metrics, lineage) as JSON."""
+    registry = _registry(bucket, prefix, model_name, endpoint_url)
+    typer.echo(json.dumps(registry.manifest(registry.resolve(version, channel)), indent=2, sort_keys=True))
+
+
+@models_app.command()
+def pull(
+    dest: Path = typer.Option(..., "--dest", help="Local directory to create (replaced if it exists)."),
+    version: str = typer.Option(None, "--version", help="Version to pull."),
+    channel: str = typer.Option(None, "--channel", help="Or: the version this channel points at."),
+    bucket: str = _BUCKET,
+    prefix: str = _PREFIX,
+    model_name: str = _MODEL,
+    endpoint_url: str = _ENDPOINT,
+) -> None:
+    """Download a version and verify every file's sha256 against its manifest."""
+    registry = _registry(bucket, prefix, model_name, endpoint_url)
+    typer.echo(registry.pull(registry.resolve(version, channel), dest))
+
+
+@models_app.command()
+def promote(
+    version: str = typer.Option(..., "--version", help="Version to promote."),
+    channel: str = typer.Option(..., "--channel", help="Channel, e.g. production or staging."),
+    margin: float = typer.Option(0.0, "--margin", min=0.0, help="EX (all) improvement needed to promote."),
+    force: bool = typer.Option(False, "--force", help="Promote even if it does not beat the current version."),
+    bucket: str = _BUCKET,
+    prefix: str = _PREFIX,
+    model_name: str = _MODEL,
+    endpoint_url: str = _ENDPOINT,
+) -> None:
+    """Move a channel to a version if its EX beats the current one's by the margin; exit 1 when refused."""
+    result = _registry(bucket, prefix, model_name, endpoint_url).promote(version, channel, margin, force)
+    typer.echo(json.dumps(asdict(result), indent=2))
+    if not result.promoted:
+        raise typer.Exit(1)
+
+
+@models_app.command()
+def rollback(
+    channel: str = typer.Option(..., "--channel", help="Channel to move back."),
+    to: str = typer.Option(None, "--to", help="Version to go back to (default: the one before the current)."),
+    bucket: str = _BUCKET,
+    prefix: str = _PREFIX,
+    model_name: str = _MODEL,
+    endpoint_url: str = _ENDPOINT,
+) -> None:
+    """Point a channel back at the previous (or a given) version."""
+    result = _registry(bucket, prefix, model_name, endpoint_url).rollback(channel, to)
+    typer.echo(json.dumps(asdict(result), indent=2))
+
+
+@models_app.command()
+def history(
+    channel: str = typer.Option(..., "--channel", help="Channel whose moves to print."),
+    bucket: str = _BUCKET,
+    prefix: str = _PREFIX,
+    model_name: str = _MODEL,
+    endpoint_url: str = _ENDPOINT,
+) -> None:
+    """Every promotion and rollback of a channel, oldest first, one JSON object per line."""
+    for event in _registry(bucket, prefix, model_name, endpoint_url).history(channel):
+        typer.echo(json.dumps(event, sort_keys=True))
+
+
+def _credentials(env_file: Path) -> tuple[str, str]:
+    """The standard AWS_* variables if set, else those saved in `env_file`, else new ones saved there (0600)."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        return key, secret
+    if env_file.is_file():
+        saved = dict(
+            line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
+        )
+        return saved["AWS_ACCESS_KEY_ID"], saved["AWS_SECRET_ACCESS_KEY"]
+    key, secret = "sqltune" + secrets.token_hex(6), secrets.token_urlsafe(30)
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"export AWS_ACCESS_KEY_ID={key}\nexport AWS_SECRET_ACCESS_KEY={secret}\n")
+    return key, secret
+
+
+def s3_server(
+    data_dir: Path = typer.Option(Path("s3-data"), "--dir", help="Where the server keeps its data."),
+    port: int = typer.Option(8333, "--port", help="S3 port on 127.0.0.1 (0: any free port)."),
+    bucket: list[str] = typer.Option([], "--bucket", help="Bucket to create (repeatable)."),
+) -> None:
+    """Run a local S3 server (SeaweedFS) on 127.0.0.1 in the foreground until Ctrl+C.
+
+    Credentials are AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set, else generated once and kept in
+    DIR/credentials.env (mode 0600; `source` it in another shell). The secret is never printed.
+    """
+    from sqltune.locals3 import REGION, local_s3
+
+    env_file = data_dir / "credentials.env"
+    key, secret = _credentials(env_file)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with local_s3(data_dir, port=port, buckets=bucket, access_key=key, secret_key=secret) as server:
+        typer.echo(f"S3 endpoint: {server.endpoint_url} (region {REGION}, pid {server.pid}, data in {data_dir})")
+        if key == os.environ.get("AWS_ACCESS_KEY_ID"):
+            typer.echo(f"credentials: your AWS_* variables; export AWS_ENDPOINT_URL={server.endpoint_url}")
+        else:
+            typer.echo(f"credentials: source {env_file} && export AWS_ENDPOINT_URL={server.endpoint_url}")
+        typer.echo("Ctrl+C to stop.")
+        stop.wait()

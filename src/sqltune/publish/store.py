@@ -1,0 +1,284 @@
+"""S3 operations publish and the model registry share: the key layout, verified uploads, conditional JSON writes
+and one translation of S3 failures into clear errors.
+
+Layout under `s3://BUCKET/PREFIX/<model>/`: `<version>/...` (a version is complete once its `manifest.json`
+exists; the manifest is always written last) and `channels/<channel>.json` pointers with one history object
+per move under `channels/<channel>/history/`.
+
+Every uploaded file is checked by the server against the SHA256 we send (single PUT, or each part of a
+multipart upload) and afterwards by a HEAD whose returned checksum must equal ours (the full-object SHA256,
+or for multipart the SHA256 of the part digests, "-N"); an endpoint that returns no checksum gets the object
+downloaded and hashed instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqltune.artifacts import MANIFEST
+from sqltune.errors import SqltuneError
+from sqltune.log import get_logger
+
+log = get_logger(__name__)
+
+CHANNELS = "channels"
+MULTIPART_THRESHOLD = 64 << 20
+PART_SIZE = 16 << 20  # S3 allows 5 MiB..5 GiB per part and at most 10,000 parts
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "InvalidToken"}
+
+
+def check_name(value: str, what: str) -> str:
+    """Model names, versions and channels become key segments: letters, digits, `.`, `_`, `-`."""
+    if not _NAME.match(value or "") or value in {".", ".."}:
+        raise SqltuneError(f"{what} {value!r} is invalid: use 1-128 letters, digits, '.', '_' or '-'")
+    return value
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where one model lives: `s3://bucket/prefix/model/`."""
+
+    bucket: str
+    prefix: str
+    model: str
+
+    def __post_init__(self) -> None:
+        if not self.bucket:
+            raise SqltuneError("bucket must not be empty")
+        check_name(self.model, "model name")
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p.strip("/") for p in (self.prefix, self.model, *parts) if p.strip("/"))
+
+    def uri(self, *parts: str) -> str:
+        return f"s3://{self.bucket}/{self.key(*parts)}"
+
+    def version_key(self, version: str, name: str = "") -> str:
+        return self.key(check_name(version, "version"), name) if name else self.key(version) + "/"
+
+    def pointer_key(self, channel: str) -> str:
+        return self.key(CHANNELS, check_name(channel, "channel") + ".json")
+
+    def history_prefix(self, channel: str) -> str:
+        return self.key(CHANNELS, check_name(channel, "channel"), "history") + "/"
+
+
+def error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def describe(exc: BaseException, bucket: str, endpoint_url: str | None) -> str:
+    """A one-line reason for an S3 failure; never includes credentials."""
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    where = f"bucket {bucket!r} at {endpoint_url or 'the AWS endpoint'}"
+    code = error_code(exc)
+    if isinstance(exc, NoCredentialsError):
+        return "no S3 credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or an IAM role)"
+    if code in _AUTH_CODES:
+        return f"access denied to {where} ({code}): check the S3 credentials and their permissions"
+    if code in {"NoSuchBucket", "404"}:
+        return f"{where} does not exist"
+    if isinstance(exc, EndpointConnectionError) or "Could not connect" in str(exc):
+        return f"cannot reach the S3 endpoint {endpoint_url or '(AWS default)'}"
+    return f"S3 request on {where} failed: {code or type(exc).__name__}: {_message(exc)}"
+
+
+def _message(exc: BaseException) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Message") or exc)
+
+
+@contextmanager
+def s3_errors(bucket: str, endpoint_url: str | None, doing: str) -> Iterator[None]:
+    """Turn boto3 failures inside the block into one clear SqltuneError."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise SqltuneError(f"{doing} failed: {describe(exc, bucket, endpoint_url)}") from None
+
+
+def check_bucket(client: Any, bucket: str) -> None:
+    """Fail early, before anything is written, when the bucket is missing or the credentials are wrong."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError) as exc:
+        raise SqltuneError(describe(exc, bucket, client.meta.endpoint_url)) from None
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _parts(path: Path, part_size: int) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        while chunk := handle.read(part_size):
+            yield chunk
+
+
+def expected_checksum(path: Path, size: int, sha256_hex: str, multipart_threshold: int, part_size: int) -> str:
+    """The ChecksumSHA256 S3 reports for `path` uploaded by `upload_file` (without the "-N" part-count suffix)."""
+    if size <= multipart_threshold:
+        return _b64(bytes.fromhex(sha256_hex))
+    digests = b"".join(hashlib.sha256(chunk).digest() for chunk in _parts(path, part_size))
+    return _b64(hashlib.sha256(digests).digest())
+
+
+def head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The object's HEAD response with its checksum, or None when it does not exist."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    except ClientError as exc:
+        if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+
+
+def object_matches(client: Any, bucket: str, key: str, size: int, sha256_hex: str, checksum: str) -> bool:
+    """Whether the stored object has exactly this content (by the server's checksum, else by downloading it)."""
+    meta = head(client, bucket, key)
+    if meta is None or meta["ContentLength"] != size:
+        return False
+    stored = meta.get("ChecksumSHA256")
+    if stored:
+        return stored.split("-", 1)[0] == checksum
+    digest = hashlib.sha256()
+    for chunk in client.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest() == sha256_hex
+
+
+def upload_file(
+    client: Any, bucket: str, key: str, path: Path, sha256_hex: str, multipart_threshold: int, part_size: int
+) -> None:
+    """Upload with a SHA256 the server checks on receipt; multipart above the threshold, aborted on failure."""
+    metadata = {"sha256": sha256_hex}
+    if path.stat().st_size <= multipart_threshold:
+        with open(path, "rb") as body:
+            client.put_object(
+                Bucket=bucket, Key=key, Body=body, ChecksumSHA256=_b64(bytes.fromhex(sha256_hex)), Metadata=metadata
+            )
+        return
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", Metadata=metadata)[
+        "UploadId"
+    ]
+    try:
+        parts = []
+        for number, chunk in enumerate(_parts(path, part_size), 1):
+            checksum = _b64(hashlib.sha256(chunk).digest())
+            reply = client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, ChecksumSHA256=checksum
+            )
+            parts.append({"PartNumber": number, "ETag": reply["ETag"], "ChecksumSHA256": checksum})
+        client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+    except BaseException:
+        abort_upload(client, bucket, key, upload_id)
+        raise
+
+
+def abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> None:
+    """Best effort: when the server is unreachable the next publish of the version aborts it instead."""
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        log.info("aborted the multipart upload of %s", key)
+    except Exception as exc:
+        log.warning("could not abort the multipart upload of %s (%s); the next publish will", key, error_code(exc))
+
+
+def abort_stale_uploads(client: Any, bucket: str, prefix: str) -> int:
+    """Abort multipart uploads left under `prefix` by an interrupted publish; returns how many."""
+    stale = [
+        upload
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+        for upload in page.get("Uploads", [])
+    ]
+    for upload in stale:
+        abort_upload(client, bucket, upload["Key"], upload["UploadId"])
+    return len(stale)
+
+
+def get_json(client: Any, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
+    """A JSON object and its ETag, or None when it does not exist."""
+    from botocore.exceptions import ClientError
+
+    try:
+        reply = client.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+    return json.loads(reply["Body"].read()), reply["ETag"]
+
+
+def put_json(client: Any, bucket: str, key: str, obj: Any, *, if_match: str | None = None) -> bool:
+    """Write JSON only if the object is absent (`if_match=None`) or still has ETag `if_match`.
+
+    Returns False when the condition failed: someone else wrote it first.
+    """
+    return put_bytes(client, bucket, key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), if_match)
+
+
+def put_bytes(client: Any, bucket: str, key: str, body: bytes, if_match: str | None = None) -> bool:
+    """A conditional write (see `put_json`) the server checks against our SHA256."""
+    from botocore.exceptions import ClientError
+
+    condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
+    try:
+        client.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ContentType="application/json",
+            ChecksumSHA256=_b64(hashlib.sha256(body).digest()),
+            **condition,
+        )
+    except ClientError as exc:
+        if error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+            return False
+        raise
+    return True
+
+
+def list_keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    return [
+        obj["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for obj in page.get("Contents", [])
+    ]
+
+
+def list_children(client: Any, bucket: str, prefix: str) -> list[str]:
+    """The names of the "directories" right below `prefix`."""
+    names = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        names.extend(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
+    return names
+
+
+def read_version_manifest(client: Any, loc: Location, version: str) -> dict[str, Any]:
+    """The manifest of a complete version; an incomplete or missing version is a clear error."""
+    found = get_json(client, loc.bucket, loc.version_key(version, MANIFEST))
+    if found is not None:
+        return found[0]
+    if list_keys(client, loc.bucket, loc.version_key(version)):
+        raise SqltuneError(
+            f"{loc.uri(version)} is incomplete (no {MANIFEST}): an interrupted publish; "
+            "rerun it to complete the version"
+        )
+    raise SqltuneError(f"{loc.uri(version)} does not exist")

@@ -1,0 +1,313 @@
+"""The publish step and the model registry against a real S3 server (SeaweedFS on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from botocore.config import Config
+from safetensors.numpy import save_file
+
+from sqltune.artifacts import artifact_dir, sha256_file, verify_artifact
+from sqltune.errors import SqltuneError
+from sqltune.locals3 import LocalS3, local_s3
+from sqltune.publish import Registry, publish
+from sqltune.publish import registry as registry_module
+
+SMALL = {"multipart_threshold": 8 << 20, "part_size": 5 << 20}  # S3's smallest legal part size
+BASE = "hf://HuggingFaceTB/SmolLM2-135M-Instruct@0123abcd"
+
+
+def make_adapter(root: Path, *, big: bool = False, seed: int = 0) -> Path:
+    """A train-step artifact: PEFT config + safetensors weights, tokenizer files, train metrics, manifest."""
+    data = root / "train_data"
+    with artifact_dir(data, "records") as out:
+        (out / "records.jsonl").write_text('{"id": "q1"}\n')
+    rng = np.random.default_rng(seed)
+    rows = 1400 if big else 8  # 1400 x 1024 float64 = 11 MiB: three 5 MiB parts
+    params = {"base_model": BASE, "method": "lora", "lora_rank": 8, "learning_rate": 2e-4, "template": "alpaca"}
+    with artifact_dir(root / "adapter", "adapter", parameters=params, inputs={"train_data": data}) as out:
+        config = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "base_model_name_or_path": "SmolLM2-135M-Instruct"}
+        (out / "adapter_config.json").write_text(json.dumps(config))
+        save_file(
+            {"base_model.model.q_proj.lora_A.weight": rng.standard_normal((rows, 1024))},
+            out / "adapter_model.safetensors",
+        )
+        (out / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE"}}))
+        (out / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+        (out / "train_metrics.json").write_text(json.dumps({"train_loss": 0.7, "steps": 10}))
+        (out / "README.md").write_text("PEFT's own card, replaced by ours\n")
+    return root / "adapter"
+
+
+def make_eval(root: Path, ex_all: float) -> Path:
+    """An evaluate-step artifact with the metrics.json contract and its reports."""
+    metrics = {
+        "ex": {"easy": 0.9, "medium": 0.6, "hard": 0.4, "extra": 0.2, "all": ex_all},
+        "em": {"easy": 0.8, "medium": 0.5, "hard": 0.3, "extra": 0.1, "all": ex_all - 0.1},
+        "counts": {"easy": 4, "medium": 8, "hard": 4, "extra": 4, "all": 20},
+        "skipped": {"no_database": 0},
+    }
+    out_dir = root / f"eval-{ex_all}"
+    with artifact_dir(out_dir, "evaluation", inputs={}) as out:
+        (out / "metrics.json").write_text(json.dumps(metrics))
+        (out / "report.md").write_text(f"# Evaluation\nEX {ex_all}\n")
+        (out / "report.html").write_text(f"<html><body>EX {ex_all}</body></html>\n")
+        (out / "results.jsonl").write_text('{"id": "q1", "ex": true, "em": false, "hardness": "easy"}\n')
+    return out_dir
+
+
+@pytest.fixture
+def bucket(s3_server: LocalS3, monkeypatch) -> str:
+    """A fresh bucket, and the server's credentials in the standard environment variables."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    name = f"pub-{uuid.uuid4().hex[:10]}"
+    s3_server.create_bucket(name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory) -> Path:
+    return make_adapter(tmp_path_factory.mktemp("adapter"))
+
+
+def all_objects(client: Any, bucket: str) -> dict[str, bytes]:
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    ]
+    return {key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def test_publish_and_pull_round_trip_with_checksums(s3_server, bucket, tmp_path) -> None:
+    adapter = make_adapter(tmp_path, big=True)
+    evaluation = make_eval(tmp_path, 0.55)
+    result = publish(adapter, evaluation, bucket, "team/text2sql", "smol-sql", run_id="run-42", **SMALL)
+    assert result.uri == f"s3://{bucket}/team/text2sql/smol-sql/run-run-42/" and not result.existed
+
+    client = s3_server.client()
+    prefix = "team/text2sql/smol-sql/run-run-42/"
+    keys = {k[len(prefix) :] for k in all_objects(client, bucket)}
+    assert keys == {
+        "README.md", "manifest.json", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
+        "tokenizer_config.json", "train_metrics.json",
+        "eval/metrics.json", "eval/report.md", "eval/report.html", "eval/results.jsonl",
+    }  # fmt: skip
+    weights = client.head_object(Bucket=bucket, Key=prefix + "adapter_model.safetensors", ChecksumMode="ENABLED")
+    assert weights["ChecksumSHA256"].endswith("-3"), "an 11 MiB file goes up in three verified parts"
+
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read())
+    assert manifest["files"]["adapter_model.safetensors"] == {
+        "sha256": sha256_file(adapter / "adapter_model.safetensors"),
+        "size": (adapter / "adapter_model.safetensors").stat().st_size,
+    }
+    lineage = manifest["lineage"]
+    assert lineage["base_model"] == "hf://HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert lineage["base_model_revision"] == "0123abcd"
+    assert lineage["datasets"]["train_data"] == "sha256:" + sha256_file(tmp_path / "train_data" / "manifest.json")
+    assert lineage["training_parameters"]["lora_rank"] == 8
+    assert lineage["pipeline_run_id"] == "run-42" and lineage["sqltune_version"]
+    assert manifest["metrics"]["ex"]["all"] == 0.55
+
+    pulled = Registry(bucket, "team/text2sql", "smol-sql").pull(result.version, tmp_path / "pulled")
+    assert verify_artifact(pulled)["version"] == "run-run-42"
+    assert (pulled / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
+    assert (pulled / "eval" / "report.html").read_bytes() == (evaluation / "report.html").read_bytes()
+    card = (pulled / "README.md").read_text()
+    assert "| hard | 4 | 40.0 | 30.0 |" in card and "| all | 20 | 55.0 | 45.0 |" in card
+    assert "PeftModel.from_pretrained" in card and "vllm serve hf://HuggingFaceTB/SmolLM2-135M-Instruct" in card
+    assert "--revision 0123abcd" in card and "PEFT's own card" not in card
+
+
+def test_pull_detects_a_corrupted_object(s3_server, bucket, adapter, tmp_path) -> None:
+    result = publish(adapter, make_eval(tmp_path, 0.5), bucket, "", "m")
+    assert result.version.startswith("sha-"), "without a run id the version is a content hash"
+    s3_server.client().put_object(Bucket=bucket, Key=f"m/{result.version}/tokenizer.json", Body=b"{}")
+    with pytest.raises(SqltuneError, match=r"tokenizer.json does not match its sha256"):
+        Registry(bucket, "", "m").pull(result.version, tmp_path / "pulled")
+    assert not (tmp_path / "pulled").exists(), "a failed pull leaves nothing behind"
+
+
+def test_rerun_is_idempotent_and_a_different_adapter_is_never_written_over(
+    s3_server, bucket, adapter, tmp_path
+) -> None:
+    evaluation = make_eval(tmp_path, 0.5)
+    first = publish(adapter, evaluation, bucket, "p", "m", run_id="abc")
+    key = f"p/m/{first.version}/manifest.json"
+    before = s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"]
+
+    again = publish(adapter, evaluation, bucket, "p", "m", run_id="abc")
+    assert (again.uri, again.existed, again.uploaded) == (first.uri, True, [])
+    assert (
+        publish(adapter, evaluation, bucket, "p", "m").version == publish(adapter, evaluation, bucket, "p", "m").version
+    )
+
+    with pytest.raises(SqltuneError, match=r"already exists with different content.*eval/metrics.json"):
+        publish(adapter, make_eval(tmp_path, 0.7), bucket, "p", "m", run_id="abc")
+    assert s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"] == before
+    assert Registry(bucket, "p", "m").manifest(first.version)["metrics"]["ex"]["all"] == 0.5
+
+
+def test_promotion_needs_a_better_ex_and_rollback_walks_back(bucket, adapter, tmp_path) -> None:
+    def release(version: str, ex: float, **promotion: Any):
+        return publish(
+            adapter, make_eval(tmp_path, ex), bucket, "p", "m", version=version, promote="production", **promotion
+        )
+
+    registry = Registry(bucket, "p", "m")
+    assert release("v1", 0.50).promoted, "the first version on a channel is promoted"
+    worse = release("v2", 0.40)
+    assert not worse.promoted and "does not beat v1" in worse.promotion.reason
+    assert not release("v3", 0.52, margin=0.05).promoted, "+0.02 is below the margin"
+    assert registry.resolve(channel="production") == "v1"
+    better = release("v4", 0.60, margin=0.05)
+    assert better.promoted and better.promotion.previous == "v1"
+    assert registry.promote("v2", "production", force=True).promoted, "force promotes a worse version"
+
+    assert [e["version"] for e in registry.history("production")] == ["v1", "v4", "v2"]
+    assert registry.rollback("production").version == "v4"
+    assert registry.rollback("production").version == "v1"
+    with pytest.raises(SqltuneError, match="no earlier version"):
+        registry.rollback("production")
+    assert [e["action"] for e in registry.history("production")] == ["promote"] * 3 + ["rollback"] * 2
+    assert registry.channels() == {"production": "v1"}
+    listed = {info.version: info for info in registry.list_versions()}
+    assert set(listed) == {"v1", "v2", "v3", "v4"} and listed["v1"].channels == ("production",)
+    assert listed["v4"].ex_all == 0.60 and all(info.complete for info in listed.values())
+
+
+def test_wrong_credentials_and_missing_bucket_are_clear_errors(
+    s3_server, bucket, adapter, tmp_path, monkeypatch
+) -> None:
+    evaluation = make_eval(tmp_path, 0.5)
+    with pytest.raises(SqltuneError, match=rf"bucket 'no-such-bucket' at {s3_server.endpoint_url} does not exist"):
+        publish(adapter, evaluation, "no-such-bucket", "p", "m")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
+    with pytest.raises(SqltuneError, match=r"access denied to bucket .* check the S3 credentials") as denied:
+        publish(adapter, evaluation, bucket, "p", "m")
+    assert "wrong-secret-value" not in str(denied.value)
+    assert all_objects(s3_server.client(), bucket) == {}
+
+
+def test_bad_inputs_name_the_file(bucket, adapter, tmp_path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "adapter_config.json").write_text("{}")
+    with pytest.raises(SqltuneError, match=rf"{plain} is not a complete sqltune artifact"):
+        publish(plain, make_eval(tmp_path, 0.5), bucket, "p", "m")
+    with artifact_dir(tmp_path / "bad-eval", "evaluation") as out:
+        (out / "metrics.json").write_text(json.dumps({"ex": {"easy": 1.0}}))
+    with pytest.raises(SqltuneError, match=r"bad-eval/metrics.json: ex.all must be a number"):
+        publish(adapter, tmp_path / "bad-eval", bucket, "p", "m")
+    with pytest.raises(SqltuneError, match=r"version '../x' is invalid"):
+        publish(adapter, make_eval(tmp_path, 0.5), bucket, "p", "m", version="../x")
+
+
+def test_server_stopped_mid_upload_leaves_no_manifest_and_a_rerun_completes(tmp_path, monkeypatch) -> None:
+    adapter = make_adapter(tmp_path, big=True)
+    evaluation = make_eval(tmp_path, 0.5)
+    with local_s3(tmp_path / "s3", buckets=["models"]) as server:
+        monkeypatch.setattr(registry_module, "s3_client", lambda endpoint_url=None: crashing_client(server))
+        with pytest.raises(SqltuneError) as failed:
+            publish(adapter, evaluation, "models", "p", "m", endpoint_url=server.endpoint_url, version="v1", **SMALL)
+        message = str(failed.value)
+        assert "failed at adapter_model.safetensors" in message
+        assert "On S3 and verified: ['README.md', 'adapter_config.json']" in message
+        assert "not uploaded: ['adapter_model.safetensors', 'eval/metrics.json'" in message
+
+        server.start()  # same ports and data
+        client = server.client()
+        assert client.list_multipart_uploads(Bucket="models", Prefix="p/m/v1/").get("Uploads"), "left by the crash"
+        registry = Registry("models", "p", "m", endpoint_url=server.endpoint_url)
+        monkeypatch.setattr(registry_module, "s3_client", lambda endpoint_url=None: client)
+        assert [(i.version, i.complete) for i in registry.list_versions()] == [("v1", False)]
+        for read in (lambda: registry.manifest("v1"), lambda: registry.pull("v1", tmp_path / "x")):
+            with pytest.raises(SqltuneError, match=r"v1 is incomplete \(no manifest.json\)"):
+                read()
+        with pytest.raises(SqltuneError, match="incomplete"):
+            registry.promote("v1", "production")
+
+        done = publish(adapter, evaluation, "models", "p", "m", endpoint_url=server.endpoint_url, version="v1", **SMALL)
+        assert done.reused == ["README.md", "adapter_config.json"] and "adapter_model.safetensors" in done.uploaded
+        assert not client.list_multipart_uploads(Bucket="models", Prefix="p/m/v1/").get("Uploads")
+        verify_artifact(registry.pull("v1", tmp_path / "pulled"))
+
+
+def crashing_client(server: LocalS3) -> Any:
+    """A client without retries whose server stops right after the first multipart part is stored."""
+    client = server.client(config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
+
+    def stop_server(**_: Any) -> None:
+        if server.process is not None:
+            server.stop()
+
+    client.meta.events.register("after-call.s3.UploadPart", stop_server)
+    return client
+
+
+def test_no_secret_in_logs_outputs_errors_or_published_objects(
+    s3_server, bucket, adapter, tmp_path, caplog, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from sqltune.cli import app
+
+    monkeypatch.setenv("SQLTUNE_LOG_LEVEL", "DEBUG")  # botocore's request-level debug logging included
+    caplog.set_level(logging.DEBUG)
+    evaluation = make_eval(tmp_path, 0.5)
+    common = ["--bucket", bucket, "--prefix", "p", "--model-name", "m"]
+    runner = CliRunner()
+    outputs = []
+    for args in (
+        ["publish", "--adapter", str(adapter), "--eval", str(evaluation), *common, "--promote", "production"],
+        ["models", "list", *common],
+        ["models", "show", "--channel", "production", *common],
+        ["models", "pull", "--channel", "production", "--dest", str(tmp_path / "pulled"), *common],
+        ["models", "history", "--channel", "production", *common],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        outputs.append(result.output)
+    assert result.stdout and runner.invoke(app, args).stdout == result.stdout
+    first = runner.invoke(app, ["publish", "--adapter", str(adapter), "--eval", str(evaluation), *common])
+    assert first.stdout.strip().startswith(f"s3://{bucket}/p/m/sha-"), "prints the version URI"
+
+    wrong = {**os.environ, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key[::-1]}
+    failed = subprocess.run(
+        [sys.executable, "-c", "from sqltune.cli import main; main()", "models", "list", *common],
+        env=wrong,
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 2 and "access denied" in failed.stderr
+
+    secret = s3_server.secret_key
+    texts = [caplog.text, *outputs, failed.stdout, failed.stderr]
+    texts += [p.read_text(errors="replace") for p in (tmp_path / "pulled").rglob("*") if p.is_file()]
+    assert "DEBUG" in caplog.text and all(secret not in text and secret[::-1] not in text for text in texts)
+    assert all(secret.encode() not in body for body in all_objects(s3_server.client(), bucket).values())
+
+
+def test_publish_never_imports_torch(s3_server, bucket, adapter, tmp_path) -> None:
+    """The publish image has no torch: the whole publish must run without importing it."""
+    script = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: print('heavy:', sorted({'torch', 'transformers', 'peft'} & set(sys.modules))))\n"
+        "from sqltune.cli import main\n"
+        "main()\n"
+    )
+    args = ["publish", "--adapter", str(adapter), "--eval", str(make_eval(tmp_path, 0.5)), "--bucket", bucket]
+    args += ["--model-name", "m", "--run-id", "no-torch"]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    assert f"s3://{bucket}/m/run-no-torch/" in done.stdout and "heavy: []" in done.stdout
