@@ -100,7 +100,7 @@ def tokenize(sql: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class _Names:
+class SpiderNames:
     """Lower-cased table -> columns, and the Spider ids of every table and column."""
 
     columns: dict[str, list[str]]
@@ -108,7 +108,7 @@ class _Names:
 
 
 @lru_cache(maxsize=512)
-def _names(schema: DatabaseSchema) -> _Names:
+def spider_names(schema: DatabaseSchema) -> SpiderNames:
     tables = [name.lower() for name in schema.tables]
     columns: dict[str, list[str]] = {table: [] for table in tables}
     ids = {"*": "__all__"}
@@ -118,7 +118,7 @@ def _names(schema: DatabaseSchema) -> _Names:
             columns[table].append(name)
             ids[f"{table}.{name}"] = f"__{table}.{name}__"
     ids.update({table: f"__{table}__" for table in tables})
-    return _Names(columns, ids)
+    return SpiderNames(columns, ids)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -129,7 +129,7 @@ def _require(condition: bool, message: str) -> None:
 class _Parser:
     """Recursive descent over one token list; every method takes a position and returns the next one."""
 
-    def __init__(self, toks: list[str], aliases: dict[str, str], names: _Names) -> None:
+    def __init__(self, toks: list[str], aliases: dict[str, str], names: SpiderNames) -> None:
         self.toks, self.aliases, self.names = toks, aliases, names
 
     def at(self, idx: int, *choices: str) -> bool:
@@ -343,7 +343,7 @@ class _Parser:
         return idx
 
 
-def _aliases(toks: list[str], names: _Names) -> dict[str, str]:
+def _aliases(toks: list[str], names: SpiderNames) -> dict[str, str]:
     """Every `x AS y` anywhere maps y -> x (as the official parser scans them); table names map to themselves."""
     aliases = {toks[i + 1]: toks[i - 1] for i, tok in enumerate(toks) if tok == "as"}
     for table in names.columns:
@@ -354,7 +354,7 @@ def _aliases(toks: list[str], names: _Names) -> dict[str, str]:
 
 def parse_sql(sql: str, schema: DatabaseSchema) -> SqlDict:
     """Parse `sql` against `schema` into the Spider SQL dict; raises SqlParseError where the official parser fails."""
-    names = _names(schema)
+    names = spider_names(schema)
     try:
         toks = tokenize(sql)
         _, parsed = _Parser(toks, _aliases(toks, names), names).sql(0)

@@ -1,0 +1,237 @@
+"""The evaluate step: EX and EM per question across worker processes, metrics, results and a report.
+
+Each worker keeps its own database connections and gold results (`Executor`) and its parsed gold queries;
+questions are dealt out in contiguous chunks (questions of one database sit together), and results come back
+in input order, so a run is deterministic whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqltune.artifacts import artifact_dir, atomic_write_json, write_jsonl
+from sqltune.errors import SqltuneError
+from sqltune.evaluate.exact_match import PARTIAL_TYPES, aggregate_partial, exact_match, parse_normalized
+from sqltune.evaluate.execution import Executor, Limits, QueryError, db_files_for, execution_match, time_query
+from sqltune.evaluate.inputs import GoldQuestion, load_gold, load_predictions
+from sqltune.evaluate.values import plug_gold_values
+from sqltune.log import get_logger, progress
+from sqltune.sql.hardness import HARDNESS_LEVELS, hardness_of
+from sqltune.sql.parser import SqlParseError, parse_sql
+from sqltune.sql.schema import DatabaseSchema, load_tables
+
+log = get_logger(__name__)
+
+ETYPES = ("all", "exec", "match")
+BIRD_LEVELS = ("simple", "moderate", "challenging")
+
+
+@dataclass(frozen=True)
+class Options:
+    etype: str = "all"
+    bird: bool = False
+    keep_distinct: bool = False
+    plug_value: bool = False
+    ves_repeats: int = 0  # > 0: time correct predictions this many times for BIRD's R-VES
+    limits: Limits = field(default_factory=Limits)
+    cache: bool = True
+
+
+@dataclass(frozen=True)
+class _Task:
+    idx: int
+    question: GoldQuestion
+    pred: str
+
+
+_state: dict[str, Any] = {}
+
+
+def _init_worker(schemas: dict[str, DatabaseSchema], db_dir: Path | None, options: Options) -> None:
+    _state.update(schemas=schemas, db_dir=db_dir, options=options, executor=Executor(options.limits, options.cache))
+    _state["gold_parses"] = {}
+
+
+def _gold_parse(question: GoldQuestion, schema: DatabaseSchema) -> tuple[dict, bool]:
+    key = (question.db_id, question.sql)
+    cache = _state["gold_parses"]
+    if key not in cache:
+        cache[key] = parse_normalized(question.sql, schema)
+    return cache[key]
+
+
+def _evaluate_one(task: _Task) -> dict[str, Any]:
+    options: Options = _state["options"]
+    question, pred = task.question, task.pred
+    # as the official Spider evaluator, a lower-case "value" placeholder in a prediction reads as 1
+    pred = pred if options.bird else pred.replace("value", "1")
+    row: dict[str, Any] = {"idx": task.idx, "id": question.id, "db_id": question.db_id, "hardness": question.level}
+    row.update(ex=None, em=None, error=None, pred_parse_ok=None, sql=task.pred, gold=question.sql)
+    if options.etype in ("all", "match"):
+        schema = _state["schemas"][question.db_id]
+        gold_norm, gold_ok = _gold_parse(question, schema)
+        pred_norm, row["pred_parse_ok"] = parse_normalized(pred, schema)
+        if gold_ok:
+            row["em"], row["partial"] = exact_match(pred_norm, gold_norm)
+    if options.etype in ("all", "exec"):
+        _execute(row, question, pred, options)
+    return row
+
+
+def _execute(row: dict[str, Any], question: GoldQuestion, pred: str, options: Options) -> None:
+    files = db_files_for(_state["db_dir"], question.db_id)
+    if not files:
+        row["error"] = "missing database"
+        return
+    executor: Executor = _state["executor"]
+    alternatives = plug_gold_values(question.sql, pred) if options.plug_value else None
+    if not pred.strip():
+        row.update(ex=0, error="empty prediction")
+        return
+    try:
+        row["ex"], row["error"], _ = execution_match(
+            executor,
+            files,
+            question.sql,
+            pred,
+            bird=options.bird,
+            keep_distinct=options.keep_distinct,
+            alternatives=alternatives,
+        )
+    except QueryError as exc:
+        row.update(ex=None, error=exc.category, detail=str(exc))
+        return
+    if options.ves_repeats:
+        row["time_ratio"] = 0.0
+        if row["ex"]:
+            gold_time = time_query(executor, files[0], question.sql, options.ves_repeats)
+            pred_time = time_query(executor, files[0], pred, options.ves_repeats)
+            row["time_ratio"] = gold_time / max(pred_time, 1e-9)
+
+
+def _run(tasks: list[_Task], init_args: tuple, workers: int) -> list[dict[str, Any]]:
+    if workers <= 1:
+        _init_worker(*init_args)
+        try:
+            return [_evaluate_one(t) for t in progress(tasks, desc="evaluate", total=len(tasks))]
+        finally:
+            _state["executor"].close()
+    chunksize = max(1, math.ceil(len(tasks) / (workers * 8)))
+    context = multiprocessing.get_context(
+        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    with context.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+        return list(progress(pool.imap(_evaluate_one, tasks, chunksize), desc="evaluate", total=len(tasks)))
+
+
+def _level_of(question: GoldQuestion, schemas: dict[str, DatabaseSchema], bird: bool) -> str:
+    if question.level or bird:
+        return question.level or "unknown"
+    try:
+        return hardness_of(parse_sql(question.sql, schemas[question.db_id]))
+    except SqlParseError:
+        return "unknown"
+
+
+def summarize(rows: list[dict[str, Any]], options: Options) -> dict[str, Any]:
+    """metrics.json: EX/EM per level and overall, counts, skipped questions, error categories, component F1s."""
+    known = BIRD_LEVELS if options.bird else HARDNESS_LEVELS
+    levels = [lv for lv in known if any(r["hardness"] == lv for r in rows)]
+    levels += sorted({r["hardness"] for r in rows} - set(known))
+    groups = {lv: [r for r in rows if r["hardness"] == lv] for lv in levels} | {"all": rows}
+    metrics: dict[str, Any] = {"levels": [*levels, "all"], "counts": {}, "n": len(rows)}
+    for metric in ("ex", "em"):
+        scored = {lv: [r[metric] for r in group if r[metric] is not None] for lv, group in groups.items()}
+        metrics["counts"][metric] = {lv: len(v) for lv, v in scored.items()}
+        metrics[metric] = {lv: (sum(v) / len(v) if v else None) for lv, v in scored.items()}
+    skipped = Counter(r["error"] for r in rows if r["ex"] is None and r["error"])
+    metrics["skipped"] = {**{k.replace(" ", "_"): v for k, v in skipped.items()}, "total": sum(skipped.values())}
+    metrics["errors"] = dict(sorted(Counter(r["error"] for r in rows if r["error"]).items()))
+    with_partial = {lv: [r["partial"] for r in group if "partial" in r] for lv, group in groups.items()}
+    if any(with_partial.values()):
+        metrics["partial"] = {lv: aggregate_partial(p) for lv, p in with_partial.items() if p}
+    if options.ves_repeats:
+        from sqltune.evaluate.execution import ves_reward, ves_score
+
+        metrics["ves"] = {
+            lv: ves_score([ves_reward(r["time_ratio"]) for r in group if "time_ratio" in r])
+            for lv, group in groups.items()
+        }
+    return metrics
+
+
+def evaluate(
+    gold: str | Path,
+    predictions: str | Path,
+    db_dir: str | Path | None,
+    tables: str | Path | None,
+    out: str | Path,
+    *,
+    etype: str = "all",
+    dataset: str = "spider",
+    keep_distinct: bool = False,
+    plug_value: bool = False,
+    ves_repeats: int = 0,
+    timeout_s: float = 30.0,
+    max_rows: int = 100_000,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate `predictions` against `gold`; writes an `evaluation` artifact to `out` and returns its metrics.
+
+    `db_dir` holds `<db_id>/*.sqlite` (Spider layout: pass the `database/` folder; all files of a db_id must
+    match); `tables` is the tables.json EM and hardness need. `etype`: "exec", "match" or "all"; `dataset`:
+    "spider" or "bird" (set-equality EX, difficulty levels, no EM). `workers` defaults to the CPU count.
+    """
+    if etype not in ETYPES:
+        raise SqltuneError(f"etype must be one of {', '.join(ETYPES)}, not {etype!r}")
+    if dataset not in ("spider", "bird"):
+        raise SqltuneError(f"dataset must be 'spider' or 'bird', not {dataset!r}")
+    bird = dataset == "bird"
+    if bird and etype != "exec":
+        etype = "exec"  # BIRD has no exact-match metric
+    options = Options(etype, bird, keep_distinct, plug_value, ves_repeats, Limits(timeout_s, max_rows))
+    questions = load_gold(gold)
+    preds = load_predictions(predictions, questions)
+    db_path = _existing_dir(db_dir, "database directory") if etype != "match" else None
+    schemas: dict[str, DatabaseSchema] = {}
+    if etype != "exec" or not (bird or all(q.level for q in questions)):
+        if tables is None:
+            raise SqltuneError("--tables (tables.json) is required for exact match and for hardness levels")
+        all_schemas = load_tables(tables)
+        missing = sorted({q.db_id for q in questions} - set(all_schemas))
+        if missing:
+            raise SqltuneError(f"{tables}: no schema for database(s) {', '.join(missing[:5])} used by {gold}")
+        schemas = {db: all_schemas[db] for db in {q.db_id for q in questions}}
+    questions = [
+        GoldQuestion(q.db_id, q.sql, _level_of(q, schemas, bird), q.id if q.id is not None else i)
+        for i, q in enumerate(questions)
+    ]
+    tasks = [_Task(i, q, p) for i, (q, p) in enumerate(zip(questions, preds, strict=True))]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    log.info("evaluating %d predictions (%s) with %d worker(s)", len(tasks), etype, workers)
+    rows = _run(tasks, (schemas, db_path, options), workers)
+    metrics = summarize(rows, options)
+    parameters = {k: v for k, v in asdict(options).items() if k != "cache"}
+    inputs = {"gold": gold, "predictions": predictions, **({"db_dir": db_dir} if db_dir else {})}
+    with artifact_dir(out, "evaluation", parameters=parameters, inputs=inputs, extra={"metrics": metrics}) as tmp:
+        atomic_write_json(tmp / "metrics.json", metrics)
+        write_jsonl(tmp / "results.jsonl", ({k: v for k, v in r.items() if k != "partial"} for r in rows))
+        from sqltune.evaluate.report import write_reports
+
+        write_reports(tmp, metrics, rows)
+    return metrics
+
+
+def _existing_dir(path: str | Path | None, what: str) -> Path:
+    if path is None or not Path(path).is_dir():
+        raise SqltuneError(f"{what} not found: {path}")
+    return Path(path)
+
+
+__all__ = ["PARTIAL_TYPES", "evaluate", "summarize"]
