@@ -1,0 +1,435 @@
+"""The training loop: LoRA/QLoRA on one device or data parallel under torchrun, resumable from checkpoints.
+
+A plain PyTorch loop rather than transformers' Trainer, because the guarantees the pipeline relies on live
+here: checkpoints that are complete or absent (also on S3), resume that replays the exact batch order,
+a hard stop on a non-finite loss, and throughput counted in real (non-padding) tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from sqltune.artifacts import artifact_dir, atomic_write_json, read_jsonl, write_jsonl
+from sqltune.errors import SqltuneError
+from sqltune.log import get_logger, progress
+from sqltune.models import load_model, load_tokenizer, resolve_base_model
+from sqltune.train import checkpoint
+from sqltune.train.config import TrainConfig
+from sqltune.train.data import Example, build_examples, collate, epoch_batches, step_batches, steps_per_epoch
+from sqltune.train.plot import write_loss_curve
+from sqltune.uri import localize
+
+log = get_logger(__name__)
+
+RECORDS = "records.jsonl"
+
+
+def train(
+    data: str | os.PathLike[str],
+    base_model: str,
+    out: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    checkpoint_dir: str | None = None,
+    *,
+    endpoint_url: str | None = None,
+) -> dict[str, Any]:
+    """Fine-tune `base_model` on the records in `data` and write the adapter artifact to `out`.
+
+    `data` is a records JSONL file or a preprocess artifact directory (local or s3://). With
+    `checkpoint_dir` (local or s3://), checkpoints are written every `config.checkpoint_every` steps and a
+    rerun continues from the latest complete one. Under torchrun every process calls this; rank 0 writes
+    the artifact. Returns the metrics also written to `train_metrics.json`.
+    """
+    import torch
+
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    dist = _Distributed()
+    model_dir = resolve_base_model(base_model, endpoint_url)
+    tokenizer = load_tokenizer(model_dir)
+    records = _read_records(data, endpoint_url)
+    examples, stats = build_examples(records, tokenizer, config.template, config.max_seq_len)
+    if not examples:
+        raise SqltuneError(
+            f"train data {data}: none of its {stats.total} records fits max_seq_len={config.max_seq_len}"
+        )
+    if stats.trimmed or stats.dropped:
+        log.warning(
+            "%d of %d prompts had their schema trimmed to fit max_seq_len=%d; %d records dropped (too long even "
+            "without schema): %s",
+            stats.trimmed, stats.total, config.max_seq_len, len(stats.dropped), ", ".join(stats.dropped[:10]),
+        )  # fmt: skip
+
+    device = torch.device(f"cuda:{dist.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
+    torch.manual_seed(config.seed)
+    model = _peft_model(model_dir, config, device, bf16, base_model)
+    trainable, total_params = model.get_nb_trainable_parameters()
+    engine = dist.wrap(model, device)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+
+    per_step = config.gradient_accumulation_steps * dist.world_size
+    lengths = [len(ex.input_ids) for ex in examples]
+    epoch_steps = steps_per_epoch(math.ceil(len(examples) / config.batch_size), per_step)
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.num_epochs * epoch_steps)
+    scheduler = _scheduler(config, optimizer, total_steps)
+    fingerprint = {"base_model": base_model, "records": len(records), **config.to_dict(), "world_size": dist.world_size}
+
+    step, rows, train_time = 0, [], 0.0
+    resumed = (
+        _resume(checkpoint_dir, endpoint_url, model, optimizer, scheduler, fingerprint) if checkpoint_dir else None
+    )
+    if resumed:
+        step, rows, train_time = resumed["step"], resumed["rows"], resumed["train_time"]
+        log.info("resumed from checkpoint at step %d of %d", step, total_steps)
+
+    batches: list[list[int]] = []
+    batches_epoch = -1
+    steps = range(step, total_steps)
+    for step in progress(steps, desc="train", total=len(steps), unit="step") if dist.is_main else steps:
+        epoch = step // epoch_steps
+        if epoch != batches_epoch:
+            batches = epoch_batches(lengths, config.batch_size, config.seed, epoch, config.group_by_length)
+            batches_epoch = epoch
+        mine = step_batches(batches, step % epoch_steps, per_step)[dist.rank :: dist.world_size]
+        tick = time.perf_counter()
+        loss, tokens, padded = _train_step(
+            engine, [[examples[i] for i in b] for b in mine], tokenizer, config, device, bf16, dist
+        )
+        if not math.isfinite(loss):
+            raise SqltuneError(
+                f"training loss became {loss} at step {step + 1}: stopping (lower --learning-rate, check the data, "
+                "or use bf16/fp32 instead of fp16)"
+            )
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - tick
+        train_time += elapsed
+        rows.append(
+            {
+                "step": step + 1,
+                "epoch": round((step + 1) / epoch_steps, 4),
+                "loss": loss,
+                "lr": scheduler.get_last_lr()[0],
+                "tokens": tokens,
+                "padded_tokens": padded,
+                "tokens_per_s": tokens / elapsed,
+                "step_time_s": elapsed,
+            }
+        )
+        done = step + 1
+        if checkpoint_dir and config.checkpoint_every and (done % config.checkpoint_every == 0 or done == total_steps):
+            if dist.is_main:
+                _save_checkpoint(
+                    checkpoint_dir,
+                    endpoint_url,
+                    done,
+                    model,
+                    optimizer,
+                    scheduler,
+                    rows,
+                    train_time,
+                    fingerprint,
+                    config,
+                )
+            dist.barrier()
+
+    metrics = _metrics(rows, stats, config, base_model, trainable, total_params, train_time, device, dist, resumed)
+    metrics["wall_time_s"] = time.perf_counter() - started
+    if dist.is_main:
+        _write_adapter(out, model, tokenizer, config, metrics, rows, data, base_model)
+    dist.barrier()
+    dist.close()
+    return metrics
+
+
+class _Distributed:
+    """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK): NCCL on GPUs, gloo on CPUs; a no-op alone."""
+
+    def __init__(self) -> None:
+        import torch
+        import torch.distributed as td
+
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.is_main = self.rank == 0
+        if self.world_size > 1 and not td.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(self.local_rank)
+            td.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+    def wrap(self, model: Any, device: Any) -> Any:
+        if self.world_size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def mean_and_sum(self, mean: float, total: int, padded: int) -> tuple[float, int, int]:
+        """The loss averaged over processes, token counts summed."""
+        if self.world_size == 1:
+            return mean, total, padded
+        import torch
+        import torch.distributed as td
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        values = torch.tensor([mean, float(total), float(padded)], dtype=torch.float64, device=device)
+        td.all_reduce(values)
+        return values[0].item() / self.world_size, int(values[1].item()), int(values[2].item())
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as td
+
+            td.barrier()
+
+    def close(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as td
+
+            td.destroy_process_group()
+
+
+def _read_records(data: str | os.PathLike[str], endpoint_url: str | None) -> list[dict[str, Any]]:
+    path = localize(data, "train data", endpoint_url)
+    if path.is_dir():
+        path = path / RECORDS
+        if not path.is_file():
+            raise SqltuneError(f"train data {data}: directory has no {RECORDS}")
+    records = read_jsonl(path)
+    if not records:
+        raise SqltuneError(f"train data {data} is empty: no records to train on")
+    return records
+
+
+def _attention(choice: str, device: Any) -> str:
+    import importlib.util
+
+    if choice != "auto":
+        return choice
+    return "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
+
+
+def _peft_model(model_dir: Path, config: TrainConfig, device: Any, bf16: bool, base_model: str) -> Any:
+    """The base model (4-bit for QLoRA) with fresh LoRA adapters on the target modules."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    qlora = config.method == "qlora"
+    model = load_model(
+        model_dir,
+        quantize_4bit=qlora,
+        dtype=torch.bfloat16 if bf16 else torch.float32,
+        attn_implementation=_attention(config.attn_implementation, device),
+        device_map={"": device} if qlora else None,
+    )
+    if not qlora:
+        model.to(device)
+    _check_target_modules(model, config.target_modules, base_model)
+    checkpointing = {"use_reentrant": False}
+    if qlora:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs=checkpointing,
+        )
+    elif config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+    model.config.use_cache = False
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _check_target_modules(model: Any, targets: str | list[str], base_model: str) -> None:
+    """Each named target must match a module (peft only complains when none of them does)."""
+    if targets == "all-linear":
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(name == t or name.endswith("." + t) for name in names)]
+    if missing:
+        import torch
+
+        linear = sorted(
+            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        )
+        raise SqltuneError(
+            f"target module(s) {', '.join(missing)} match no module of base model {base_model}; "
+            f"its linear layers are: {', '.join(linear)} (or use 'all-linear')"
+        )
+
+
+def _scheduler(config: TrainConfig, optimizer: Any, total_steps: int) -> Any:
+    from transformers import get_scheduler
+
+    try:
+        return get_scheduler(
+            config.lr_scheduler,
+            optimizer,
+            num_warmup_steps=int(config.warmup_ratio * total_steps),
+            num_training_steps=total_steps,
+        )
+    except ValueError as exc:
+        raise SqltuneError(f"train parameter lr_scheduler={config.lr_scheduler!r} is invalid: {exc}") from None
+
+
+def _train_step(
+    engine: Any,
+    micro_batches: list[list[Example]],
+    tokenizer: Any,
+    config: TrainConfig,
+    device: Any,
+    bf16: bool,
+    dist: _Distributed,
+) -> tuple[float, int, int]:
+    """Forward and backward over this process's micro-batches; returns (mean loss, real tokens, padded tokens)."""
+    import torch
+
+    losses, tokens, padded = [], 0, 0
+    pad_to = config.max_seq_len if config.pad_to_max_length else None
+    for index, examples in enumerate(micro_batches):
+        batch = {
+            k: v.to(device)
+            for k, v in collate(examples, tokenizer.pad_token_id, packing=config.packing, pad_to=pad_to).items()
+        }
+        last = index == len(micro_batches) - 1
+        sync = engine.no_sync() if dist.world_size > 1 and not last else nullcontext()
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        with sync:
+            with autocast:
+                loss = engine(**batch).loss
+            (loss / len(micro_batches)).backward()
+        losses.append(loss.item())
+        tokens += sum(len(ex.input_ids) for ex in examples)
+        padded += batch["input_ids"].numel()
+    return dist.mean_and_sum(sum(losses) / len(losses), tokens, padded)
+
+
+def _save_checkpoint(
+    root: str, endpoint_url: str | None, step: int, model: Any, optimizer: Any, scheduler: Any,
+    rows: list[dict[str, Any]], train_time: float, fingerprint: dict[str, Any], config: TrainConfig,
+) -> None:  # fmt: skip
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    files = {
+        "adapter.safetensors": lambda p: save_file(adapter, str(p)),
+        "optimizer.pt": lambda p: torch.save(optimizer.state_dict(), p),
+        "scheduler.pt": lambda p: torch.save(scheduler.state_dict(), p),
+        "rng.pt": lambda p: torch.save(rng, p),
+    }
+    state = {"step": step, "rows": rows, "train_time": train_time, "fingerprint": fingerprint}
+    checkpoint.save(root, step, files, state, config.keep_checkpoints, endpoint_url)
+
+
+def _resume(
+    root: str, endpoint_url: str | None, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict[str, Any]
+) -> dict[str, Any] | None:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    latest = checkpoint.load_latest(root, endpoint_url)
+    if latest is None:
+        return None
+    path, state = latest
+    saved = state.get("fingerprint", {})
+    changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k) and k != "extra")
+    if changed:
+        raise SqltuneError(
+            f"checkpoint directory {root} holds a run with different settings ({', '.join(changed)}); "
+            "use a new checkpoint directory for a new run"
+        )
+    set_peft_model_state_dict(model, load_file(str(path / "adapter.safetensors")))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rng = torch.load(path / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["cpu"])
+    if torch.cuda.is_available() and rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return state
+
+
+def _peak_memory_gb(device: Any) -> tuple[float, str]:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30, "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process_max_rss"  # ru_maxrss is in KiB
+
+
+def _metrics(
+    rows: list[dict[str, Any]], stats: Any, config: TrainConfig, base_model: str, trainable: int, total_params: int,
+    train_time: float, device: Any, dist: _Distributed, resumed: dict[str, Any] | None,
+) -> dict[str, Any]:  # fmt: skip
+    losses = [r["loss"] for r in rows]
+    tokens = sum(r["tokens"] for r in rows)
+    padded = sum(r["padded_tokens"] for r in rows)
+    peak, peak_kind = _peak_memory_gb(device)
+    return {
+        "steps": len(rows),
+        "final_loss": losses[-1] if losses else None,
+        "best_loss": min(losses) if losses else None,
+        "first_loss": losses[0] if losses else None,
+        "tokens": tokens,
+        "tokens_per_s": tokens / train_time if train_time else None,
+        "padding_fraction": 1 - tokens / padded if padded else None,
+        "train_time_s": train_time,
+        "peak_memory_gb": peak,
+        "peak_memory_kind": peak_kind,
+        "trainable_params": trainable,
+        "total_params": total_params,
+        "examples": stats.total - len(stats.dropped),
+        "trimmed_examples": stats.trimmed,
+        "dropped_examples": len(stats.dropped),
+        "dropped_ids": stats.dropped,
+        "method": config.method,
+        "template": config.template,
+        "max_seq_len": config.max_seq_len,
+        "base_model": base_model,
+        "world_size": dist.world_size,
+        "device": str(device.type),
+        "resumed_from_step": resumed["step"] if resumed else None,
+    }
+
+
+def _write_adapter(
+    out: str | os.PathLike[str], model: Any, tokenizer: Any, config: TrainConfig, metrics: dict[str, Any],
+    rows: list[dict[str, Any]], data: str | os.PathLike[str], base_model: str,
+) -> None:  # fmt: skip
+    parameters = {"base_model": base_model, **config.to_dict()}
+    with artifact_dir(out, "adapter", parameters=parameters, inputs={"data": data}, extra={"metrics": metrics}) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "train_metrics.json", metrics)
+        write_jsonl(tmp / "train_log.jsonl", rows)
+        if rows:
+            title = f"{config.method} on {base_model}: {len(rows)} steps, final loss {rows[-1]['loss']:.4f}"
+            write_loss_curve(rows, tmp / "loss_curve.png", tmp / "loss_curve.html", title)
+        # PEFT records the base model by its local cache path; record the spec the user gave instead.
+        adapter_config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
+        adapter_config["base_model_name_or_path"] = base_model
+        atomic_write_json(tmp / "adapter_config.json", adapter_config)
+    log.info("adapter written to %s (%d steps, final loss %s)", out, metrics["steps"], metrics["final_loss"])

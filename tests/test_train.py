@@ -1,0 +1,254 @@
+"""The train step on CPU with tiny random models: loss goes down, adapters reload, resume and DDP agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sqltune.artifacts import read_jsonl, verify_artifact, write_jsonl
+from sqltune.errors import SqltuneError
+from sqltune.models import encode_prompt, load_model, load_tokenizer, prompt_functions, resolve_base_model
+
+pytestmark = pytest.mark.slow
+VENV_BIN = Path(sys.executable).parent
+TABLES = ["singer", "concert", "stadium", "student", "course", "teacher"]
+
+
+def make_records(n: int = 24) -> list[dict]:
+    """Spider-like records whose SQL follows one pattern, so a few steps visibly lower the loss."""
+    records = []
+    for i in range(n):
+        table = TABLES[i % len(TABLES)]
+        schema = "\n".join(f"{t}: {t}_id (number, primary key), name (text), age (number)" for t in TABLES[: 1 + i % 3])
+        records.append(
+            {
+                "id": f"q{i}",
+                "db_id": "concert_singer",
+                "question": f"How many {table}s are older than {20 + i}?",
+                "schema": schema,
+                "sql": f"SELECT count(*) FROM {table} WHERE age > {20 + i}",
+                "hardness": "easy",
+            }
+        )
+    return records
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A private model cache, one thread per process (2 shared cores), the records file, the tiny model."""
+    import torch
+
+    root = tmp_path_factory.mktemp("train")
+    saved = {k: os.environ.get(k) for k in ("SQLTUNE_CACHE", "OMP_NUM_THREADS")}
+    os.environ.update(SQLTUNE_CACHE=str(root / "cache"), OMP_NUM_THREADS="1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    data = root / "records.jsonl"
+    write_jsonl(data, make_records())
+    resolve_base_model("tiny-random-llama")
+    yield root, data
+    torch.set_num_threads(threads)
+    for key, value in saved.items():
+        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
+def config(**overrides):
+    from sqltune.train import TrainConfig
+
+    base = dict(
+        max_steps=8, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, max_seq_len=160, template="chat",
+        gradient_checkpointing=False, lora_rank=8, lora_dropout=0.0, lr_scheduler="constant",
+    )  # fmt: skip
+    return TrainConfig(**{**base, **overrides})
+
+
+def cli_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """The `sqltune train` arguments matching config(gradient_accumulation_steps=2)."""
+    return [
+        "train", "--data", str(data), "--base-model", "tiny-random-llama", "--out", str(out), "--max-steps", "8",
+        "--batch-size", "4", "--lr", "1e-2", "--warmup-ratio", "0", "--max-seq-len", "160", "--template", "chat",
+        "--no-gradient-checkpointing", "--lora-rank", "8", "--lora-dropout", "0", "--lr-scheduler", "constant", *extra,
+    ]  # fmt: skip
+
+
+def loss_on(model, tokenizer, data: Path) -> float:
+    """Mean loss on the training examples (response tokens only)."""
+    import torch
+
+    from sqltune.train.data import build_examples, collate
+
+    examples, _ = build_examples(read_jsonl(data), tokenizer, "chat", 160)
+    with torch.no_grad():
+        return model(**collate(examples, tokenizer.pad_token_id, packing=False)).loss.item()
+
+
+@pytest.fixture(scope="module")
+def lora_run(env):
+    from sqltune.train import train
+
+    root, data = env
+    out = root / "lora"
+    return out, train(data, "tiny-random-llama", out, config(gradient_accumulation_steps=2))
+
+
+def test_lora_lowers_the_loss_and_writes_a_complete_adapter(env, lora_run):
+    out, metrics = lora_run
+    assert metrics["steps"] == 8 and metrics["final_loss"] < metrics["first_loss"] - 0.5
+    manifest = verify_artifact(out)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "train_metrics.json",
+                 "train_log.jsonl", "loss_curve.png", "loss_curve.html"):  # fmt: skip
+        assert name in manifest["files"], name
+    assert manifest["parameters"]["template"] == "chat" and manifest["parameters"]["max_seq_len"] == 160
+    saved = json.loads((out / "train_metrics.json").read_text())
+    assert saved["template"] == "chat" and saved["trainable_params"] == metrics["trainable_params"] > 0
+    assert [row["step"] for row in read_jsonl(out / "train_log.jsonl")] == list(range(1, 9))
+    assert "data:image/png;base64," in (out / "loss_curve.html").read_text()
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-random-llama"
+
+
+def test_adapter_reloads_with_peft_and_generates(env, lora_run):
+    import torch
+    from peft import PeftModel
+
+    _, data = env
+    out, _ = lora_run
+    path = resolve_base_model("tiny-random-llama")
+    tokenizer = load_tokenizer(out)
+    base_loss = loss_on(load_model(path), tokenizer, data)
+    model = PeftModel.from_pretrained(load_model(path), out)
+    assert loss_on(model, tokenizer, data) < base_loss - 0.5  # the trained weights came back
+    _, chat_render = prompt_functions(tokenizer, "chat")
+    prompt = chat_render([{"role": "user", "content": "How many singers?"}])
+    ids = torch.tensor([encode_prompt(tokenizer, prompt, "chat")])
+    generated = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False)
+    assert generated.shape[1] > ids.shape[1]
+
+
+def test_qlora_trains_a_4bit_base_and_lowers_the_loss(env):
+    from sqltune.train import train
+
+    root, data = env
+    metrics = train(data, "tiny-random-llama", root / "qlora", config(method="qlora", gradient_checkpointing=True))
+    assert metrics["method"] == "qlora" and metrics["final_loss"] < metrics["first_loss"] - 0.5
+    assert verify_artifact(root / "qlora")["parameters"]["method"] == "qlora"
+
+
+def test_packing_keeps_examples_from_attending_to_each_other(env):
+    import torch
+
+    from sqltune.train.data import build_examples, collate
+
+    _, data = env
+    path = resolve_base_model("tiny-random-llama")
+    tokenizer = load_tokenizer(path)
+    examples, _ = build_examples(read_jsonl(data)[:3], tokenizer, "chat", 160)
+    for attn in ("sdpa", "eager"):
+        model = load_model(path, attn_implementation=attn)
+        with torch.no_grad():
+            # use_cache=False as in training: with a KV cache transformers does not look for packed sequences.
+            inputs = {k: v for k, v in collate(examples, 0, packing=True).items() if k != "labels"}
+            packed = model(**inputs, use_cache=False).logits[0]
+            alone = [model(input_ids=torch.tensor([ex.input_ids])).logits[0] for ex in examples]
+        torch.testing.assert_close(packed, torch.cat(alone), atol=1e-4, rtol=1e-4)
+
+
+def test_examples_mask_the_prompt_and_trim_only_the_schema(env):
+    from sqltune.train.data import IGNORE, build_examples
+
+    tokenizer = load_tokenizer(resolve_base_model("tiny-random-llama"))
+    records = make_records(3)
+    records[1]["schema"] = "\n".join(f"table_{i}: id (number), name (text)" for i in range(50))
+    records[2]["question"] = "why " * 400
+    examples, stats = build_examples(records, tokenizer, "chat", 200)
+    assert (stats.total, stats.trimmed, stats.dropped) == (3, 1, ["q2"])
+    for example, record in zip(examples, records, strict=False):
+        assert len(example.input_ids) <= 200
+        answer = [t for t, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE]
+        assert tokenizer.decode(answer) == record["sql"] + tokenizer.eos_token
+        assert example.labels[-1] == tokenizer.eos_token_id and example.labels[0] == IGNORE
+        assert record["question"] in tokenizer.decode(example.input_ids)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(env, lora_run, tmp_path):
+    """Kill the CLI after its first checkpoint, rerun it: same step count and the loss of an unbroken run."""
+    _, data = env
+    _, reference = lora_run
+    out, ckpt = tmp_path / "adapter", tmp_path / "ckpt"
+    command = [str(VENV_BIN / "sqltune"), *cli_args(data, out, "--grad-accum", "2"), "--checkpoint-dir", str(ckpt),
+               "--checkpoint-every", "2"]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(ckpt.glob("step-*/state.json")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    assert first.wait() == -signal.SIGKILL, first.stderr.read().decode()[-2000:]
+    assert not out.exists()  # the killed run left no adapter
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert 2 <= metrics["resumed_from_step"] < 8 and metrics["steps"] == 8
+    assert metrics["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-3)
+    assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == list(range(1, 9))
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-00000006", "step-00000008"]  # keep_checkpoints=2
+
+
+def test_two_process_data_parallel_matches_gradient_accumulation(env, lora_run, tmp_path):
+    """torchrun, 2 CPU processes (gloo), batch 4 each == 1 process, batch 4, 2 micro-batches per step."""
+    _, data = env
+    _, reference = lora_run
+    torchrun = [str(VENV_BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", str(VENV_BIN / "sqltune")]
+    result = subprocess.run([*torchrun, *cli_args(data, tmp_path / "ddp")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "train_metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 8
+    assert metrics["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-3)
+
+
+def test_bad_inputs_fail_clearly(env, tmp_path):
+    from sqltune.train import train
+
+    _, data = env
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(SqltuneError, match="is empty"):
+        train(empty, "tiny-random-llama", tmp_path / "a", config())
+    with pytest.raises(SqltuneError, match="train data not found"):
+        train(tmp_path / "nope.jsonl", "tiny-random-llama", tmp_path / "a", config())
+    write_jsonl(tmp_path / "nosql.jsonl", [{"id": "x7", "question": "q?", "schema": "t: a"}])
+    with pytest.raises(SqltuneError, match="record x7: missing or empty field"):
+        train(tmp_path / "nosql.jsonl", "tiny-random-llama", tmp_path / "a", config())
+    with pytest.raises(SqltuneError, match="base model not found"):
+        train(data, str(tmp_path / "no-model"), tmp_path / "a", config())
+    with pytest.raises(SqltuneError, match=r"target module\(s\) qkv_proj match no module.*q_proj"):
+        train(data, "tiny-random-llama", tmp_path / "a", config(target_modules="q_proj,qkv_proj"))
+    with pytest.raises(SqltuneError, match="lora_rank=0"):
+        config(lora_rank=0)
+    with pytest.raises(SqltuneError, match="lr_scheduler='sideways'"):
+        train(data, "tiny-random-llama", tmp_path / "a", config(lr_scheduler="sideways"))
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_non_finite_loss_stops_the_run(env, tmp_path):
+    """A base model with a NaN weight: the first step's loss is NaN and the run stops, writing nothing."""
+    from safetensors.torch import load_file, save_file
+
+    from sqltune.train import train
+
+    _, data = env
+    broken = tmp_path / "broken"
+    shutil.copytree(resolve_base_model("tiny-random-llama"), broken)
+    weights = load_file(broken / "model.safetensors")
+    weights["model.norm.weight"][0] = float("nan")
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(SqltuneError, match="training loss became nan at step 1"):
+        train(data, str(broken), tmp_path / "out", config())
+    assert not (tmp_path / "out").exists()
