@@ -39,6 +39,7 @@ def _main(
 
 # --- step commands (one line per command; keep imports light) ---
 from sqltune.deploy import cli as deploy_cli  # noqa: E402
+from sqltune.evaluate import cli as evaluate_cli  # noqa: E402
 from sqltune.pipeline import cli as pipeline_cli  # noqa: E402
 from sqltune.predict import cli as predict_cli  # noqa: E402
 from sqltune.preprocess import cli as preprocess_cli  # noqa: E402
@@ -49,6 +50,7 @@ app.command()(preprocess_cli.preprocess)
 app.command()(predict_cli.predict)
 app.command()(train_cli.train)
 app.command(name="sample-data")(preprocess_cli.sample_data)
+app.command(name="evaluate")(evaluate_cli.evaluate_command)
 
 app.command(name="compile")(pipeline_cli.compile)
 app.command()(pipeline_cli.run)
