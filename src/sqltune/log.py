@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -15,12 +15,24 @@ T = TypeVar("T")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stderr as it is now: tests and CliRunner swap (and close) it after setup."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Configure the root logger once (idempotent); SQLTUNE_LOG_LEVEL overrides the level."""
     level = os.environ.get("SQLTUNE_LOG_LEVEL") or ("DEBUG" if verbose else "INFO")
     root = logging.getLogger()
     if not any(getattr(h, "_sqltune", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         handler._sqltune = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -7,6 +7,7 @@ SeaweedFS, Ceph and AWS all work. Credentials are never taken as parameters or l
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -48,11 +49,24 @@ def cache_root() -> Path:
 def s3_client(endpoint_url: str | None = None) -> Any:
     """A boto3 S3 client with retries (standard mode: throttling, 5xx and dropped connections)."""
     import boto3
+    import botocore.session
     from botocore.config import Config
 
     config = Config(retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=10, read_timeout=60)
-    # A fresh session reads the credential chain now; boto3's default session keeps the first credentials it found.
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
+    # A fresh session resolves the credential chain now (boto3's default session keeps the first credentials it
+    # found); sharing the loader keeps that cheap, as the service model is then parsed once per process.
+    session = botocore.session.Session()
+    session.register_component("data_loader", _botocore_loader())
+    return boto3.session.Session(botocore_session=session).client(
+        "s3", endpoint_url=endpoint_url or None, config=config
+    )
+
+
+@functools.cache
+def _botocore_loader() -> Any:
+    from botocore.loaders import create_loader
+
+    return create_loader()
 
 
 def list_objects(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
