@@ -252,3 +252,22 @@ def test_a_non_finite_loss_stops_the_run(env, tmp_path):
     with pytest.raises(SqltuneError, match="training loss became nan at step 1"):
         train(data, str(broken), tmp_path / "out", config())
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_server, monkeypatch):
+    """Checkpoints under an s3:// prefix (real SeaweedFS): the latest two kept, a rerun resumes from the last."""
+    from sqltune.train import train
+    from sqltune.train.checkpoint import complete_steps
+
+    root, data = env
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    s3_server.create_bucket("train-ckpt")
+    prefix = "s3://train-ckpt/runs/r1"
+    first = train(data, "tiny-random-llama", root / "s3-a", config(max_steps=6, checkpoint_every=2), prefix)
+    assert complete_steps(prefix) == [4, 6]
+    again = train(data, "tiny-random-llama", root / "s3-b", config(max_steps=6, checkpoint_every=2), prefix)
+    assert again["resumed_from_step"] == 6 and again["steps"] == 6
+    assert again["final_loss"] == first["final_loss"]
+    with pytest.raises(SqltuneError, match=r"different settings.*learning_rate"):
+        train(data, "tiny-random-llama", root / "s3-c", config(max_steps=6, learning_rate=1e-3), prefix)
