@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,12 +123,18 @@ def _run(tasks: list[_Task], init_args: tuple, workers: int) -> list[dict[str, A
             return [_evaluate_one(t) for t in progress(tasks, desc="evaluate", total=len(tasks))]
         finally:
             _state["executor"].close()
-    chunksize = max(1, math.ceil(len(tasks) / (workers * 8)))
-    context = multiprocessing.get_context(
-        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    )
+    chunksize = max(1, math.ceil(len(tasks) / (workers * 32)))
+    context = multiprocessing.get_context(_start_method())
     with context.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
         return list(progress(pool.imap(_evaluate_one, tasks, chunksize), desc="evaluate", total=len(tasks)))
+
+
+def _start_method() -> str:
+    """fork is cheapest (workers inherit everything) but unsafe once threads exist; then a fresh forkserver."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _level_of(question: GoldQuestion, schemas: dict[str, DatabaseSchema], bird: bool) -> str:
@@ -181,12 +188,14 @@ def evaluate(
     timeout_s: float = 30.0,
     max_rows: int = 100_000,
     workers: int | None = None,
+    cache: bool = True,
 ) -> dict[str, Any]:
     """Evaluate `predictions` against `gold`; writes an `evaluation` artifact to `out` and returns its metrics.
 
     `db_dir` holds `<db_id>/*.sqlite` (Spider layout: pass the `database/` folder; all files of a db_id must
     match); `tables` is the tables.json EM and hardness need. `etype`: "exec", "match" or "all"; `dataset`:
-    "spider" or "bird" (set-equality EX, difficulty levels, no EM). `workers` defaults to the CPU count.
+    "spider" or "bird" (set-equality EX, difficulty levels, no EM). `workers` defaults to the CPU count;
+    `cache=False` (fresh connection per query, gold re-run) exists as the benchmark's naive baseline.
     """
     if etype not in ETYPES:
         raise SqltuneError(f"etype must be one of {', '.join(ETYPES)}, not {etype!r}")
@@ -195,7 +204,7 @@ def evaluate(
     bird = dataset == "bird"
     if bird and etype != "exec":
         etype = "exec"  # BIRD has no exact-match metric
-    options = Options(etype, bird, keep_distinct, plug_value, ves_repeats, Limits(timeout_s, max_rows))
+    options = Options(etype, bird, keep_distinct, plug_value, ves_repeats, Limits(timeout_s, max_rows), cache)
     questions = load_gold(gold)
     preds = load_predictions(predictions, questions)
     db_path = _existing_dir(db_dir, "database directory") if etype != "match" else None
