@@ -5,6 +5,7 @@ No `from __future__ import annotations` here: the test pipeline's component need
 """
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,7 @@ from sqltune.errors import SqltuneError
 REPO = Path(__file__).resolve().parents[1]
 TEXT2SQL = REPO / "pipelines" / "text2sql.yaml"
 API = "/apis/v2beta1"
+KUBE_PROXY = re.compile(r"/api/v1/namespaces/(?P<namespace>[^/]+)/services/ml-pipeline:http/proxy")
 pytestmark = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
 
 
@@ -34,6 +36,7 @@ class FakeKfpApi(ThreadingHTTPServer):
         self.requests: list[dict[str, Any]] = []
         self.experiments: list[dict[str, Any]] = []
         self.fail: dict[str, int] = {}  # "POST /apis/v2beta1/runs" -> HTTP status to answer with
+        self.proxy_only = False  # act as a Kubernetes API server: KFP only behind the service proxy
 
     @property
     def url(self) -> str:
@@ -59,12 +62,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         url = urlsplit(self.path)
+        # With a kube config, kfp.Client goes through the API server's service proxy to ml-pipeline.
+        proxied = KUBE_PROXY.match(url.path)
+        if proxied:
+            url = url._replace(path=url.path[proxied.end() :])
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         self.server.requests.append(
-            {"method": method, "path": url.path, "query": query, "body": body, "auth": self.headers["Authorization"]}
+            {
+                "method": method,
+                "path": url.path,
+                "query": query,
+                "body": body,
+                "auth": self.headers["Authorization"],
+                "proxy_namespace": proxied and proxied["namespace"],
+            }
         )
+        if self.server.proxy_only and not proxied:
+            return self._answer(404, {"kind": "Status", "message": "the server could not find the requested resource"})
         if status := self.server.fail.get(f"{method} {url.path}"):
             return self._answer(status, {"error_message": "rejected by test", "code": 3})
         route = (method, url.path.removeprefix(API))
@@ -250,3 +266,37 @@ def test_unreachable_host_is_a_clear_error(tiny_pipeline: Path, tmp_path: Path, 
         url = closed.url
     with pytest.raises(SqltuneError, match=f"KFP API at {url}"):
         submit_run(Connection(url, namespace="team-ml"), {}, pipeline_file=tiny_pipeline)
+
+
+def test_submit_without_host_uses_the_kube_config(
+    kfp_api: FakeKfpApi, tiny_pipeline: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from kubernetes.config import kube_config
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": kfp_api.url}}],
+                "users": [{"name": "u", "user": {"token": "kube-token"}}],
+                "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "ctx",
+            }
+        )
+    )
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod
+    kfp_api.proxy_only = True
+    run = submit_run(Connection(), {"times": 1}, pipeline_file=tiny_pipeline)
+    assert run.url is None
+    assert [r["path"] for r in kfp_api.requests] == [
+        f"{API}/healthz",
+        f"{API}/experiments",
+        f"{API}/experiments",
+        f"{API}/runs",
+    ]
+    assert {(r["proxy_namespace"], r["auth"]) for r in kfp_api.requests} == {("kubeflow", "Bearer kube-token")}
+    (request,) = kfp_api.calls("POST", "/runs")
+    assert request["body"]["runtime_config"]["parameters"] == {"times": 1}

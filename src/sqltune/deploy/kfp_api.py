@@ -34,11 +34,38 @@ class Connection:
     def client(self) -> Any:
         import kfp
 
+        class Client(kfp.Client):
+            def _load_config(self, *args: Any, **kwargs: Any) -> Any:
+                config = super()._load_config(*args, **kwargs)
+                _keep_proxy_path(config)  # before the constructor's first request (healthz)
+                return config
+
         try:
             # kfp.Client's own default namespace is 'kubeflow', which it treats as "not set".
-            return kfp.Client(host=self.host, namespace=self.namespace or "kubeflow", existing_token=self.token)
+            return Client(host=self.host, namespace=self.namespace or "kubeflow", existing_token=self.token)
         except _api_exceptions() as exc:  # it calls /healthz when no namespace is set
             raise _api_error(self, "connect", exc) from exc
+
+
+def _keep_proxy_path(config: Any) -> None:
+    """Keep kfp.Client on the API server's service proxy when it authenticates from a kube config.
+
+    kfp appends `api/v1/namespaces/<ns>/services/ml-pipeline:http/proxy/` to the API server's URL, but the
+    kubernetes loader's token refresh hook, run before every request, writes the bare server URL back, so
+    requests miss the proxy (kubeflow/pipelines#8313, still so in kfp 2.17.0 with kubernetes 30). Put the
+    proxied URL back after the hook (without kfp's trailing slash, which made `proxy//apis/...`).
+    """
+    hook, proxied = config.refresh_api_key_hook, config.host.rstrip("/")
+    if hook is None or "/services/ml-pipeline:http/proxy" not in proxied:
+        return  # a given host, in-cluster, or client-certificate auth: nothing rewrites the URL
+
+    def refresh(configuration: Any) -> None:
+        hook(configuration)
+        configuration.refresh_api_key_hook = refresh  # the loader's hook re-registers itself on each call
+        configuration.host = proxied
+
+    config.refresh_api_key_hook = refresh
+    config.host = proxied
 
 
 @dataclass(frozen=True)
@@ -51,11 +78,12 @@ class Submitted:
 
 
 def _api_exceptions() -> tuple[type[Exception], ...]:
-    """What kfp.Client raises for an unreachable or refusing server (ValueError: experiment look-ups)."""
+    """What kfp.Client raises for an unreachable or refusing server (ValueError: experiment look-ups,
+    TimeoutError: /healthz failing five times)."""
     import kfp_server_api
     import urllib3
 
-    return kfp_server_api.ApiException, urllib3.exceptions.HTTPError, ValueError
+    return kfp_server_api.ApiException, urllib3.exceptions.HTTPError, ValueError, TimeoutError
 
 
 def _api_error(conn: Connection, action: str, exc: Exception) -> SqltuneError:
