@@ -133,7 +133,7 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return text * times
 
     @dsl.pipeline(name="tiny")
-    def tiny(text: str = "hi", times: int = 2, ratio: float = 0.5, flags: dict = {"a": 1}):  # noqa: B006
+    def tiny(text: str = "hi", times: int = 2, ratio: float = 0.5, loud: bool = False, flags: dict = {"a": 1}):  # noqa: B006
         echo(text=text, times=times)
 
     path = tmp_path_factory.mktemp("tiny") / "tiny.yaml"
@@ -164,7 +164,7 @@ def test_submit_sends_spec_typed_params_experiment_and_token(kfp_api: FakeKfpApi
     result = _sqltune(
         "submit", "--host", kfp_api.url, "--token", "s3cr3t", "--experiment", "nightly", "--run-name", "smoke",
         "--param", "base_model=s3://models/qwen", "--param", "lora_rank=8", "--param", "learning_rate=1e-4",
-        "--param", "evaluate_base_model=false", "--param", 'gpu_node_selector={"pool": "a100"}',
+        "--param", 'gpu_node_selector={"pool": "a100"}',
         "--param", 'gpu_tolerations=[{"key": "gpu", "operator": "Exists"}]',
         "--pipeline-file", str(TEXT2SQL), "--service-account", "sqltune-pipeline-runner",
     )  # fmt: skip
@@ -183,7 +183,6 @@ def test_submit_sends_spec_typed_params_experiment_and_token(kfp_api: FakeKfpApi
         "base_model": "s3://models/qwen",
         "lora_rank": 8,
         "learning_rate": 1e-4,
-        "evaluate_base_model": False,
         "gpu_node_selector": {"pool": "a100"},
         "gpu_tolerations": [{"key": "gpu", "operator": "Exists"}],
     }
@@ -205,7 +204,8 @@ def test_submit_reuses_an_existing_experiment(kfp_api: FakeKfpApi, tiny_pipeline
 def test_schedule_sends_cron_and_schedule_settings(kfp_api: FakeKfpApi, tiny_pipeline: Path) -> None:
     result = _sqltune(
         "schedule", "--cron", "0 0 2 * * 0", "--name", "weekly-retrain", "--host", kfp_api.url,
-        "--namespace", "team-ml", "--experiment", "retraining", "--param", "text=yo", "--max-concurrency", "2",
+        "--namespace", "team-ml", "--experiment", "retraining", "--param", "text=yo", "--param", "loud=true",
+        "--max-concurrency", "2",
         "--pipeline-file", str(tiny_pipeline),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -220,7 +220,7 @@ def test_schedule_sends_cron_and_schedule_settings(kfp_api: FakeKfpApi, tiny_pip
     assert (body["display_name"], body["mode"], body["max_concurrency"]) == ("weekly-retrain", "ENABLE", 2)
     assert body["no_catchup"] is True
     assert body["experiment_id"] == "exp-1"
-    assert body["runtime_config"]["parameters"] == {"text": "yo"}
+    assert body["runtime_config"]["parameters"] == {"text": "yo", "loud": True}
     assert _numbers_as_float(body["pipeline_spec"]) == _expected_spec(tiny_pipeline)
 
 
@@ -246,7 +246,9 @@ def test_bad_cron_fields_are_named(cron: str, complaint: str) -> None:
 
 def test_unknown_or_mistyped_param_lists_valid_ones(kfp_api: FakeKfpApi, tiny_pipeline: Path) -> None:
     result = _sqltune("submit", "--host", kfp_api.url, "--pipeline-file", str(tiny_pipeline), "--param", "tmes=3")
-    assert "unknown pipeline parameter 'tmes'; valid parameters: flags, ratio, text, times" in str(result.exception)
+    assert "unknown pipeline parameter 'tmes'; valid parameters: flags, loud, ratio, text, times" in str(
+        result.exception
+    )
     result = _sqltune("submit", "--host", kfp_api.url, "--pipeline-file", str(tiny_pipeline), "--param", "times=x")
     assert "times" in str(result.exception) and "NUMBER_INTEGER" in str(result.exception)
     assert kfp_api.requests == []
