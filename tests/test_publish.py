@@ -126,7 +126,7 @@ def test_publish_and_pull_round_trip_with_checksums(s3_server, bucket, tmp_path)
     assert (pulled / "eval" / "report.html").read_bytes() == (evaluation / "report.html").read_bytes()
     card = (pulled / "README.md").read_text()
     assert "| hard | 4 / 3 | 40.0 | 30.0 |" in card and "| all | 20 / 19 | 55.0 | 45.0 |" in card
-    assert "PeftModel.from_pretrained" in card and "vllm serve hf://HuggingFaceTB/SmolLM2-135M-Instruct" in card
+    assert "PeftModel.from_pretrained" in card and "vllm serve HuggingFaceTB/SmolLM2-135M-Instruct" in card
     assert "--revision 0123abcd" in card and "PEFT's own card" not in card
 
 
@@ -212,6 +212,8 @@ def test_bad_inputs_name_the_file(bucket, adapter, tmp_path) -> None:
         publish(adapter, tmp_path / "bad-eval", bucket, "p", "m")
     with pytest.raises(SqltuneError, match=r"version '../x' is invalid"):
         publish(adapter, make_eval(tmp_path, 0.5), bucket, "p", "m", version="../x")
+    with pytest.raises(SqltuneError, match=r"version 'channels' is reserved"):
+        publish(adapter, make_eval(tmp_path, 0.5), bucket, "p", "m", version="channels")
 
 
 def test_server_stopped_mid_upload_leaves_no_manifest_and_a_rerun_completes(tmp_path, monkeypatch) -> None:

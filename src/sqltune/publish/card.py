@@ -30,7 +30,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
 def render_card(
     model_name: str, lineage: dict[str, Any], metrics: dict[str, Any], adapter_config: dict[str, Any]
 ) -> str:
-    base = lineage.get("base_model") or "unknown"
+    base = str(lineage.get("base_model") or "unknown").removeprefix("hf://")
     revision = lineage.get("base_model_revision") or "unpinned"
     pinned = lineage.get("base_model_revision")
     py_revision = f', revision="{pinned}"' if pinned else ""
@@ -66,7 +66,7 @@ Base model: `{base}` at revision `{revision}`. Method: {method}.
 |---|---|
 {hyper}
 
-Data (by the sha256 of each input artifact's manifest):
+Data (each input artifact by the sha256 of its manifest, else its path):
 {datasets or "- (not recorded)"}
 
 Pipeline run: `{lineage.get("pipeline_run_id") or "(none)"}`. Every file's sha256 and the full lineage are in

@@ -63,7 +63,9 @@ class Location:
         return f"s3://{self.bucket}/{self.key(*parts)}"
 
     def version_key(self, version: str, name: str = "") -> str:
-        return self.key(check_name(version, "version"), name) if name else self.key(version) + "/"
+        if check_name(version, "version") == CHANNELS:
+            raise SqltuneError(f"version {version!r} is reserved for the channel pointers")
+        return self.key(version, name) if name else self.key(version) + "/"
 
     def pointer_key(self, channel: str) -> str:
         return self.key(CHANNELS, check_name(channel, "channel") + ".json")
