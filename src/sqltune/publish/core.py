@@ -185,7 +185,7 @@ def _upload(
     files = manifest["files"]
     uploaded: list[str] = []
     reused: list[str] = []
-    with registry._errors(f"reading {uri}"):
+    with registry.errors(f"reading {uri}"):
         existing = get_json(client, bucket, manifest_key)
     if existing is not None:
         return _existing(existing[0], manifest, uri)
@@ -223,7 +223,7 @@ def _upload(
             "ignores it. Run the same publish again to complete it."
         ) from None
     if not written:  # another run completed this version between our check and our manifest write
-        with registry._errors(f"reading {uri}"):
+        with registry.errors(f"reading {uri}"):
             found = get_json(client, bucket, manifest_key)
         return _existing(found[0] if found else {}, manifest, uri)
     log.info("published %s (%d files uploaded, %d already there)", uri, len(uploaded), len(reused))

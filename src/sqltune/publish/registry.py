@@ -87,22 +87,23 @@ class Registry:
             self._client = client
         return self._client
 
-    def _errors(self, doing: str) -> Any:
+    def errors(self, doing: str) -> Any:
+        """A block whose S3 failures become one clear SqltuneError about `doing`."""
         endpoint = self._client.meta.endpoint_url if self._client else self.endpoint_url
         return s3_errors(self.bucket, endpoint, doing)
 
     def manifest(self, version: str) -> dict[str, Any]:
         """The manifest of a complete version (an incomplete one is an error)."""
-        with self._errors(f"reading {self.loc.uri(version)}"):
+        with self.errors(f"reading {self.loc.uri(version)}"):
             return read_version_manifest(self.client, self.loc, version)
 
     def pointer(self, channel: str) -> tuple[dict[str, Any], str] | None:
-        with self._errors(f"reading channel {channel!r}"):
+        with self.errors(f"reading channel {channel!r}"):
             return get_json(self.client, self.bucket, self.loc.pointer_key(channel))
 
     def channels(self) -> dict[str, str]:
         """channel -> version it points at."""
-        with self._errors(f"listing channels of {self.loc.uri()}"):
+        with self.errors(f"listing channels of {self.loc.uri()}"):
             keys = list_keys(self.client, self.bucket, self.loc.key(CHANNELS) + "/")
         names = [
             k.rsplit("/", 1)[1][: -len(".json")] for k in keys if k.count("/") == self.loc.key(CHANNELS).count("/") + 1
@@ -111,7 +112,7 @@ class Registry:
 
     def list_versions(self) -> list[VersionInfo]:
         """Every version, oldest first; incomplete ones (no manifest) are listed as such, never as usable."""
-        with self._errors(f"listing {self.loc.uri()}"):
+        with self.errors(f"listing {self.loc.uri()}"):
             names = [n for n in list_children(self.client, self.bucket, self.loc.key() + "/") if n != CHANNELS]
             on = self.channels()
             infos = []
@@ -151,7 +152,7 @@ class Registry:
             for rel, entry in progress(sorted(manifest["files"].items()), desc="pull", unit="file"):
                 target = tmp / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with self._errors(f"downloading {self.loc.uri(version, rel)}"):
+                with self.errors(f"downloading {self.loc.uri(version, rel)}"):
                     self.client.download_file(self.bucket, self.loc.version_key(version, rel), str(target))
                 if target.stat().st_size != entry["size"] or sha256_file(target) != entry["sha256"]:
                     raise SqltuneError(f"{self.loc.uri(version, rel)} does not match its sha256/size in the manifest")
@@ -202,7 +203,7 @@ class Registry:
 
     def history(self, channel: str) -> list[dict[str, Any]]:
         """Every move of `channel`, oldest first."""
-        with self._errors(f"reading the history of channel {channel!r}"):
+        with self.errors(f"reading the history of channel {channel!r}"):
             keys = sorted(list_keys(self.client, self.bucket, self.loc.history_prefix(channel)))
             return [event for key in keys if (found := get_json(self.client, self.bucket, key)) for event in [found[0]]]
 
@@ -237,7 +238,7 @@ class Registry:
             "action": action,
             "reason": reason,
         }
-        with self._errors(f"moving channel {channel!r} to {version}"):
+        with self.errors(f"moving channel {channel!r} to {version}"):
             if not put_json(
                 self.client,
                 self.bucket,
