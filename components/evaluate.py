@@ -20,7 +20,7 @@ def evaluate(
     import shutil
     from pathlib import Path
 
-    from sqltune.evaluate import evaluate as run_evaluate
+    from sqltune.evaluate.evaluator import evaluate as run_evaluate
 
     db_dir = Path(databases.path)
     result = run_evaluate(

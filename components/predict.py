@@ -10,6 +10,8 @@ from sqltune.images import image_for
 def predict(
     eval_data: Input[Dataset],
     base_model: str,
+    prompt_template: str,
+    max_seq_len: int,
     backend: str,
     batch_size: int,
     max_new_tokens: int,
@@ -29,5 +31,7 @@ def predict(
         backend=backend,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
+        template=prompt_template,
+        max_seq_len=max_seq_len,
     )
     predictions.metadata.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})

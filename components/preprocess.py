@@ -19,7 +19,7 @@ def preprocess(
     databases: Output[Dataset],
 ):
     """Build instruction records for the train and dev splits, and the databases the dev split needs."""
-    from sqltune.preprocess import run_preprocess
+    from sqltune.preprocess.run import run_preprocess
 
     for split, out, limit, db_out in (
         ("train", train_data, train_limit, None),

@@ -11,6 +11,7 @@ def train(
     train_data: Input[Dataset],
     base_model: str,
     method: str,
+    prompt_template: str,
     lora_rank: int,
     lora_alpha: int,
     lora_dropout: float,
@@ -34,11 +35,11 @@ def train(
 
     from sqltune.train import TrainConfig
     from sqltune.train import train as run_train
-
     from sqltune.uri import join
 
     config = TrainConfig(
         method=method,
+        template=prompt_template,
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,

@@ -68,7 +68,6 @@ def text2sql(
     predict_backend: str = "auto",
     predict_batch_size: int = 16,
     max_new_tokens: int = 128,
-    evaluate_base_model: bool = True,
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: int = 1,
     gpu_node_selector: dict = {"nvidia.com/gpu.present": "true"},  # noqa: B006 (a KFP parameter default)
@@ -98,6 +97,7 @@ def text2sql(
         train_data=prep.outputs["train_data"],
         base_model=base_model,
         method=method,
+        prompt_template=prompt_template,
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
@@ -124,6 +124,8 @@ def text2sql(
     tuned = predict(
         eval_data=prep.outputs["eval_data"],
         base_model=base_model,
+        prompt_template=prompt_template,
+        max_seq_len=max_seq_len,
         adapter=fit.outputs["adapter"],
         backend=predict_backend,
         batch_size=predict_batch_size,
@@ -142,25 +144,29 @@ def text2sql(
     scored.set_display_name("evaluate-finetuned")
     kubernetes.set_timeout(scored, 2 * HOUR)
 
-    with dsl.If(evaluate_base_model == True, name="baseline"):  # noqa: E712 (a KFP condition, not Python)
-        base_predictions = predict(
-            eval_data=prep.outputs["eval_data"],
-            base_model=base_model,
-            backend=predict_backend,
-            batch_size=predict_batch_size,
-            max_new_tokens=max_new_tokens,
-        ).set_caching_options(False)
-        base_predictions.set_display_name("predict-base")
-        _on_gpu(base_predictions, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
-        _s3_credentials(base_predictions, s3_secret_name)
-        kubernetes.set_timeout(base_predictions, 6 * HOUR)
-        base_scored = evaluate(
-            eval_data=prep.outputs["eval_data"],
-            predictions=base_predictions.outputs["predictions"],
-            databases=prep.outputs["databases"],
-        ).set_caching_options(False)
-        base_scored.set_display_name("evaluate-base")
-        kubernetes.set_timeout(base_scored, 2 * HOUR)
+    # The base model without an adapter, scored the same way: the gain the fine-tune buys, in the UI and the
+    # model card. Unconditional: kfp 2.17's compiler drops accelerator parameters of GPU tasks inside dsl.If
+    # groups from the group's inputs, so a conditional GPU task cannot resolve them.
+    base_predictions = predict(
+        eval_data=prep.outputs["eval_data"],
+        base_model=base_model,
+        prompt_template=prompt_template,
+        max_seq_len=max_seq_len,
+        backend=predict_backend,
+        batch_size=predict_batch_size,
+        max_new_tokens=max_new_tokens,
+    ).set_caching_options(False)
+    base_predictions.set_display_name("predict-base")
+    _on_gpu(base_predictions, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
+    _s3_credentials(base_predictions, s3_secret_name)
+    kubernetes.set_timeout(base_predictions, 6 * HOUR)
+    base_scored = evaluate(
+        eval_data=prep.outputs["eval_data"],
+        predictions=base_predictions.outputs["predictions"],
+        databases=prep.outputs["databases"],
+    ).set_caching_options(False)
+    base_scored.set_display_name("evaluate-base")
+    kubernetes.set_timeout(base_scored, 2 * HOUR)
 
     with dsl.If(scored.outputs["Output"] >= min_ex, name="ex-reaches-min-ex"):
         release = publish(

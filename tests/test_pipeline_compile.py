@@ -47,7 +47,6 @@ def test_pipeline_spec_parses_with_kfp_protos(documents):
         "inputs.parameter_values['pipelinechannel--evaluate-Output'] >= "
         "inputs.parameter_values['pipelinechannel--min_ex']"
     )
-    assert "evaluate_base_model" in conditions["baseline"]
     assert tasks["preprocess"].caching_options.enable_cache
     assert not tasks["train"].caching_options.enable_cache
     assert tasks["train"].retry_policy.max_retry_count == 3
@@ -76,12 +75,12 @@ def test_every_task_has_a_timeout_and_publish_gets_s3_credentials(executors):
 def test_parameters_are_parsed_to_their_declared_types(tmp_path):
     spec = load_pipeline_spec(CHECKED_IN)
     params = parse_params(
-        ["lora_rank=8", "learning_rate=1e-4", "evaluate_base_model=false", 'gpu_node_selector={"pool": "a100"}'], spec
+        ["lora_rank=8", "learning_rate=1e-4", "dataset=bird", 'gpu_node_selector={"pool": "a100"}'], spec
     )
     assert params == {
         "lora_rank": 8,
         "learning_rate": 1e-4,
-        "evaluate_base_model": False,
+        "dataset": "bird",
         "gpu_node_selector": {"pool": "a100"},
     }
     config = tmp_path / "params.yaml"

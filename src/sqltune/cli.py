@@ -47,13 +47,14 @@ from sqltune.publish import cli as publish_cli  # noqa: E402
 from sqltune.train import cli as train_cli  # noqa: E402
 
 app.command()(preprocess_cli.preprocess)
+app.command(name="sample-data")(preprocess_cli.sample_data)
 app.command()(predict_cli.predict)
 app.command()(train_cli.train)
-app.command(name="sample-data")(preprocess_cli.sample_data)
 app.command(name="evaluate")(evaluate_cli.evaluate_command)
 
 app.command(name="compile")(pipeline_cli.compile)
 app.command()(pipeline_cli.run)
+app.command()(pipeline_cli.demo)
 app.command()(deploy_cli.submit)
 app.command()(deploy_cli.schedule)
 app.command()(publish_cli.publish)

@@ -149,8 +149,8 @@ def _level_of(question: GoldQuestion, schemas: dict[str, DatabaseSchema], bird: 
 def summarize(rows: list[dict[str, Any]], options: Options) -> dict[str, Any]:
     """metrics.json: EX/EM per level and overall, counts, skipped questions, error categories, component F1s."""
     known = BIRD_LEVELS if options.bird else HARDNESS_LEVELS
-    levels = [lv for lv in known if any(r["hardness"] == lv for r in rows)]
-    levels += sorted({r["hardness"] for r in rows} - set(known))
+    # Every known level is reported (None when it has no questions), so consumers see a fixed shape.
+    levels = [*known, *sorted({r["hardness"] for r in rows} - set(known))]
     groups = {lv: [r for r in rows if r["hardness"] == lv] for lv in levels} | {"all": rows}
     metrics: dict[str, Any] = {"levels": [*levels, "all"], "counts": {}, "n": len(rows)}
     for metric in ("ex", "em"):

@@ -1,0 +1,99 @@
+"""The compiled pipeline end to end through kfp.local: a tiny model, the sample dataset, a real S3 server."""
+
+import json
+
+import pytest
+
+from sqltune.artifacts import read_jsonl, verify_artifact
+from sqltune.pipeline.local import run_local, summary_table
+from sqltune.preprocess.sample import write_sample_dataset
+from sqltune.publish.registry import Registry
+
+pytestmark = pytest.mark.slow
+
+SMALL_RUN = {
+    "dataset": "spider",
+    "base_model": "tiny-random-llama",
+    "method": "lora",
+    "train_limit": 24,
+    "eval_limit": 6,
+    "max_steps": 2,
+    "batch_size": 4,
+    "max_seq_len": 384,
+    "max_new_tokens": 16,
+    "predict_batch_size": 8,
+    "bucket": "e2e",
+    "prefix": "adapters",
+    "model_name": "tiny-text2sql",
+}
+
+
+@pytest.fixture(scope="module")
+def sample_source(tmp_path_factory):
+    source = tmp_path_factory.mktemp("data") / "sample"
+    write_sample_dataset(source)
+    return source
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The steps run as subprocesses: they find the S3 server and its credentials in the environment."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    s3_server.create_bucket(SMALL_RUN["bucket"])
+    return s3_server
+
+
+def test_whole_pipeline_publishes_a_verified_adapter(tmp_path, sample_source, s3_env):
+    run = run_local(
+        {**SMALL_RUN, "source_uri": str(sample_source), "min_ex": 0.0},
+        pipeline_root=tmp_path / "runs",
+    )
+    expected_tasks = {"preprocess", "train", "predict-finetuned", "evaluate-finetuned", "predict-base"}
+    assert expected_tasks | {"evaluate-base", "publish"} <= set(run.tasks)
+
+    train_records = read_jsonl(run.artifact("preprocess", "train_data") / "records.jsonl")
+    eval_records = read_jsonl(run.artifact("preprocess", "eval_data") / "records.jsonl")
+    assert len(train_records) == 24 and len(eval_records) == 6
+    assert {"id", "db_id", "question", "schema", "prompt", "sql", "hardness"} <= set(eval_records[0])
+    databases = run.artifact("preprocess", "databases")
+    verify_artifact(databases)
+    assert all((databases / "database" / r["db_id"] / f"{r['db_id']}.sqlite").is_file() for r in eval_records)
+
+    adapter = run.artifact("train", "adapter")
+    adapter_manifest = verify_artifact(adapter)
+    assert {"adapter_config.json", "adapter_model.safetensors", "train_metrics.json"} <= set(adapter_manifest["files"])
+    assert "<img" in run.artifact("train", "loss_curve").read_text()
+
+    predictions = read_jsonl(run.artifact("predict-finetuned", "predictions") / "predictions.jsonl")
+    assert [p["id"] for p in predictions] == [r["id"] for r in eval_records]
+    assert all(p["sql"].strip() for p in predictions)
+
+    for task in ("evaluate-finetuned", "evaluate-base"):
+        metrics = json.loads((run.artifact(task, "evaluation") / "metrics.json").read_text())
+        assert set(metrics["ex"]) >= {"easy", "medium", "hard", "extra", "all"}
+        assert 0.0 <= metrics["ex"]["all"] <= 1.0
+    assert run.base is not None and "| base | EX |" in summary_table(run)
+    assert "## " in run.artifact("evaluate-finetuned", "report").read_text()
+
+    assert run.published_uri and run.published_uri.startswith("s3://e2e/adapters/tiny-text2sql/")
+    registry = Registry("e2e", "adapters", "tiny-text2sql", s3_env.endpoint_url)
+    version = run.published_uri.rstrip("/").rsplit("/", 1)[1]
+    published = registry.manifest(version)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert published["files"][name]["sha256"] == adapter_manifest["files"][name]["sha256"]
+    pulled = registry.pull(version, tmp_path / "pulled")
+    assert (pulled / "README.md").is_file()
+
+
+def test_publish_gate_skips_publishing_below_min_ex(tmp_path, sample_source, s3_env):
+    registry = Registry("e2e", "adapters", "tiny-text2sql", s3_env.endpoint_url)
+    versions_before = registry.list_versions()
+    run = run_local(
+        {**SMALL_RUN, "source_uri": str(sample_source), "min_ex": 1.01},
+        pipeline_root=tmp_path / "runs",
+    )
+    assert "evaluate-finetuned" in run.tasks
+    assert "publish" not in run.tasks
+    assert run.published_uri is None
+    assert registry.list_versions() == versions_before
