@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from sqltune import __version__
@@ -36,3 +39,10 @@ def test_bad_step_and_tag_are_clear_errors() -> None:
         image_for("deploy", {})
     with pytest.raises(SqltuneError, match="SQLTUNE_IMAGE_TAG"):
         image_for("train", {"SQLTUNE_IMAGE_TAG": "bad tag"})
+
+
+def test_compiled_pipeline_uses_the_default_images_we_build() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    used = set(re.findall(r"^ +image: (\S+)$", (repo / "pipelines" / "text2sql.yaml").read_text(), flags=re.M))
+    assert used == set(all_images(env={}).values()), "every step runs an image built from images/<step>/Dockerfile"
+    assert all((repo / "images" / step / "Dockerfile").is_file() for step in STEPS)
