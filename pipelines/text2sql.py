@@ -26,6 +26,11 @@ def _s3_credentials(task: dsl.PipelineTask, secret_name: PipelineChannel) -> Non
     kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
 
 
+def _resources(task: dsl.PipelineTask, cpu: str, memory: str) -> None:
+    """Requests and limits on every task: the namespace LimitRange only fills in defaults."""
+    task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+
+
 def _on_gpu(
     task: dsl.PipelineTask,
     gpu_type: PipelineChannel,
@@ -92,6 +97,7 @@ def text2sql(
     ).set_caching_options(True)
     _s3_credentials(prep, s3_secret_name)
     kubernetes.set_timeout(prep, 2 * HOUR)
+    _resources(prep, "2", "8Gi")
 
     fit = train(
         train_data=prep.outputs["train_data"],
@@ -120,6 +126,7 @@ def text2sql(
         fit, secret_name=hf_token_secret_name, secret_key_to_env={"HF_TOKEN": "HF_TOKEN"}, optional=True
     )
     kubernetes.set_timeout(fit, 24 * HOUR)
+    _resources(fit, "8", "64Gi")
 
     tuned = predict(
         eval_data=prep.outputs["eval_data"],
@@ -135,6 +142,7 @@ def text2sql(
     _on_gpu(tuned, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
     _s3_credentials(tuned, s3_secret_name)
     kubernetes.set_timeout(tuned, 6 * HOUR)
+    _resources(tuned, "8", "64Gi")
 
     scored = evaluate(
         eval_data=prep.outputs["eval_data"],
@@ -143,6 +151,7 @@ def text2sql(
     ).set_caching_options(False)
     scored.set_display_name("evaluate-finetuned")
     kubernetes.set_timeout(scored, 2 * HOUR)
+    _resources(scored, "4", "8Gi")
 
     # The base model without an adapter, scored the same way: the gain the fine-tune buys, in the UI and the
     # model card. Unconditional: kfp 2.17's compiler drops accelerator parameters of GPU tasks inside dsl.If
@@ -160,6 +169,7 @@ def text2sql(
     _on_gpu(base_predictions, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
     _s3_credentials(base_predictions, s3_secret_name)
     kubernetes.set_timeout(base_predictions, 6 * HOUR)
+    _resources(base_predictions, "8", "64Gi")
     base_scored = evaluate(
         eval_data=prep.outputs["eval_data"],
         predictions=base_predictions.outputs["predictions"],
@@ -167,6 +177,7 @@ def text2sql(
     ).set_caching_options(False)
     base_scored.set_display_name("evaluate-base")
     kubernetes.set_timeout(base_scored, 2 * HOUR)
+    _resources(base_scored, "4", "8Gi")
 
     with dsl.If(scored.outputs["Output"] >= min_ex, name="ex-reaches-min-ex"):
         release = publish(
@@ -182,3 +193,4 @@ def text2sql(
         ).set_caching_options(False)
         _s3_credentials(release, s3_secret_name)
         kubernetes.set_timeout(release, HOUR)
+        _resources(release, "1", "2Gi")

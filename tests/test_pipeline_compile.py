@@ -50,8 +50,12 @@ def test_pipeline_spec_parses_with_kfp_protos(documents):
     assert tasks["preprocess"].caching_options.enable_cache
     assert not tasks["train"].caching_options.enable_cache
     assert tasks["train"].retry_policy.max_retry_count == 3
-    resources = spec.deployment_spec["executors"]["exec-train"]["container"]["resources"]["accelerator"]
-    assert resources["resourceType"] == "{{$.inputs.parameters['pipelinechannel--gpu_type']}}"
+    resources = spec.deployment_spec["executors"]["exec-train"]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "{{$.inputs.parameters['pipelinechannel--gpu_type']}}"
+    for executor in spec.deployment_spec["executors"].values():  # the LimitRange only fills in defaults
+        limits = executor["container"]["resources"]
+        assert limits["resourceCpuRequest"] == limits["resourceCpuLimit"]
+        assert limits["resourceMemoryRequest"] == limits["resourceMemoryLimit"]
 
 
 def test_train_lands_on_gpu_nodes_with_secrets_and_timeout(executors):
