@@ -61,7 +61,8 @@ def choose_backend(backend: str) -> str:
     if backend == "vllm" and not vllm_available():
         raise SqltuneError("backend 'vllm' needs the vllm package (pip install 'sqltune[vllm]' on a GPU image)")
     chosen = "vllm" if backend == "vllm" or (backend == "auto" and vllm_available()) else "hf"
-    log.info("predict backend: %s%s", chosen, " (auto: vllm is not installed)" if backend == "auto" == chosen else "")
+    reason = {"auto": " (auto: vllm is not installed)" if chosen == "hf" else " (auto: vllm is installed)"}
+    log.info("predict backend: %s%s", chosen, reason.get(backend, ""))
     return chosen
 
 
@@ -100,6 +101,16 @@ def _setting(name: str, override: Any, adapter: Adapter | None, default: Any) ->
     return value
 
 
+def _check_adapter_fits(base_dir: Path, lora: Adapter) -> None:
+    """Check the adapter's shapes against the base architecture on the meta device: no weights are loaded."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base_dir))
+    check_shapes(lora, skeleton)
+
+
 def _load_hf(base_dir: Path, adapter: Adapter | None, quantize_4bit: bool) -> tuple[Any, bool]:
     """The model ready to generate; the adapter is merged into the weights unless the base is quantized."""
     import torch
@@ -116,7 +127,6 @@ def _load_hf(base_dir: Path, adapter: Adapter | None, quantize_4bit: bool) -> tu
     )
     merged = False
     if adapter is not None:
-        check_shapes(adapter, model)
         model = PeftModel.from_pretrained(model, str(adapter.path))
         if not quantize_4bit:
             model = model.merge_and_unload()
@@ -195,9 +205,13 @@ def predict(
             context_len,
         )
 
+    if lora:
+        _check_adapter_fits(base_dir, lora)
     merged = False
     todo_ids = [plan.ids[i] for i in todo]
-    if chosen == "vllm":
+    if not todo_ids:
+        generations, seconds = [], 0.0
+    elif chosen == "vllm":
         generations, seconds = generate_vllm(
             base_dir,
             tokenizer_dir,
