@@ -26,9 +26,17 @@ def _s3_credentials(task: dsl.PipelineTask, secret_name: PipelineChannel) -> Non
     kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
 
 
-def _resources(task: dsl.PipelineTask, cpu: str, memory: str) -> None:
-    """Requests and limits on every task: the namespace LimitRange only fills in defaults."""
+def _configure(
+    task: dsl.PipelineTask, *, hours: int, cpu: str, memory: str, s3_secret: PipelineChannel | None = None
+) -> dsl.PipelineTask:
+    """What every task sets: a timeout, CPU/memory requests equal to limits (the namespace LimitRange only
+    fills in defaults), no caching unless asked, and S3 credentials from the Secret when it reads or writes S3."""
+    kubernetes.set_timeout(task, hours * HOUR)
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+    task.set_caching_options(False)
+    if s3_secret is not None:
+        _s3_credentials(task, s3_secret)
+    return task
 
 
 def _on_gpu(
@@ -94,10 +102,8 @@ def text2sql(
         prompt_template=prompt_template,
         train_limit=train_limit,
         eval_limit=eval_limit,
-    ).set_caching_options(True)
-    _s3_credentials(prep, s3_secret_name)
-    kubernetes.set_timeout(prep, 2 * HOUR)
-    _resources(prep, "2", "8Gi")
+    )
+    _configure(prep, hours=2, cpu="2", memory="8Gi", s3_secret=s3_secret_name).set_caching_options(True)
 
     fit = train(
         train_data=prep.outputs["train_data"],
@@ -117,67 +123,41 @@ def text2sql(
         seed=seed,
         checkpoint_uri=checkpoint_uri,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-    ).set_caching_options(False)
+    )
+    _configure(fit, hours=24, cpu="8", memory="64Gi", s3_secret=s3_secret_name)
     # A preempted GPU pod is retried; the train step resumes from its last checkpoint under checkpoint_uri.
     fit.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0)
     _on_gpu(fit, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
-    _s3_credentials(fit, s3_secret_name)
     kubernetes.use_secret_as_env(
         fit, secret_name=hf_token_secret_name, secret_key_to_env={"HF_TOKEN": "HF_TOKEN"}, optional=True
     )
-    kubernetes.set_timeout(fit, 24 * HOUR)
-    _resources(fit, "8", "64Gi")
 
-    tuned = predict(
-        eval_data=prep.outputs["eval_data"],
-        base_model=base_model,
-        prompt_template=prompt_template,
-        max_seq_len=max_seq_len,
-        adapter=fit.outputs["adapter"],
-        backend=predict_backend,
-        batch_size=predict_batch_size,
-        max_new_tokens=max_new_tokens,
-    ).set_caching_options(False)
-    tuned.set_display_name("predict-finetuned")
-    _on_gpu(tuned, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
-    _s3_credentials(tuned, s3_secret_name)
-    kubernetes.set_timeout(tuned, 6 * HOUR)
-    _resources(tuned, "8", "64Gi")
+    def predict_and_score(label: str, **adapter: PipelineChannel) -> dsl.PipelineTask:
+        """Predict the eval set on a GPU (with the adapter, or the base model alone) and score it."""
+        predictions = predict(
+            eval_data=prep.outputs["eval_data"],
+            base_model=base_model,
+            prompt_template=prompt_template,
+            max_seq_len=max_seq_len,
+            backend=predict_backend,
+            batch_size=predict_batch_size,
+            max_new_tokens=max_new_tokens,
+            **adapter,
+        ).set_display_name(f"predict-{label}")
+        _configure(predictions, hours=6, cpu="8", memory="64Gi", s3_secret=s3_secret_name)
+        _on_gpu(predictions, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
+        scored = evaluate(
+            eval_data=prep.outputs["eval_data"],
+            predictions=predictions.outputs["predictions"],
+            databases=prep.outputs["databases"],
+        ).set_display_name(f"evaluate-{label}")
+        return _configure(scored, hours=2, cpu="4", memory="8Gi")
 
-    scored = evaluate(
-        eval_data=prep.outputs["eval_data"],
-        predictions=tuned.outputs["predictions"],
-        databases=prep.outputs["databases"],
-    ).set_caching_options(False)
-    scored.set_display_name("evaluate-finetuned")
-    kubernetes.set_timeout(scored, 2 * HOUR)
-    _resources(scored, "4", "8Gi")
-
-    # The base model without an adapter, scored the same way: the gain the fine-tune buys, in the UI and the
-    # model card. Unconditional: kfp 2.17's compiler drops accelerator parameters of GPU tasks inside dsl.If
-    # groups from the group's inputs, so a conditional GPU task cannot resolve them.
-    base_predictions = predict(
-        eval_data=prep.outputs["eval_data"],
-        base_model=base_model,
-        prompt_template=prompt_template,
-        max_seq_len=max_seq_len,
-        backend=predict_backend,
-        batch_size=predict_batch_size,
-        max_new_tokens=max_new_tokens,
-    ).set_caching_options(False)
-    base_predictions.set_display_name("predict-base")
-    _on_gpu(base_predictions, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
-    _s3_credentials(base_predictions, s3_secret_name)
-    kubernetes.set_timeout(base_predictions, 6 * HOUR)
-    _resources(base_predictions, "8", "64Gi")
-    base_scored = evaluate(
-        eval_data=prep.outputs["eval_data"],
-        predictions=base_predictions.outputs["predictions"],
-        databases=prep.outputs["databases"],
-    ).set_caching_options(False)
-    base_scored.set_display_name("evaluate-base")
-    kubernetes.set_timeout(base_scored, 2 * HOUR)
-    _resources(base_scored, "4", "8Gi")
+    scored = predict_and_score("finetuned", adapter=fit.outputs["adapter"])
+    # The base model without an adapter, scored the same way: the gain the fine-tune buys, side by side in
+    # the UI. Unconditional: kfp 2.17's compiler drops the accelerator parameters of GPU tasks inside a
+    # dsl.If group from the group's inputs, so a conditional GPU task cannot resolve them.
+    predict_and_score("base")
 
     with dsl.If(scored.outputs["Output"] >= min_ex, name="ex-reaches-min-ex"):
         release = publish(
@@ -190,7 +170,5 @@ def text2sql(
             promote_channel=promote_channel,
             promote_margin=promote_margin,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        ).set_caching_options(False)
-        _s3_credentials(release, s3_secret_name)
-        kubernetes.set_timeout(release, HOUR)
-        _resources(release, "1", "2Gi")
+        )
+        _configure(release, hours=1, cpu="1", memory="2Gi", s3_secret=s3_secret_name)
