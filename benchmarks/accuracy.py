@@ -1,0 +1,366 @@
+"""Accuracy benchmark: what the fine-tuning recipe buys on Spider, base model vs LoRA vs QLoRA (+ recipe variants).
+
+Runs the recipe end to end with the step libraries: preprocess Spider train (train_spider + train_others) and
+dev once per schema style, train one adapter per variant, predict the dev questions, evaluate EX/EM per
+hardness, and write `<results>/accuracy-<name>.md` and `.json`. Every size is a flag; the defaults are the full
+recipe for a GPU user (all 8659 training questions, the whole dev set). A CPU-scale run takes a seeded random
+training subset and a seeded hardness-stratified dev subset of questions whose database exists, so every
+variant is scored on the same questions and EX and EM count the same ones.
+
+Each variant is `NAME:key=value,...` over the TrainConfig fields plus `schema_style` (target modules joined
+with `+`), e.g. `--variant qlora:method=qlora --variant lora-ddl:schema_style=ddl`. Work artifacts live under
+`--work`, keyed by a hash of everything they depend on, so a rerun of the same command picks up finished steps.
+
+    .venv/bin/python benchmarks/accuracy.py --name full                   # the full recipe (GPU)
+    .venv/bin/python benchmarks/accuracy.py --name cpu --train-size 400 --dev-size 100 ...   # see the results
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import fields
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("SQLTUNE_PROGRESS", "0")
+
+from sqltune.artifacts import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from sqltune.errors import SqltuneError
+from sqltune.log import get_logger
+from sqltune.sql.hardness import HARDNESS_LEVELS
+
+log = get_logger("sqltune.bench.accuracy")
+
+HERE = Path(__file__).resolve().parent
+SPIDER = HERE.parents[1] / "shared" / "data" / "spider"
+BASE = "base"
+DEFAULT_VARIANTS = ("lora:method=lora", "qlora:method=qlora")
+PACKAGES = ("sqltune", "torch", "transformers", "peft", "bitsandbytes", "accelerate")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--name", default="full", help="config name: results go to accuracy-<name>.md/.json")
+    p.add_argument("--spider", type=Path, default=SPIDER, help="Spider release (dev.json, train_*.json, database/)")
+    p.add_argument("--base-model", default="smollm2-135m", help="any spec sqltune.models.resolve_base_model takes")
+    p.add_argument("--train-size", type=int, default=0, help="seeded random training subset; 0 = all questions")
+    p.add_argument("--dev-size", type=int, default=0, help="seeded hardness-stratified dev subset; 0 = all")
+    p.add_argument("--seed", type=int, default=42, help="seeds the subsets and training")
+    p.add_argument("--schema-style", default="dbgpt", help="dbgpt | ddl | rich (default of every variant)")
+    p.add_argument("--template", default="chat", help="alpaca | chat; base and adapters use the same one")
+    p.add_argument("--max-seq-len", type=int, default=1024, help="prompt + answer tokens (schema trimmed to fit)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--max-steps", type=int, default=-1, help="> 0 overrides --epochs")
+    p.add_argument("--learning-rate", type=float, default=2e-4)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=4)
+    p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--lora-alpha", type=int, default=32)
+    p.add_argument("--target-modules", default="all-linear", help="'all-linear' or comma-separated module names")
+    p.add_argument("--predict-batch-size", type=int, default=16)
+    p.add_argument(
+        "--variant",
+        action="append",
+        dest="variants",
+        help="NAME:key=value,... (repeatable); default: " + " ".join(DEFAULT_VARIANTS),
+    )
+    p.add_argument("--no-base", action="store_true", help="skip scoring the base model without an adapter")
+    p.add_argument("--results", type=Path, default=HERE / "results")
+    p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "sqltune" / "bench-accuracy")
+    args = p.parse_args(argv)
+    args.variants = args.variants or list(DEFAULT_VARIANTS)
+    return args
+
+
+def parse_variant(spec: str, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """`NAME:key=value,...` -> (name, train settings incl. schema_style) over the command's defaults."""
+    from sqltune.train import TrainConfig
+
+    name, _, body = spec.partition(":")
+    settings: dict[str, Any] = {
+        "schema_style": args.schema_style,
+        "method": "lora",
+        "template": args.template,
+        "max_seq_len": args.max_seq_len,
+        "num_epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "learning_rate": args.learning_rate,
+        "batch_size": args.batch_size,
+        "gradient_accumulation_steps": args.grad_accum,
+        "lora_rank": args.lora_rank,
+        "lora_alpha": args.lora_alpha,
+        "target_modules": args.target_modules,
+        "seed": args.seed,
+    }
+    types = {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig) if f.name != "extra"}
+    for item in filter(None, body.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or (key not in types and key != "schema_style"):
+            raise SqltuneError(f"variant {spec!r}: {item!r} is not key=value over TrainConfig fields or schema_style")
+        if key == "target_modules":
+            settings[key] = value.replace("+", ",")
+        elif types.get(key) is bool:
+            settings[key] = value.lower() in ("1", "true", "yes")
+        else:
+            settings[key] = types.get(key, str)(value)
+    if not name or name == BASE:
+        raise SqltuneError(f"variant {spec!r} needs a name other than {BASE!r}")
+    return name, settings
+
+
+def key_of(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def done(path: Path) -> bool:
+    return (path / "manifest.json").is_file()
+
+
+def preprocessed(args: argparse.Namespace, split: str, style: str) -> Path:
+    """The full split's records in one schema style (subsets are taken by id afterwards)."""
+    from sqltune.preprocess.run import run_preprocess
+
+    out = args.work / "preprocess" / f"{split}-{style}-{args.template}-{key_of(str(args.spider))}"
+    if not done(out):
+        run_preprocess("spider", args.spider, split, style, out, template=args.template)
+    return out / "records.jsonl"
+
+
+def train_ids(records: list[dict[str, Any]], size: int, seed: int) -> list[str]:
+    """A seeded random subset (all records when size is 0 or covers them), in file order."""
+    ids = [r["id"] for r in records]
+    if not size or size >= len(ids):
+        return ids
+    chosen = set(random.Random(seed).sample(ids, size))
+    return [i for i in ids if i in chosen]
+
+
+def dev_ids(records: list[dict[str, Any]], size: int, seed: int, db_dir: Path) -> list[str]:
+    """Dev questions whose database exists, hardness-stratified (largest remainder) and seeded, in file order."""
+    usable = [r for r in records if (db_dir / r["db_id"] / f"{r['db_id']}.sqlite").is_file()]
+    if not size or size >= len(usable):
+        return [r["id"] for r in usable]
+    levels: dict[str, list[str]] = defaultdict(list)
+    for r in usable:
+        levels[str(r.get("hardness"))].append(r["id"])
+    quotas = {level: size * len(ids) / len(usable) for level, ids in levels.items()}
+    counts = {level: int(q) for level, q in quotas.items()}
+    for level in sorted(quotas, key=lambda lv: counts[lv] - quotas[lv])[: size - sum(counts.values())]:
+        counts[level] += 1
+    rng = random.Random(seed)
+    chosen = {i for level in sorted(levels) for i in rng.sample(levels[level], counts[level])}
+    return [r["id"] for r in usable if r["id"] in chosen]
+
+
+def subset(records_file: Path, ids: list[str], out: Path) -> Path:
+    """`records_file` restricted to `ids` (same order), written once."""
+    if not out.is_file():
+        by_id = {r["id"]: r for r in read_jsonl(records_file)}
+        write_jsonl(out, [by_id[i] for i in ids])
+    return out
+
+
+# Each adapter trains in a fresh interpreter, so the peak RSS it reports is its own.
+_TRAIN_CHILD = (
+    "import json, sys; from sqltune.train import TrainConfig, train; job = json.loads(sys.argv[1]); "
+    "train(job['data'], job['base_model'], job['out'], TrainConfig(**job['config']))"
+)
+
+
+def train_variant(data: Path, base_model: str, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    if not done(out):
+        config = {k: v for k, v in settings.items() if k != "schema_style"} | {"checkpoint_every": 0}
+        job = {"data": str(data), "base_model": base_model, "out": str(out), "config": config}
+        if subprocess.run([sys.executable, "-c", _TRAIN_CHILD, json.dumps(job)], check=False).returncode:
+            raise SqltuneError(f"training {out} failed; see its log above")
+    return json.loads((out / "train_metrics.json").read_text())
+
+
+def score(
+    args: argparse.Namespace, dev: Path, adapter: Path | None, out: Path, quantize_4bit: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Predict `dev` (base model, or base + adapter) and evaluate; returns (predict metrics, evaluation metrics)."""
+    from sqltune.evaluate.evaluator import evaluate
+    from sqltune.predict import predict
+
+    predictions, evaluation = out / "predictions", out / "evaluation"
+    if not done(predictions):
+        predict(
+            dev, args.base_model, adapter, predictions, backend="auto", batch_size=args.predict_batch_size,
+            max_new_tokens=args.max_new_tokens, template=args.template, max_seq_len=args.max_seq_len,
+            quantize_4bit=quantize_4bit,
+        )  # fmt: skip
+    if not done(evaluation):
+        evaluate(
+            dev, predictions / "predictions.jsonl", args.spider / "database", args.spider / "tables.json", evaluation
+        )
+    return (
+        json.loads((predictions / "predict_metrics.json").read_text()),
+        json.loads((evaluation / "metrics.json").read_text()),
+    )
+
+
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    variants = dict(parse_variant(spec, args) for spec in args.variants)
+    styles = sorted({s["schema_style"] for s in variants.values()} | {args.schema_style})
+    db_dir = args.spider / "database"
+    subsets: dict[str, dict[str, Path]] = {}
+    t_ids = d_ids = []
+    for style in styles:
+        train_all, dev_all = preprocessed(args, "train", style), preprocessed(args, "dev", style)
+        t_ids = train_ids(read_jsonl(train_all), args.train_size, args.seed)
+        d_ids = dev_ids(read_jsonl(dev_all), args.dev_size, args.seed, db_dir)
+        root = args.work / "subsets" / f"{style}-{args.template}-{key_of(t_ids, d_ids, str(args.spider))}"
+        root.mkdir(parents=True, exist_ok=True)
+        subsets[style] = {
+            "train": subset(train_all, t_ids, root / "train.jsonl"),
+            "dev": subset(dev_all, d_ids, root / "dev.jsonl"),
+        }
+    dev_hardness = [r.get("hardness") for r in read_jsonl(subsets[args.schema_style]["dev"])]
+
+    rows: dict[str, dict[str, Any]] = {}
+    scoring = (args.base_model, args.template, args.max_seq_len, args.max_new_tokens)
+    if not args.no_base:
+        data = subsets[args.schema_style]
+        out = args.work / "runs" / f"{BASE}-{key_of(scoring, str(data['dev']), d_ids)}"
+        tick = time.perf_counter()
+        predict_metrics, evaluation = score(args, data["dev"], None, out, quantize_4bit=False)
+        rows[BASE] = {"settings": {"schema_style": args.schema_style}, "predict": predict_metrics,
+                      "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)}  # fmt: skip
+    for name, settings in variants.items():
+        data = subsets[settings["schema_style"]]
+        out = args.work / "runs" / f"{name}-{key_of(scoring, settings, t_ids, d_ids, str(args.spider))}"
+        log.info("variant %s: %s", name, settings)
+        tick = time.perf_counter()
+        train_metrics = train_variant(data["train"], args.base_model, out / "adapter", settings)
+        qlora = settings["method"] == "qlora"
+        predict_metrics, evaluation = score(args, data["dev"], out / "adapter", out, quantize_4bit=qlora)
+        rows[name] = {"settings": settings, "predict_4bit": qlora, "train": train_metrics, "predict": predict_metrics,
+                      "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)}  # fmt: skip
+
+    return {
+        "name": args.name,
+        "command": command,
+        "base_model": args.base_model,
+        "versions": {pkg: _version(pkg) for pkg in PACKAGES},
+        "python": sys.version.split()[0],
+        "device": _device(),
+        "seed": args.seed,
+        "train_questions": len(t_ids),
+        "train_size_flag": args.train_size,
+        "dev_questions": len(d_ids),
+        "dev_size_flag": args.dev_size,
+        "dev_hardness": {lv: dev_hardness.count(lv) for lv in HARDNESS_LEVELS},
+        "template": args.template,
+        "max_seq_len": args.max_seq_len,
+        "max_new_tokens": args.max_new_tokens,
+        "runs": rows,
+        "total_wall_s": time.perf_counter() - started,
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except Exception:  # not installed (bitsandbytes on a CPU-only image): recorded as absent
+        return None
+
+
+def _device() -> str:
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return (
+        f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _num(value: float | None, fmt: str = ".1f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """DB-GPT-Hub style tables (EX, then EM, per hardness) plus cost, settings and provenance."""
+    levels = [*HARDNESS_LEVELS, "all"]
+    runs = result["runs"]
+    counts = next(iter(runs.values()))["evaluation"].get("counts", {}) if runs else {}
+    seed = result["seed"]
+    lines = [f"# Accuracy: {result['name']} ({result['base_model']} on Spider dev)", ""]
+    lines += [
+        f"Every number below comes from one run of this command, on {result['device']}:",
+        "",
+        f"    {result['command']}",
+        "",
+        f"- training questions: {result['train_questions']} of Spider train_spider + train_others "
+        f"({'all' if not result['train_size_flag'] else 'seeded random subset'}, seed {seed})",
+        f"- dev questions: {result['dev_questions']} of Spider dev whose database exists "
+        f"({'all' if not result['dev_size_flag'] else 'seeded hardness-stratified subset'}, seed {seed}): "
+        + ", ".join(f"{lv} {n}" for lv, n in result["dev_hardness"].items()),
+        f"- prompts: template `{result['template']}`, max_seq_len {result['max_seq_len']}, "
+        f"max_new_tokens {result['max_new_tokens']}, greedy decoding",
+        "",
+    ]
+    for metric, title in (("ex", "Execution accuracy (EX, %)"), ("em", "Exact-set match (EM, %)")):
+        lines += [f"## {title}", "", "| variant | method | schema | " + " | ".join(levels) + " |"]
+        lines.append("|---|---|---|" + "---:|" * len(levels))
+        for name, row in runs.items():
+            method = row["settings"].get("method", "none")
+            scores = row["evaluation"].get(metric, {})
+            cells = " | ".join(_pct(scores.get(level)) for level in levels)
+            lines.append(f"| {name} | {method} | {row['settings']['schema_style']} | {cells} |")
+        shown = counts.get(metric, {})
+        if shown:
+            lines.append("| *questions* | | | " + " | ".join(str(shown.get(level, "-")) for level in levels) + " |")
+        lines.append("")
+    lines += ["## Cost", "", "| variant | train steps | train time (s) | train tokens/s | peak memory (GiB) | "
+              "final loss | predict prompts/s | generated tokens/s |", "|---|" + "---:|" * 7]  # fmt: skip
+    for name, row in runs.items():
+        t, p = row.get("train", {}), row["predict"]
+        lines.append(
+            f"| {name} | {t.get('steps', '-')} | {_num(t.get('train_time_s'))} | {_num(t.get('tokens_per_s'))} | "
+            f"{_num(t.get('peak_memory_gb'), '.2f')} | {_num(t.get('final_loss'), '.3f')} | "
+            f"{_num(p.get('prompts_per_s'), '.2f')} | {_num(p.get('generated_tokens_per_s'))} |"
+        )
+    lines += ["", "## Variants (training settings)", ""]
+    for name, row in runs.items():
+        if name != BASE:
+            lines.append(f"- **{name}**: " + ", ".join(f"{k}={v}" for k, v in row["settings"].items()))
+    lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in result["versions"].items())]
+    lines += [f"; python {result['python']}", "", f"Total wall time: {result['total_wall_s'] / 60:.1f} min", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = shlex.join(["python", "benchmarks/accuracy.py", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        result = run(args, command)
+    except SqltuneError as exc:
+        sys.exit(f"error: {exc}")
+    args.results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.results / f"accuracy-{args.name}.json", result)
+    atomic_write_text(args.results / f"accuracy-{args.name}.md", markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The accuracy benchmark's plumbing: subsets, variants, and one end-to-end run with the tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sqltune.errors import SqltuneError
+from sqltune.preprocess.sample import write_sample_dataset
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("accuracy_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dev_subset_is_stratified_seeded_and_only_where_the_database_exists(bench, spider_dir):
+    from sqltune.preprocess.readers import read_json
+
+    records = [
+        {"id": str(i), "db_id": q["db_id"], "hardness": None} for i, q in enumerate(read_json(spider_dir / "dev.json"))
+    ]
+    for i, level in enumerate(["easy", "medium", "hard", "extra"] * (len(records) // 4 + 1)):
+        if i < len(records):
+            records[i]["hardness"] = level
+    db_dir = spider_dir / "database"
+    everything = bench.dev_ids(records, 0, 1, db_dir)
+    assert len(everything) == 972  # wta_1's 62 questions have no database
+    chosen = bench.dev_ids(records, 100, 7, db_dir)
+    assert len(chosen) == 100 and chosen == bench.dev_ids(records, 100, 7, db_dir)
+    assert chosen != bench.dev_ids(records, 100, 8, db_dir)
+    by_id = {r["id"]: r for r in records}
+    assert all(by_id[i]["db_id"] != "wta_1" for i in chosen)
+    levels = Counter(by_id[i]["hardness"] for i in chosen)
+    assert all(abs(levels[lv] - 25) <= 1 for lv in ("easy", "medium", "hard", "extra")), levels
+    assert [int(i) for i in chosen] == sorted(int(i) for i in chosen)
+
+
+def test_variant_flags_override_the_defaults_and_bad_ones_name_the_variant(bench):
+    args = bench.parse_args(["--schema-style", "dbgpt", "--learning-rate", "1e-4"])
+    name, settings = bench.parse_variant("qv-ddl:target_modules=q_proj+v_proj,schema_style=ddl,lora_rank=8", args)
+    assert name == "qv-ddl"
+    assert settings["target_modules"] == "q_proj,v_proj" and settings["schema_style"] == "ddl"
+    assert settings["lora_rank"] == 8 and settings["learning_rate"] == 1e-4 and settings["method"] == "lora"
+    with pytest.raises(SqltuneError, match="bogus"):
+        bench.parse_variant("x:bogus=1", args)
+    with pytest.raises(SqltuneError, match="name"):
+        bench.parse_variant(":method=qlora", args)
+
+
+def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
+    source = tmp_path / "sample"
+    write_sample_dataset(source)
+    argv = [
+        "--name", "smoke", "--spider", str(source), "--base-model", "tiny-random-llama",
+        "--train-size", "16", "--dev-size", "8", "--max-steps", "2", "--batch-size", "4", "--grad-accum", "1",
+        "--max-seq-len", "384", "--max-new-tokens", "8", "--predict-batch-size", "8", "--template", "alpaca",
+        "--variant", "lora:method=lora", "--variant", "qlora:method=qlora",
+        "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
+    ]  # fmt: skip
+    bench.main(argv)
+    result = json.loads((tmp_path / "results" / "accuracy-smoke.json").read_text())
+    assert list(result["runs"]) == ["base", "lora", "qlora"]
+    assert result["train_questions"] == 16 and result["dev_questions"] == 8
+    assert sum(result["dev_hardness"].values()) == 8
+    for name, run in result["runs"].items():
+        assert run["evaluation"]["counts"]["ex"]["all"] == 8, name
+        assert run["predict"]["prompts"] == 8
+    assert result["runs"]["qlora"]["train"]["steps"] == 2 and result["runs"]["qlora"]["predict_4bit"]
+    markdown = (tmp_path / "results" / "accuracy-smoke.md").read_text()
+    assert "| qlora | qlora | dbgpt |" in markdown and "--train-size 16" in markdown
+    assert result["versions"]["torch"] and result["versions"]["peft"]
+
+    # A rerun of the same command reuses every finished step: the adapters are not trained again.
+    adapter = next((tmp_path / "work" / "runs").glob("lora-*")) / "adapter" / "manifest.json"
+    before = adapter.stat().st_mtime_ns
+    bench.main(argv)
+    assert adapter.stat().st_mtime_ns == before
