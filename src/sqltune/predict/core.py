@@ -101,6 +101,12 @@ def _setting(name: str, override: Any, adapter: Adapter | None, default: Any) ->
     return value
 
 
+def _model_context(base_dir: Path) -> int:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(base_dir).max_position_embeddings
+
+
 def _check_adapter_fits(base_dir: Path, lora: Adapter) -> None:
     """Check the adapter's shapes against the base architecture on the meta device: no weights are loaded."""
     import torch
@@ -172,8 +178,6 @@ def predict(
     endpoint_url: str | None = None,
 ) -> dict[str, Any]:
     """Predict one SQL query per record into the artifact directory `out`; returns predict_metrics."""
-    from transformers import AutoConfig
-
     from sqltune.models import load_tokenizer, resolve_base_model
 
     if batch_size < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
@@ -190,7 +194,7 @@ def predict(
     tokenizer_dir = lora.path if lora and (lora.path / "tokenizer_config.json").is_file() else base_dir
     tokenizer = load_tokenizer(tokenizer_dir)
     template = _setting("template", template, lora, "alpaca")
-    model_context = AutoConfig.from_pretrained(base_dir).max_position_embeddings
+    model_context = _model_context(base_dir)
     context_len = min(_setting("max_seq_len", max_seq_len, lora, model_context), model_context)
     if context_len <= max_new_tokens:
         raise SqltuneError(
