@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--lora-alpha", type=int, default=32)
     p.add_argument("--target-modules", default="all-linear", help="'all-linear' or comma-separated module names")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--predict-batch-size", type=int, default=16)
     p.add_argument(
         "--variant",
@@ -101,6 +102,7 @@ def parse_variant(spec: str, args: argparse.Namespace) -> tuple[str, dict[str, A
         "lora_rank": args.lora_rank,
         "lora_alpha": args.lora_alpha,
         "target_modules": args.target_modules,
+        "gradient_checkpointing": args.gradient_checkpointing,
         "seed": args.seed,
     }
     types = {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig) if f.name != "extra"}
@@ -188,9 +190,13 @@ def train_variant(data: Path, base_model: str, out: Path, settings: dict[str, An
 
 
 def score(
-    args: argparse.Namespace, dev: Path, adapter: Path | None, out: Path, quantize_4bit: bool
+    args: argparse.Namespace, dev: Path, adapter: Path | None, out: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Predict `dev` (base model, or base + adapter) and evaluate; returns (predict metrics, evaluation metrics)."""
+    """Predict `dev` and evaluate; returns (predict metrics, evaluation metrics).
+
+    QLoRA adapters too are merged into the full-precision base, as the pipeline's predict step and
+    DB-GPT-Hub do: the 4-bit base is a training-memory device, not the served model.
+    """
     from sqltune.evaluate.evaluator import evaluate
     from sqltune.predict import predict
 
@@ -199,7 +205,6 @@ def score(
         predict(
             dev, args.base_model, adapter, predictions, backend="auto", batch_size=args.predict_batch_size,
             max_new_tokens=args.max_new_tokens, template=args.template, max_seq_len=args.max_seq_len,
-            quantize_4bit=quantize_4bit,
         )  # fmt: skip
     if not done(evaluation):
         evaluate(
@@ -222,35 +227,16 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         train_all, dev_all = preprocessed(args, "train", style), preprocessed(args, "dev", style)
         t_ids = train_ids(read_jsonl(train_all), args.train_size, args.seed)
         d_ids = dev_ids(read_jsonl(dev_all), args.dev_size, args.seed, db_dir)
-        root = args.work / "subsets" / f"{style}-{args.template}-{key_of(t_ids, d_ids, str(args.spider))}"
+        root = args.work / "subsets" / f"{style}-{args.template}-{key_of(str(args.spider))}"
         root.mkdir(parents=True, exist_ok=True)
         subsets[style] = {
-            "train": subset(train_all, t_ids, root / "train.jsonl"),
-            "dev": subset(dev_all, d_ids, root / "dev.jsonl"),
+            "train": subset(train_all, t_ids, root / f"train-{key_of(t_ids)}.jsonl"),
+            "dev": subset(dev_all, d_ids, root / f"dev-{key_of(d_ids)}.jsonl"),
         }
     dev_hardness = [r.get("hardness") for r in read_jsonl(subsets[args.schema_style]["dev"])]
 
     rows: dict[str, dict[str, Any]] = {}
-    scoring = (args.base_model, args.template, args.max_seq_len, args.max_new_tokens)
-    if not args.no_base:
-        data = subsets[args.schema_style]
-        out = args.work / "runs" / f"{BASE}-{key_of(scoring, str(data['dev']), d_ids)}"
-        tick = time.perf_counter()
-        predict_metrics, evaluation = score(args, data["dev"], None, out, quantize_4bit=False)
-        rows[BASE] = {"settings": {"schema_style": args.schema_style}, "predict": predict_metrics,
-                      "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)}  # fmt: skip
-    for name, settings in variants.items():
-        data = subsets[settings["schema_style"]]
-        out = args.work / "runs" / f"{name}-{key_of(scoring, settings, t_ids, d_ids, str(args.spider))}"
-        log.info("variant %s: %s", name, settings)
-        tick = time.perf_counter()
-        train_metrics = train_variant(data["train"], args.base_model, out / "adapter", settings)
-        qlora = settings["method"] == "qlora"
-        predict_metrics, evaluation = score(args, data["dev"], out / "adapter", out, quantize_4bit=qlora)
-        rows[name] = {"settings": settings, "predict_4bit": qlora, "train": train_metrics, "predict": predict_metrics,
-                      "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)}  # fmt: skip
-
-    return {
+    result = {
         "name": args.name,
         "command": command,
         "base_model": args.base_model,
@@ -267,8 +253,40 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "max_seq_len": args.max_seq_len,
         "max_new_tokens": args.max_new_tokens,
         "runs": rows,
-        "total_wall_s": time.perf_counter() - started,
+        "pending": ([] if args.no_base else [BASE]) + list(variants),
     }
+
+    def finished(name: str, row: dict[str, Any]) -> None:
+        """Record a finished run and rewrite the results, so a run cut short still leaves what it measured."""
+        rows[name] = row
+        result["pending"].remove(name)
+        result["total_wall_s"] = time.perf_counter() - started
+        save(args.results, result)
+
+    scoring = (args.base_model, args.template, args.max_seq_len, args.max_new_tokens)
+    if not args.no_base:
+        data = subsets[args.schema_style]
+        out = args.work / "runs" / f"{BASE}-{key_of(scoring, args.schema_style, d_ids, str(args.spider))}"
+        tick = time.perf_counter()
+        predict_metrics, evaluation = score(args, data["dev"], None, out)
+        finished(BASE, {"settings": {"schema_style": args.schema_style}, "predict": predict_metrics,
+                        "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)})  # fmt: skip
+    for name, settings in variants.items():
+        data = subsets[settings["schema_style"]]
+        out = args.work / "runs" / f"{name}-{key_of(scoring, settings, t_ids, d_ids, str(args.spider))}"
+        log.info("variant %s: %s", name, settings)
+        tick = time.perf_counter()
+        train_metrics = train_variant(data["train"], args.base_model, out / "adapter", settings)
+        predict_metrics, evaluation = score(args, data["dev"], out / "adapter", out)
+        finished(name, {"settings": settings, "train": train_metrics, "predict": predict_metrics,
+                        "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)})  # fmt: skip
+    return result
+
+
+def save(results: Path, result: dict[str, Any]) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results / f"accuracy-{result['name']}.json", result)
+    atomic_write_text(results / f"accuracy-{result['name']}.md", markdown(result))
 
 
 def _version(package: str) -> str | None:
@@ -306,9 +324,12 @@ def markdown(result: dict[str, Any]) -> str:
     seed = result["seed"]
     lines = [f"# Accuracy: {result['name']} ({result['base_model']} on Spider dev)", ""]
     lines += [
-        f"Every number below comes from one run of this command, on {result['device']}:",
+        f"Every number below comes from this command, on {result['device']}:",
         "",
         f"    {result['command']}",
+        "",
+        "(A step whose inputs hash to an artifact already in the work directory is reused, with the timings of the "
+        "invocation that made it.)",
         "",
         f"- training questions: {result['train_questions']} of Spider train_spider + train_others "
         f"({'all' if not result['train_size_flag'] else 'seeded random subset'}, seed {seed})",
@@ -316,7 +337,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"({'all' if not result['dev_size_flag'] else 'seeded hardness-stratified subset'}, seed {seed}): "
         + ", ".join(f"{lv} {n}" for lv, n in result["dev_hardness"].items()),
         f"- prompts: template `{result['template']}`, max_seq_len {result['max_seq_len']}, "
-        f"max_new_tokens {result['max_new_tokens']}, greedy decoding",
+        f"max_new_tokens {result['max_new_tokens']}, greedy decoding; every adapter (QLoRA too) merged into the "
+        "full-precision base for prediction",
         "",
     ]
     for metric, title in (("ex", "Execution accuracy (EX, %)"), ("em", "Exact-set match (EM, %)")):
@@ -344,8 +366,11 @@ def markdown(result: dict[str, Any]) -> str:
     for name, row in runs.items():
         if name != BASE:
             lines.append(f"- **{name}**: " + ", ".join(f"{k}={v}" for k, v in row["settings"].items()))
-    lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in result["versions"].items())]
-    lines += [f"; python {result['python']}", "", f"Total wall time: {result['total_wall_s'] / 60:.1f} min", ""]
+    versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+    lines += ["", "## Versions", "", f"{versions}; python {result['python']}", ""]
+    lines += [f"Wall time of the whole command: {result['total_wall_s'] / 60:.1f} min", ""]
+    if result["pending"]:
+        lines += [f"**Partial results: not run yet: {', '.join(result['pending'])}.**", ""]
     return "\n".join(lines)
 
 
@@ -356,9 +381,6 @@ def main(argv: list[str] | None = None) -> None:
         result = run(args, command)
     except SqltuneError as exc:
         sys.exit(f"error: {exc}")
-    args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / f"accuracy-{args.name}.json", result)
-    atomic_write_text(args.results / f"accuracy-{args.name}.md", markdown(result))
     print(markdown(result))
 
 

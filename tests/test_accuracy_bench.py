@@ -64,24 +64,24 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
         "--name", "smoke", "--spider", str(source), "--base-model", "tiny-random-llama",
         "--train-size", "16", "--dev-size", "8", "--max-steps", "2", "--batch-size", "4", "--grad-accum", "1",
         "--max-seq-len", "384", "--max-new-tokens", "8", "--predict-batch-size", "8", "--template", "alpaca",
-        "--variant", "lora:method=lora", "--variant", "qlora:method=qlora",
+        "--variant", "qlora:method=qlora",
         "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
     ]  # fmt: skip
     bench.main(argv)
     result = json.loads((tmp_path / "results" / "accuracy-smoke.json").read_text())
-    assert list(result["runs"]) == ["base", "lora", "qlora"]
+    assert list(result["runs"]) == ["base", "qlora"]
     assert result["train_questions"] == 16 and result["dev_questions"] == 8
     assert sum(result["dev_hardness"].values()) == 8
     for name, run in result["runs"].items():
         assert run["evaluation"]["counts"]["ex"]["all"] == 8, name
         assert run["predict"]["prompts"] == 8
-    assert result["runs"]["qlora"]["train"]["steps"] == 2 and result["runs"]["qlora"]["predict_4bit"]
+    assert result["runs"]["qlora"]["train"]["steps"] == 2
     markdown = (tmp_path / "results" / "accuracy-smoke.md").read_text()
     assert "| qlora | qlora | dbgpt |" in markdown and "--train-size 16" in markdown
     assert result["versions"]["torch"] and result["versions"]["peft"]
 
     # A rerun of the same command reuses every finished step: the adapters are not trained again.
-    adapter = next((tmp_path / "work" / "runs").glob("lora-*")) / "adapter" / "manifest.json"
+    adapter = next((tmp_path / "work" / "runs").glob("qlora-*")) / "adapter" / "manifest.json"
     before = adapter.stat().st_mtime_ns
     bench.main(argv)
     assert adapter.stat().st_mtime_ns == before
