@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -93,6 +94,10 @@ def run_local(
             stack.enter_context(_environment(server.env()))
             endpoint = server.endpoint_url
             log.info("no S3 endpoint configured: started SeaweedFS at %s (data in %s)", endpoint, root / "s3-data")
+        # kfp.local warns about every cluster-only setting (images, GPUs, resources, display names): expected here.
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner")
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
         pipeline = components.load_component_from_file(str(pipeline_file))
         try:

@@ -8,16 +8,13 @@ from pathlib import Path
 
 import typer
 
+from sqltune.preprocess.prompt import PromptTemplate
+
 
 class Backend(str, Enum):
     auto = "auto"
     hf = "hf"
     vllm = "vllm"
-
-
-class Template(str, Enum):
-    alpaca = "alpaca"
-    chat = "chat"
 
 
 def predict(
@@ -29,7 +26,7 @@ def predict(
     batch_size: int = typer.Option(16, min=1, help="Prompts per generate() call (HF backend)."),
     max_new_tokens: int = typer.Option(128, min=1, help="Most tokens generated per question."),
     limit: int = typer.Option(None, min=1, help="Only the first N records."),
-    template: Template = typer.Option(None, help="Prompt template (default: the adapter's, else alpaca)."),
+    template: PromptTemplate = typer.Option(None, help="Prompt template (default: the adapter's, else alpaca)."),
     max_seq_len: int = typer.Option(None, min=16, help="Context length (default: the adapter's, else the model's)."),
     quantize_4bit: bool = typer.Option(False, help="Load the base in 4-bit NF4; the adapter then stays unmerged."),
     base_name_check: bool = typer.Option(True, help="Require the adapter to name this base model."),

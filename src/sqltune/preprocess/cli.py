@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from sqltune.preprocess.prompt import PromptTemplate
+
 
 class Dataset(str, Enum):
     spider = "spider"
@@ -27,11 +29,6 @@ class SchemaStyle(str, Enum):
     rich = "rich"
 
 
-class Template(str, Enum):
-    alpaca = "alpaca"
-    chat = "chat"
-
-
 def preprocess(
     dataset: Dataset = typer.Option(..., help="Dataset layout of the source."),
     source: str = typer.Option(..., help="Dataset directory or s3:// prefix."),
@@ -39,7 +36,7 @@ def preprocess(
     schema_style: SchemaStyle = typer.Option(SchemaStyle.dbgpt, help="How the schema is written into the prompt."),
     out: Path = typer.Option(..., help="Output artifact directory (records.jsonl + manifest.json)."),
     databases_out: Path = typer.Option(None, help="Also write the SQLite databases the split needs here."),
-    template: Template = typer.Option(Template.alpaca, help="Prompt template."),
+    template: PromptTemplate = typer.Option(PromptTemplate.alpaca, help="Prompt template."),
     limit: int = typer.Option(None, min=1, help="Only the first N questions."),
     endpoint_url: str = typer.Option(None, help="S3 endpoint for s3:// sources (default: AWS_ENDPOINT_URL)."),
 ) -> None:

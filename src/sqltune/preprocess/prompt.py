@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-TEMPLATES = ("alpaca", "chat")
+
+class PromptTemplate(str, Enum):
+    """The prompt templates (also the CLI choice type of every step that builds prompts)."""
+
+    alpaca = "alpaca"  # an Alpaca-style instruction prompt, like DB-GPT-Hub's
+    chat = "chat"  # system + user messages rendered by the model's own chat template
+
+
+TEMPLATES = tuple(t.value for t in PromptTemplate)
 
 SYSTEM_MESSAGE = (
     "You are an expert SQLite developer. Given a database schema and a question, answer with one "

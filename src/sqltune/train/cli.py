@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from sqltune.preprocess.prompt import PromptTemplate
 from sqltune.train.config import TrainConfig
 
 _DEFAULT = TrainConfig()
@@ -18,12 +19,7 @@ class Method(str, Enum):
     qlora = "qlora"
 
 
-class Template(str, Enum):
-    alpaca = "alpaca"
-    chat = "chat"
-
-
-_METHOD, _TEMPLATE = Method(_DEFAULT.method), Template(_DEFAULT.template)
+_METHOD, _TEMPLATE = Method(_DEFAULT.method), PromptTemplate(_DEFAULT.template)
 
 
 def train(
@@ -33,7 +29,7 @@ def train(
     ),
     method: Method = typer.Option(_METHOD, help="lora, or qlora (4-bit NF4 base model)."),
     out: Path = typer.Option(..., help="Output adapter artifact directory."),
-    template: Template = typer.Option(_TEMPLATE, help="Prompt template (predict reuses it)."),
+    template: PromptTemplate = typer.Option(_TEMPLATE, help="Prompt template (predict reuses it)."),
     max_seq_len: int = typer.Option(_DEFAULT.max_seq_len, help="Tokens per example; the schema is trimmed to fit."),
     max_steps: int = typer.Option(_DEFAULT.max_steps, help="Optimizer steps; <= 0 trains for --epochs."),
     epochs: float = typer.Option(_DEFAULT.num_epochs, help="Epochs when --max-steps is not set."),
