@@ -22,6 +22,7 @@ def train(
     batch_size: int,
     gradient_accumulation_steps: int,
     max_seq_len: int,
+    gradient_checkpointing: bool,
     seed: int,
     checkpoint_uri: str,
     run_id: str,
@@ -50,6 +51,7 @@ def train(
         batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps,
         max_seq_len=max_seq_len,
+        gradient_checkpointing=gradient_checkpointing,
         seed=seed,
     )
     checkpoints = join(checkpoint_uri, run_id) if checkpoint_uri else None
