@@ -39,7 +39,10 @@ def run(
 def _print_result(result: LocalRun, table: str) -> None:
     typer.echo(f"\nrun outputs: {result.run_dir}")
     typer.echo(table)
-    if result.published_uri:
+    if result.published_uri and result.s3_data_dir:
+        typer.echo(f"adapter published to {result.published_uri} on the run's own S3 server, now stopped;")
+        typer.echo(f"serve it again with: sqltune s3-server --dir {result.s3_data_dir} --port 8333")
+    elif result.published_uri:
         typer.echo(f"adapter published to {result.published_uri} (S3 endpoint {result.s3_endpoint_url})")
     else:
         ex = result.finetuned.get("ex", {}).get("all")

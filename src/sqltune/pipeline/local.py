@@ -35,6 +35,7 @@ class LocalRun:
     published_uri: str | None
     s3_endpoint_url: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    s3_data_dir: Path | None = None  # set when the run started its own S3 server (stopped when the run ended)
 
     def artifact(self, task: str, output: str) -> Path:
         return self.tasks[task] / output
@@ -87,10 +88,12 @@ def run_local(
     root.mkdir(parents=True, exist_ok=True)
     before = set(root.iterdir())
 
+    s3_data_dir = None
     with ExitStack() as stack:
         endpoint = settings.get("s3_endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
         if not endpoint:
-            server = stack.enter_context(local_s3(root / "s3-data", buckets=[settings["bucket"]]))
+            s3_data_dir = root / "s3-data"
+            server = stack.enter_context(local_s3(s3_data_dir, buckets=[settings["bucket"]]))
             stack.enter_context(_environment(server.env()))
             endpoint = server.endpoint_url
             log.info("no S3 endpoint configured: started SeaweedFS at %s (data in %s)", endpoint, root / "s3-data")
@@ -124,6 +127,7 @@ def run_local(
         published_uri=published.get("Output"),
         s3_endpoint_url=endpoint,
         parameters=settings,
+        s3_data_dir=s3_data_dir,
     )
 
 
