@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from sqltune.deploy.kfp_api import DEFAULT_EXPERIMENT
-from sqltune.pipeline.spec import DEFAULT_PIPELINE_FILE
+from sqltune.pipeline.spec import DEFAULT_PIPELINE_FILE, pipeline_params
 
 # Options both commands take (module-level so the two signatures cannot drift apart).
 _HOST = typer.Option(
@@ -28,12 +28,6 @@ _SERVICE_ACCOUNT = typer.Option(
 )
 
 
-def _params(config: Path | None, param: list[str] | None, pipeline_file: Path) -> dict:
-    from sqltune.pipeline.spec import load_params, load_pipeline_spec
-
-    return load_params(config, param or [], load_pipeline_spec(pipeline_file))
-
-
 def submit(
     host: str = _HOST,
     namespace: str = _NAMESPACE,
@@ -48,7 +42,7 @@ def submit(
     """Start one run of the compiled pipeline on a KFP cluster."""
     from sqltune.deploy.kfp_api import Connection, submit_run
 
-    params = _params(config, param, pipeline_file)
+    params = pipeline_params(pipeline_file, config, param)
     run = submit_run(
         Connection(host, namespace, token),
         params,
@@ -81,7 +75,7 @@ def schedule(
     from sqltune.deploy.kfp_api import Connection, schedule_run
 
     validate_cron(cron)  # before reading parameters or contacting the cluster
-    params = _params(config, param, pipeline_file)
+    params = pipeline_params(pipeline_file, config, param)
     recurring = schedule_run(
         Connection(host, namespace, token),
         params,

@@ -29,9 +29,9 @@ def run(
 ) -> None:
     """Run the compiled pipeline end to end on this machine with kfp.local (starts a local S3 if needed)."""
     from sqltune.pipeline.local import run_local, summary_table
-    from sqltune.pipeline.spec import load_params, load_pipeline_spec
+    from sqltune.pipeline.spec import pipeline_params
 
-    params = load_params(config, param or [], load_pipeline_spec(pipeline_file))
+    params = pipeline_params(pipeline_file, config, param)
     result = run_local(params, pipeline_file, pipeline_root)
     _print_result(result, summary_table(result))
 
@@ -56,12 +56,12 @@ def demo(
 ) -> None:
     """The main job on this machine: generate the sample dataset, run the whole pipeline, show base vs tuned."""
     from sqltune.pipeline.local import run_local, summary_table
-    from sqltune.pipeline.spec import DEFAULT_PIPELINE_FILE, load_params, load_pipeline_spec
+    from sqltune.pipeline.spec import DEFAULT_PIPELINE_FILE, pipeline_params
     from sqltune.preprocess.sample import write_sample_dataset
 
     data = (out / "sample-data").resolve()
     counts = write_sample_dataset(data)
     typer.echo(f"sample dataset: {counts['train']} train / {counts['dev']} dev questions in {data}")
-    params = load_params(config, [f"source_uri={data}", *(param or [])], load_pipeline_spec(DEFAULT_PIPELINE_FILE))
+    params = pipeline_params(DEFAULT_PIPELINE_FILE, config, [f"source_uri={data}", *(param or [])])
     result = run_local(params, DEFAULT_PIPELINE_FILE, out / "runs")
     _print_result(result, summary_table(result))

@@ -105,3 +105,10 @@ def load_params(config: str | Path | None, pairs: Iterable[str], spec: Mapping[s
         values.update(coerce_params(loaded, spec))
     values.update(parse_params(pairs, spec))
     return values
+
+
+def pipeline_params(
+    pipeline_file: str | Path, config: str | Path | None, pairs: Iterable[str] | None
+) -> dict[str, Any]:
+    """What every command that starts the pipeline takes: a YAML file and `--param` pairs, checked against it."""
+    return load_params(config, pairs or [], load_pipeline_spec(pipeline_file))
