@@ -1,13 +1,16 @@
-"""Prediction throughput: batched greedy generation against one prompt at a time, in the same run.
+"""Prediction throughput: the predict step's batched greedy generation against one prompt at a time.
 
 Default (CPU): SmolLM2-135M-Instruct, Spider-dev prompts rebuilt with the model's tokenizer (`chat`
-template, as the predict step builds them), `--n` questions spread over the dev set, ~60 new tokens. The
-baseline is what DB-GPT-Hub does: the same model and prompts, one `generate()` call per question.
+template, as the predict step builds them), the first `--n` dev questions in file order (Spider dev
+groups its ~50 questions per database, so this keeps the real set's shape), ~60 new tokens. Three ways,
+same model and prompts: the predict step (batches sharing one schema prefix, run once per batch);
+batching by length alone, every prompt run whole; and the baseline, what DB-GPT-Hub does: one
+`generate()` call per question.
 
 `--vllm` (GPU, vllm installed): a real-size architecture (Qwen2.5-7B shape) with random weights, all dev
 prompts through vLLM against the HF backend's batched generation (on `--hf-n` of them; rates compare).
 
-    .venv/bin/python benchmarks/bench_predict.py [--n 32] [--batch-size 16] [--max-new-tokens 60]
+    .venv/bin/python benchmarks/bench_predict.py [--n 64] [--batch-size 16] [--max-new-tokens 60]
     python benchmarks/bench_predict.py --vllm [--hf-n 256]
 """
 
@@ -89,20 +92,28 @@ def bench_cpu(args: argparse.Namespace, records: list[dict[str, Any]]) -> None:
     import torch
 
     print(f"model {args.model}, {torch.get_num_threads()} CPU threads, max_new_tokens {args.max_new_tokens}")
-    picked = records[:: max(1, len(records) // args.n)][: args.n]
-    plan = plan_prompts(picked, tokenizer, args.template, args.context - args.max_new_tokens)
+    plan = plan_prompts(records[: args.n], tokenizer, args.template, args.context - args.max_new_tokens)
     describe(plan.ids)
-    batched, batched_s = run(
-        f"batched (batch size {args.batch_size})",
-        lambda: generate_hf(model, tokenizer, plan.ids, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens),
-    )
-    single, single_s = run(
-        "one at a time (baseline)",
-        lambda: generate_hf(model, tokenizer, plan.ids, batch_size=1, max_new_tokens=args.max_new_tokens),
-    )
-    same = sum(a.text == b.text for a, b in zip(batched, single, strict=True))
-    print(f"speedup batched / one at a time: {single_s / batched_s:.2f}x (target >= 5x)")
-    print(f"identical outputs: {same}/{len(single)}")
+    print(f"{len({r['db_id'] for r in records[: args.n]})} databases")
+
+    def batched(share_prefixes: bool, batch_size: int = args.batch_size):
+        return lambda: generate_hf(
+            model,
+            tokenizer,
+            plan.ids,
+            batch_size=batch_size,
+            max_new_tokens=args.max_new_tokens,
+            share_prefixes=share_prefixes,
+        )
+
+    step, step_s = run(f"predict step (batch size {args.batch_size})", batched(True))
+    by_length, by_length_s = run(f"by length, whole prompts (batch {args.batch_size})", batched(False))
+    single, single_s = run("one at a time (baseline)", batched(False, batch_size=1))
+    print(f"speedup predict step / one at a time: {single_s / step_s:.2f}x (target >= 5x)")
+    print(f"speedup by length alone / one at a time: {single_s / by_length_s:.2f}x")
+    for label, outputs in (("predict step", step), ("by length", by_length)):
+        same = sum(a.text == b.text for a, b in zip(outputs, single, strict=True))
+        print(f"identical outputs, {label} vs one at a time: {same}/{len(single)}")
 
 
 def random_weight_model(tokenizer_dir: Path, out: Path) -> Path:
@@ -169,7 +180,7 @@ def main() -> None:
     parser.add_argument("--spider", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/spider")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--template", default="chat", choices=["alpaca", "chat"])
-    parser.add_argument("--n", type=int, default=32, help="questions in the CPU comparison")
+    parser.add_argument("--n", type=int, default=64, help="first dev questions in the CPU comparison")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=60)
     parser.add_argument("--context", type=int, default=2048, help="context length the prompts are trimmed to")

@@ -11,7 +11,7 @@ import pytest
 from sqltune.artifacts import read_jsonl, verify_artifact, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.predict import NO_SQL, extract_sql, predict
-from sqltune.predict.generate import generate_hf, length_sorted_batches
+from sqltune.predict.generate import common_prefix_length, generate_hf, length_sorted_batches, prefix_batches
 
 TABLES = ["singer", "concert", "stadium", "student", "course", "teacher", "department", "city"]
 
@@ -115,6 +115,26 @@ def test_length_sorted_batches_group_similar_lengths_longest_first():
         length_sorted_batches([1], batch_size=0)
 
 
+def test_prefix_batches_keep_one_schema_per_batch_and_pool_the_rest():
+    schema_a, schema_b = list(range(100, 140)), list(range(200, 230))
+    prompts = [
+        *(schema_a + [1] * (1 + i % 3) for i in range(5)),  # 5 questions on database A: two batches of their own
+        *(schema_b + [2] * (1 + i) for i in range(4)),  # 4 on database B: one batch
+        [7, 8, 9],  # two unrelated prompts: pooled, batched by length
+        list(range(300, 320)),
+    ]
+    batches = prefix_batches(prompts, batch_size=4)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(prompts)))
+    groups = [{0, 1, 2, 3, 4}, {5, 6, 7, 8}, {9, 10}]
+    assert sorted(len(b) for b in batches) == [2, 2, 3, 4]  # A evenly split, not 4 + 1
+    assert all(any(set(batch) <= group for group in groups) for batch in batches)
+    assert [len(prompts[b[0]]) for b in batches] == sorted((len(prompts[b[0]]) for b in batches), reverse=True)
+    assert all(len(prompts[a]) >= len(prompts[b]) for batch in batches for a, b in zip(batch, batch[1:]))
+    assert common_prefix_length([prompts[i] for i in batches[0]]) >= 40
+    with pytest.raises(ValueError):
+        prefix_batches(prompts, batch_size=0)
+
+
 def test_batched_generation_equals_one_at_a_time(base_dir, tokenizer):
     from sqltune.models import encode_prompt, load_model
 
@@ -127,6 +147,21 @@ def test_batched_generation_equals_one_at_a_time(base_dir, tokenizer):
     assert [g.new_tokens for g in batched] == [g.new_tokens for g in single]
     assert [g.prompt_tokens for g in batched] == [len(p) for p in prompts]
     assert all(g.new_tokens > 0 for g in batched)
+
+
+def test_shared_prefix_generation_equals_whole_prompts_one_at_a_time(base_dir, tokenizer):
+    from sqltune.models import encode_prompt, load_model
+
+    model = load_model(base_dir).eval()
+    schemas = [_record(7)["schema"], _record(3)["schema"]]
+    questions = ["How many singers?", "Name every teacher older than 30 and their department.", "Count cities."]
+    prompts = [encode_prompt(tokenizer, f"{s}\nQuestion: {q}", "alpaca") for s in schemas for q in questions]
+    assert common_prefix_length(prompts[:3]) > 30 and len({len(p) for p in prompts[:3]}) == 3
+    shared, _ = generate_hf(model, tokenizer, prompts, batch_size=3, max_new_tokens=16)
+    whole, _ = generate_hf(model, tokenizer, prompts, batch_size=1, max_new_tokens=16, share_prefixes=False)
+    assert [g.text for g in shared] == [g.text for g in whole]
+    assert [g.new_tokens for g in shared] == [g.new_tokens for g in whole]
+    assert all(g.new_tokens > 0 for g in shared)
 
 
 def test_prediction_files_are_what_the_evaluator_reads(tmp_path):
