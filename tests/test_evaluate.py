@@ -14,6 +14,7 @@ import pytest
 from sqltune.errors import SqltuneError
 from sqltune.evaluate.evaluator import evaluate
 from sqltune.evaluate.execution import remove_distinct, results_match
+from sqltune.evaluate.values import plug_gold_values
 
 PREDICTION_FILES = [
     "codex_few_shot_dinsqlrepo",
@@ -187,6 +188,22 @@ def test_count_mismatch_and_misordered_predictions_are_clear_errors(tiny):
     with pytest.raises(SqltuneError, match="record 0 is for database 'other'"):
         evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "out")
     assert not (tiny / "out").exists()
+
+
+def test_plug_value_fills_prediction_literals_with_gold_values_only_when_asked(tiny):
+    assert plug_gold_values("SELECT name FROM singer WHERE singer_id = 7 AND name != 's1'", "SELECT x WHERE a = 3") == [
+        "SELECT x WHERE a = 's1'",
+        "SELECT x WHERE a = 7",
+    ]
+    assert plug_gold_values("SELECT T1.name FROM singer AS T1", "SELECT col2 FROM t WHERE a = 1") == []
+    assert len(plug_gold_values("SELECT 1, 2, 3", "SELECT 4, 5, 6", limit=10)) == 10
+    gold = _gold(tiny, ["SELECT name FROM singer WHERE singer_id = 7", "SELECT name FROM singer WHERE name = 's3'"])
+    preds = tiny / "preds.txt"
+    preds.write_text("SELECT name FROM singer WHERE singer_id = 8\nSELECT name FROM singer WHERE singer_id = 4\n")
+    strict = evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "strict", workers=1)
+    lenient = evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "plug", workers=1, plug_value=True)
+    # The wrong value (8) is forgiven with gold's 7; the second has no gold number to plug: still wrong.
+    assert (strict["ex"]["all"], lenient["ex"]["all"]) == (0.0, 0.5)
 
 
 def test_bird_uses_row_set_equality(tiny):

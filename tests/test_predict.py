@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -129,7 +130,7 @@ def test_prefix_batches_keep_one_schema_per_batch_and_pool_the_rest():
     assert sorted(len(b) for b in batches) == [2, 2, 3, 4]  # A evenly split, not 4 + 1
     assert all(any(set(batch) <= group for group in groups) for batch in batches)
     assert [len(prompts[b[0]]) for b in batches] == sorted((len(prompts[b[0]]) for b in batches), reverse=True)
-    assert all(len(prompts[a]) >= len(prompts[b]) for batch in batches for a, b in zip(batch, batch[1:]))
+    assert all(len(prompts[a]) >= len(prompts[b]) for batch in batches for a, b in itertools.pairwise(batch))
     assert common_prefix_length([prompts[i] for i in batches[0]]) >= 40
     with pytest.raises(ValueError):
         prefix_batches(prompts, batch_size=0)
