@@ -187,6 +187,28 @@ def test_promotion_needs_a_better_ex_and_rollback_walks_back(bucket, adapter, tm
     assert listed["v4"].ex_all == 0.60 and all(info.complete for info in listed.values())
 
 
+@pytest.mark.parametrize("first_on_channel", [True, False])
+def test_concurrent_promotions_never_overwrite_each_other(bucket, adapter, tmp_path, first_on_channel) -> None:
+    """Two promoters read the same channel state; the second to write loses with a clear error, not silently."""
+    for version, ex in (("v1", 0.50), ("v2", 0.60), ("v3", 0.70)):
+        publish(adapter, make_eval(tmp_path, ex), bucket, "p", "m", version=version)
+    ours, theirs = Registry(bucket, "p", "m"), Registry(bucket, "p", "m")
+    if not first_on_channel:
+        ours.promote("v1", "production")
+    read_pointer = ours.pointer
+
+    def pointer_then_lose_the_race(channel: str):
+        seen = read_pointer(channel)
+        theirs.promote("v3", channel)  # lands between our read and our conditional write
+        return seen
+
+    ours.pointer = pointer_then_lose_the_race
+    with pytest.raises(SqltuneError, match="changed while promoting v2; run the promotion again"):
+        ours.promote("v2", "production")
+    assert theirs.channels() == {"production": "v3"}
+    assert [e["version"] for e in theirs.history("production")] == ([] if first_on_channel else ["v1"]) + ["v3"]
+
+
 def test_wrong_credentials_and_missing_bucket_are_clear_errors(
     s3_server, bucket, adapter, tmp_path, monkeypatch
 ) -> None:
