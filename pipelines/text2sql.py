@@ -14,6 +14,7 @@ from components.predict import predict
 from components.preprocess import preprocess
 from components.publish import publish
 from components.train import train
+from sqltune.preprocess.schema_text import DEFAULT_STYLE
 
 PIPELINE_NAME = "sqltune-text2sql"
 HOUR = 3600
@@ -60,7 +61,7 @@ def _on_gpu(
 def text2sql(
     dataset: str = "spider",
     source_uri: str = "s3://sqltune-data/spider",
-    schema_style: str = "dbgpt",
+    schema_style: str = DEFAULT_STYLE,
     prompt_template: str = "alpaca",
     train_limit: int = 0,
     eval_limit: int = 0,

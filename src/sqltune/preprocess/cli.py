@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from sqltune.preprocess.prompt import PromptTemplate
+from sqltune.preprocess.schema_text import DEFAULT_STYLE
 
 
 class Dataset(str, Enum):
@@ -33,7 +34,7 @@ def preprocess(
     dataset: Dataset = typer.Option(..., help="Dataset layout of the source."),
     source: str = typer.Option(..., help="Dataset directory or s3:// prefix."),
     split: Split = typer.Option(..., help="Which split to preprocess."),
-    schema_style: SchemaStyle = typer.Option(SchemaStyle.dbgpt, help="How the schema is written into the prompt."),
+    schema_style: SchemaStyle = typer.Option(DEFAULT_STYLE, help="How the schema is written into the prompt."),
     out: Path = typer.Option(..., help="Output artifact directory (records.jsonl + manifest.json)."),
     databases_out: Path = typer.Option(None, help="Also write the SQLite databases the split needs here."),
     template: PromptTemplate = typer.Option(PromptTemplate.alpaca, help="Prompt template."),

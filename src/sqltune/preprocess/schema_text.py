@@ -6,7 +6,9 @@ over-long schema by dropping whole lines from the end:
 - `dbgpt`: DB-GPT-Hub's natural-language text (lower-cased names, one line per table ending in its
   primary key, one line per foreign key), except that a composite primary key is stated only for the
   table that owns it (DB-GPT-Hub repeats it, emptied, under every table).
-- `ddl`: one `CREATE TABLE` statement per line, with types, primary and foreign keys.
+- `ddl` (the default): one `CREATE TABLE` statement per line, with types, primary and foreign keys. It
+  beat `dbgpt` in this project's accuracy benchmark (benchmarks/results/accuracy-cpu-smollm2-135m.md)
+  and agrees with published prompt studies (DAIL-SQL's code representation, Rajkumar et al. 2022).
 - `rich`: one line per table with column types and a few distinct sample values read from the SQLite
   file, then the foreign keys on lines of their own (sample values help models pick literals).
 """
@@ -25,6 +27,7 @@ from sqltune.sql.schema import DatabaseSchema
 log = get_logger(__name__)
 
 STYLES = ("dbgpt", "ddl", "rich")
+DEFAULT_STYLE = "ddl"
 SAMPLE_VALUES = 3
 _MAX_VALUE_CHARS = 40
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
