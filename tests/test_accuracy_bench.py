@@ -77,7 +77,7 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
         assert run["predict"]["prompts"] == 8
     assert result["runs"]["qlora"]["train"]["steps"] == 2
     markdown = (tmp_path / "results" / "accuracy-smoke.md").read_text()
-    assert "| qlora | qlora | dbgpt |" in markdown and "--train-size 16" in markdown
+    assert "| qlora | qlora | ddl |" in markdown and "--train-size 16" in markdown
     assert result["versions"]["torch"] and result["versions"]["peft"]
 
     # A rerun of the same command reuses every finished step: the adapters are not trained again.
