@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from sqltune.preprocess.prompt import PromptTemplate
-from sqltune.preprocess.schema_text import DEFAULT_STYLE
+from sqltune.preprocess.schema_text import DEFAULT_STYLE, SchemaStyle
 
 
 class Dataset(str, Enum):
@@ -22,12 +22,6 @@ class Dataset(str, Enum):
 class Split(str, Enum):
     train = "train"
     dev = "dev"
-
-
-class SchemaStyle(str, Enum):
-    dbgpt = "dbgpt"
-    ddl = "ddl"
-    rich = "rich"
 
 
 def preprocess(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from contextlib import closing
+from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,8 +27,17 @@ from sqltune.sql.schema import DatabaseSchema
 
 log = get_logger(__name__)
 
-STYLES = ("dbgpt", "ddl", "rich")
-DEFAULT_STYLE = "ddl"
+
+class SchemaStyle(str, Enum):
+    """The schema styles (also the CLI choice type of `sqltune preprocess`)."""
+
+    dbgpt = "dbgpt"
+    ddl = "ddl"
+    rich = "rich"
+
+
+STYLES = tuple(s.value for s in SchemaStyle)
+DEFAULT_STYLE = SchemaStyle.ddl.value
 SAMPLE_VALUES = 3
 _MAX_VALUE_CHARS = 40
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
