@@ -1,9 +1,12 @@
 import json
+import os
+import stat
 
 import pytest
 
 from sqltune.artifacts import (
     artifact_dir,
+    atomic_write_json,
     read_jsonl,
     read_manifest,
     sha256_file,
@@ -57,3 +60,67 @@ def test_jsonl_round_trip_and_malformed_line_names_file_and_line(tmp_path):
     path.write_text(json.dumps({"a": 1}) + "\n{broken\n")
     with pytest.raises(SqltuneError, match=r"r\.jsonl:2"):
         read_jsonl(path)
+
+
+def test_lineage_names_inputs_by_content_never_by_path(tmp_path):
+    with artifact_dir(tmp_path / "records", "records") as d:
+        (d / "records.jsonl").write_text("{}\n")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("gold")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "a.sqlite").write_bytes(b"db")
+    inputs = {
+        "artifact": tmp_path / "records",
+        "inside": tmp_path / "records" / "records.jsonl",
+        "file": plain,
+        "folder": tmp_path / "folder",
+        "remote": "s3://bucket/data",
+    }
+    with artifact_dir(tmp_path / "out", "evaluation", inputs=inputs):
+        pass
+    recorded = read_manifest(tmp_path / "out")["inputs"]
+    by_manifest = "sha256:" + sha256_file(tmp_path / "records" / "manifest.json")
+    assert recorded["artifact"] == recorded["inside"] == by_manifest
+    assert recorded["file"] == "sha256:" + sha256_file(plain)
+    assert recorded["folder"].startswith("tree-sha256:")
+    assert recorded["remote"] == "s3://bucket/data"
+    assert not any(str(tmp_path) in value for value in recorded.values())
+
+
+def test_artifact_files_and_directories_are_group_readable(tmp_path):
+    """mkstemp/mkdtemp make 0600/0700; KFP steps of one run may be different users of one group."""
+    old = os.umask(0o022)
+    try:
+        with artifact_dir(tmp_path / "out", "records") as d:
+            atomic_write_json(d / "metrics.json", {"a": 1})
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "metrics.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((out / "manifest.json").stat().st_mode) == 0o644
+
+
+def test_only_sqltune_artifacts_are_replaced_without_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"something": "else"}')  # somebody's manifest, not ours
+    with pytest.raises(SqltuneError, match="not an sqltune artifact"), artifact_dir(out, "records"):
+        pass
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]
+    with artifact_dir(out, "records", overwrite=True) as d:
+        (d / "new.txt").write_text("v2")
+    with artifact_dir(out, "records") as d:  # now ours: replaced without asking
+        (d / "v3.txt").write_text("v3")
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "v3.txt"]
+
+
+def test_an_input_inside_the_output_is_refused_even_with_overwrite(tmp_path):
+    with artifact_dir(tmp_path / "out", "records") as d:
+        (d / "records.jsonl").write_text("{}\n")
+    with (
+        pytest.raises(SqltuneError, match=r"--out .*out overlaps the input .*records\.jsonl"),
+        artifact_dir(tmp_path / "out", "evaluation", inputs={"gold": tmp_path / "out/records.jsonl"}, overwrite=True),
+    ):
+        pass
+    verify_artifact(tmp_path / "out")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sqltune.artifacts import read_jsonl, verify_artifact
+from sqltune.artifacts import read_jsonl, sha256_file, verify_artifact
 from sqltune.pipeline.local import run_local, summary_table
 from sqltune.preprocess.sample import write_sample_dataset
 from sqltune.publish.registry import Registry
@@ -84,6 +84,24 @@ def test_whole_pipeline_publishes_a_verified_adapter(tmp_path, sample_source, s3
         assert published["files"][name]["sha256"] == adapter_manifest["files"][name]["sha256"]
     pulled = registry.pull(version, tmp_path / "pulled")
     assert (pulled / "README.md").is_file()
+    _follow_lineage_to_the_dataset(published, run.run_dir, sample_source)
+
+
+def _follow_lineage_to_the_dataset(published: dict, run_dir, source) -> None:
+    """From the published version, every input is found by the sha256 of its manifest, down to the raw files."""
+    by_sha = {"sha256:" + sha256_file(m): json.loads(m.read_text()) for m in run_dir.rglob("manifest.json")}
+    reached, todo = [], [published]
+    while todo:
+        manifest = todo.pop()
+        reached.append(manifest["kind"])
+        for name, fingerprint in manifest["inputs"].items():
+            assert fingerprint.startswith("sha256:"), (manifest["kind"], name, fingerprint)
+            if fingerprint in by_sha:
+                todo.append(by_sha[fingerprint])
+            else:  # a raw dataset file: named by its own bytes
+                assert fingerprint in {"sha256:" + sha256_file(f) for f in source.glob("*.json")}, (name, fingerprint)
+    assert {"adapter", "evaluation", "predictions", "records", "databases"} <= set(reached)
+    assert reached.count("records") >= 3  # train data (via the adapter), eval data (via predictions and evaluation)
 
 
 def test_publish_gate_skips_publishing_below_min_ex(tmp_path, sample_source, s3_env):

@@ -203,3 +203,66 @@ def test_failure_keeps_the_previous_artifact(sample, source, tmp_path):
         run_preprocess("spider", source, "dev", "dbgpt", out)
     assert (out / "records.jsonl").read_bytes() == before
     verify_artifact(out)
+
+
+def test_an_output_inside_the_source_is_refused_and_the_source_kept(source, tmp_path):
+    """`--databases-out <source>/database` used to delete the source databases."""
+    before = sorted(p.relative_to(source) for p in source.rglob("*"))
+    for kwargs in ({"databases_out": source / "database"}, {"out": source / "records"}):
+        arguments = {"out": tmp_path / "out", **kwargs}
+        with pytest.raises(SqltuneError, match=r"overlaps the input .*source"):
+            run_preprocess("spider", source, "dev", "ddl", **arguments)
+        assert sorted(p.relative_to(source) for p in source.rglob("*")) == before
+    with pytest.raises(SqltuneError, match=r"--out .* overlaps the input"):
+        run_preprocess("spider", source, "dev", "ddl", out=tmp_path, overwrite=True)  # the source is inside
+    assert sorted(p.relative_to(source) for p in source.rglob("*")) == before
+
+
+def test_an_existing_user_directory_is_replaced_only_with_overwrite(source, tmp_path):
+    out, dbs = tmp_path / "results", tmp_path / "dbs"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    done = _sqltune("preprocess", "--dataset", "spider", "--source", str(source), "--split", "dev", "--out", str(out))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "is not an sqltune artifact" in done.stderr and "--overwrite" in done.stderr
+    assert (out / "notes.txt").read_text() == "mine"
+    run_preprocess("spider", source, "dev", "ddl", out, databases_out=dbs, overwrite=True)
+    assert not (out / "notes.txt").exists()
+    run_preprocess("spider", source, "dev", "dbgpt", out, databases_out=dbs)  # sqltune's own artifacts: replaced
+    assert read_manifest(out)["parameters"]["schema_style"] == "dbgpt"
+
+
+def test_an_output_under_a_file_or_a_read_only_place_is_a_clear_error(source, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SqltuneError, match=r"cannot create directory .*file"):
+        run_preprocess("spider", source, "dev", "ddl", tmp_path / "file" / "out")
+    with pytest.raises(SqltuneError, match=r"--out .*file exists and is not a directory"):
+        run_preprocess("spider", source, "dev", "ddl", tmp_path / "file")
+    with pytest.raises(SqltuneError, match=r"cannot create directory /sys/sqltune-test"):
+        run_preprocess("spider", source, "dev", "ddl", Path("/sys/sqltune-test/out"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("SQL", None, r"entry 1: 'SQL' must be a string, not null"),
+        ("evidence", {"hint": "x"}, r"entry 1: 'evidence' must be a string, not dict"),
+        ("question", 42, r"entry 1: 'question' must be a string, not int"),
+    ],
+)
+def test_bird_fields_of_the_wrong_type_name_the_entry(source, tmp_path, field, value, message):
+    entries = [
+        {
+            "question_id": i,
+            "db_id": "shop",
+            "question": "How many?",
+            "SQL": "SELECT 1",
+            "evidence": "",
+            "difficulty": "x",
+        }
+        for i in range(3)
+    ]
+    entries[1][field] = value
+    (source / "dev.json").write_text(json.dumps(entries))
+    shutil.copy(source / "tables.json", source / "dev_tables.json")
+    _fails(message, "bird", source, "dev", "ddl", out=tmp_path / "out")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sqltune.artifacts import read_jsonl
+from sqltune.artifacts import read_jsonl, read_manifest
+from sqltune.errors import SqltuneError
 from sqltune.preprocess.run import run_preprocess
 from sqltune.preprocess.sample import write_sample_dataset
 from sqltune.sql.hardness import classify_hardness
@@ -33,9 +34,12 @@ def _split(root: Path, name: str) -> list[dict[str, str]]:
 
 
 def test_output_is_byte_identical_on_every_run(sample, tmp_path):
+    """Every data file is identical run to run; the manifest (which has a timestamp) lists the same checksums."""
     write_sample_dataset(tmp_path / "again")
-    files = _files(sample)
-    assert files == _files(tmp_path / "again")
+    files, again = _files(sample), _files(tmp_path / "again")
+    assert read_manifest(sample)["files"] == read_manifest(tmp_path / "again")["files"]
+    del files["manifest.json"], again["manifest.json"]
+    assert files == again
     assert sorted(files) == [
         "database/library/library.sqlite",
         "database/school/school.sqlite",
@@ -50,10 +54,22 @@ def test_output_is_byte_identical_on_every_run(sample, tmp_path):
 
 def test_rewriting_replaces_the_previous_dataset_whole(sample, tmp_path):
     out = tmp_path / "data"
-    out.mkdir()
+    write_sample_dataset(out)
     (out / "stale.json").write_text("[]")
     write_sample_dataset(out)
-    assert _files(out) == _files(sample)
+    assert not (out / "stale.json").exists()
+    assert read_manifest(out)["files"] == read_manifest(sample)["files"]
+
+
+def test_a_directory_sqltune_did_not_write_is_kept_unless_overwrite(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(SqltuneError, match=r"--out .*mine is not empty and is not an sqltune artifact.*--overwrite"):
+        write_sample_dataset(mine)
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    write_sample_dataset(mine, overwrite=True)
+    assert not (mine / "thesis.tex").exists() and (mine / "dev.json").is_file()
 
 
 def test_every_gold_query_runs_and_returns_rows(sample):

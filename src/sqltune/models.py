@@ -12,13 +12,13 @@ the token budget that trims the schema is counted the same way in both steps.
 
 from __future__ import annotations
 
+import fcntl
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sqltune.artifacts import atomic_dir
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
 from sqltune.preprocess.prompt import TEMPLATES, Messages, render
@@ -90,22 +90,17 @@ def _hub_download(repo: str) -> Path:
 
 
 def _cached(name: str, build: Callable[[str, Path], None]) -> Path:
-    """`cache_root()/models/<name>-<version>`, built once in a temp sibling and renamed into place."""
+    """`cache_root()/models/<name>-<version>`, built once (under a lock: one process builds, others wait)."""
     dest = cache_root() / "models" / f"{name}-{_CACHE_VERSION}"
     if (dest / "config.json").is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        log.info("building base model %s into %s (once)", name, dest)
-        build(name, tmp)
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not (dest / "config.json").is_file():  # another process finished first: use its copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (dest / "config.json").is_file():
+            log.info("building base model %s into %s (once)", name, dest)
+            with atomic_dir(dest, overwrite=True) as tmp:  # our own cache: an unfinished copy is replaced
+                build(name, tmp)
     return dest
 
 

@@ -14,9 +14,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from sqltune import __version__
+from sqltune.artifacts import atomic_write_bytes
 from sqltune.errors import SqltuneError
 from sqltune.pipeline.spec import DEFAULT_PIPELINE_FILE
 
@@ -55,8 +57,8 @@ def write_pipeline_manifests(
         if not path.is_file():
             raise SqltuneError(f"{path} not found: {fix}")
     out = Path(out) if out else repo / MANIFEST_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    scratch = Path(tempfile.mkdtemp(prefix="sqltune-manifests-"))
+    tmp = scratch / out.name
     env = {k: v for k, v in os.environ.items() if not k.startswith("SQLTUNE_IMAGE_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     command = [
@@ -71,9 +73,9 @@ def write_pipeline_manifests(
         result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
         if result.returncode != 0 or not tmp.is_file():
             raise SqltuneError(f"kfp dsl compile failed for {source}:\n{result.stderr.strip()[-2000:]}")
-        os.replace(tmp, out)
+        atomic_write_bytes(out, tmp.read_bytes())
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return out
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from sqltune.artifacts import OVERWRITE_HELP
+
 
 def evaluate_command(
     gold: Path = typer.Option(..., help="Gold: preprocess records (.jsonl), dev.json, or a `SQL<TAB>db_id` file."),
@@ -22,6 +24,7 @@ def evaluate_command(
     timeout: float = typer.Option(30.0, help="Per-query time limit in seconds, enforced inside SQLite."),
     max_rows: int = typer.Option(100_000, help="Results with more rows count as errors."),
     workers: int = typer.Option(0, help="Worker processes (0: one per CPU)."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Score predictions: execution accuracy and exact match per hardness, written as an artifact."""
     from sqltune.evaluate.evaluator import evaluate
@@ -40,5 +43,6 @@ def evaluate_command(
         timeout_s=timeout,
         max_rows=max_rows,
         workers=workers or None,
+        overwrite=overwrite,
     )
     typer.echo(json.dumps({k: metrics[k] for k in ("ex", "em", "skipped")}, indent=2))

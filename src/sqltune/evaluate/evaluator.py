@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqltune.artifacts import artifact_dir, atomic_write_json, write_jsonl
+from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.evaluate.exact_match import PARTIAL_TYPES, aggregate_partial, exact_match, parse_normalized
 from sqltune.evaluate.execution import Executor, Limits, QueryError, db_files_for, execution_match, time_query
@@ -189,6 +189,7 @@ def evaluate(
     max_rows: int = 100_000,
     workers: int | None = None,
     cache: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate `predictions` against `gold`; writes an `evaluation` artifact to `out` and returns its metrics.
 
@@ -205,6 +206,9 @@ def evaluate(
     if bird and etype != "exec":
         etype = "exec"  # BIRD has no exact-match metric
     options = Options(etype, bird, keep_distinct, plug_value, ves_repeats, Limits(timeout_s, max_rows), cache)
+    inputs = {"gold": gold, "predictions": predictions, "db_dir": db_dir, "tables": tables}
+    inputs = {name: path for name, path in inputs.items() if path is not None}
+    check_output(out, inputs=inputs.values(), overwrite=overwrite)
     questions = load_gold(gold)
     preds = load_predictions(predictions, questions)
     db_path = _existing_dir(db_dir, "database directory") if etype != "match" else None
@@ -227,8 +231,9 @@ def evaluate(
     rows = _run(tasks, (schemas, db_path, options), workers)
     metrics = summarize(rows, options)
     parameters = {k: v for k, v in asdict(options).items() if k != "cache"}
-    inputs = {"gold": gold, "predictions": predictions, **({"db_dir": db_dir} if db_dir else {})}
-    with artifact_dir(out, "evaluation", parameters=parameters, inputs=inputs, extra={"metrics": metrics}) as tmp:
+    with artifact_dir(
+        out, "evaluation", parameters=parameters, inputs=inputs, extra={"metrics": metrics}, overwrite=overwrite
+    ) as tmp:
         atomic_write_json(tmp / "metrics.json", metrics)
         write_jsonl(tmp / "results.jsonl", ({k: v for k, v in r.items() if k != "partial"} for r in rows))
         from sqltune.evaluate.report import write_reports

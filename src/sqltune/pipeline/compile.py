@@ -8,7 +8,6 @@ key-sorted, so the header defaults are rewritten from it.
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from sqltune.artifacts import atomic_write_bytes
 from sqltune.errors import SqltuneError
 
 
@@ -32,14 +32,11 @@ def compile_pipeline(repo: str | Path = ".", out: str | Path | None = None) -> P
     finally:
         sys.path.remove(str(repo))
     out = Path(out) if out else repo / "pipelines" / "text2sql.yaml"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".yaml", dir=out.parent)
-    os.close(fd)
-    try:
-        compiler.Compiler().compile(module.text2sql, tmp)
-        _stabilize_header(Path(tmp))
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sqltune-compile-") as scratch:
+        compiled = Path(scratch) / out.name
+        compiler.Compiler().compile(module.text2sql, str(compiled))
+        _stabilize_header(compiled)
+        atomic_write_bytes(out, compiled.read_bytes())
     return out
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from sqltune.artifacts import OVERWRITE_HELP
 from sqltune.preprocess.prompt import PromptTemplate
 
 
@@ -31,6 +32,7 @@ def predict(
     quantize_4bit: bool = typer.Option(False, help="Load the base in 4-bit NF4; the adapter then stays unmerged."),
     base_name_check: bool = typer.Option(True, help="Require the adapter to name this base model."),
     endpoint_url: str = typer.Option(None, help="S3 endpoint for s3:// inputs (default: AWS_ENDPOINT_URL)."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Generate one SQL query per eval record, greedily and in batches, and write the predictions artifact."""
     from sqltune.predict import predict as run_predict
@@ -49,5 +51,6 @@ def predict(
         quantize_4bit=quantize_4bit,
         base_name_check=base_name_check,
         endpoint_url=endpoint_url,
+        overwrite=overwrite,
     )
     typer.echo(json.dumps(metrics, indent=2))

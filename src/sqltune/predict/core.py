@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqltune.artifacts import MANIFEST, artifact_dir, atomic_write_json, read_jsonl, write_jsonl
+from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, read_jsonl, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
 from sqltune.predict.adapter import Adapter, check_base_name, check_shapes, read_adapter
@@ -176,6 +176,7 @@ def predict(
     quantize_4bit: bool = False,
     base_name_check: bool = True,
     endpoint_url: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Predict one SQL query per record into the artifact directory `out`; returns predict_metrics."""
     from sqltune.models import load_tokenizer, resolve_base_model
@@ -184,6 +185,7 @@ def predict(
         raise SqltuneError(
             f"batch_size, max_new_tokens and limit must be >= 1 (got {batch_size}, {max_new_tokens}, {limit})"
         )
+    check_output(out, inputs=[data, adapter], overwrite=overwrite)
     chosen = choose_backend(backend)
     records = load_records(data, limit)
     lora = read_adapter(localize(adapter, "adapter", endpoint_url)) if adapter else None
@@ -243,8 +245,10 @@ def predict(
         "max_seq_len": context_len,
         "quantize_4bit": quantize_4bit,
     }
-    inputs = {"data": _artifact_root(data), **({"adapter": lora.path} if lora else {})}
-    with artifact_dir(out, "predictions", parameters=parameters, inputs=inputs, extra={"metrics": metrics}) as tmp:
+    inputs = {"data": data, **({"adapter": lora.path} if lora else {})}
+    with artifact_dir(
+        out, "predictions", parameters=parameters, inputs=inputs, extra={"metrics": metrics}, overwrite=overwrite
+    ) as tmp:
         write_jsonl(tmp / PREDICTIONS, rows)
         (tmp / PREDICTIONS_TXT).write_text("".join(row["sql"] + "\n" for row in rows), encoding="utf-8")
         atomic_write_json(tmp / METRICS, metrics)
@@ -258,12 +262,6 @@ def predict(
         metrics["no_sql_outputs"],
     )
     return metrics
-
-
-def _artifact_root(data: str | Path) -> str | Path:
-    """Lineage names the preprocess artifact (its manifest) when the records file sits inside one."""
-    path = Path(data)
-    return path.parent if not path.is_dir() and (path.parent / MANIFEST).is_file() else data
 
 
 def _metrics(rows: Sequence[dict[str, Any]], seconds: float, **settings: Any) -> dict[str, Any]:

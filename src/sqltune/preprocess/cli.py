@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from sqltune.artifacts import OVERWRITE_HELP
 from sqltune.preprocess.prompt import PromptTemplate
 from sqltune.preprocess.schema_text import DEFAULT_STYLE, SchemaStyle
 
@@ -34,6 +35,7 @@ def preprocess(
     template: PromptTemplate = typer.Option(PromptTemplate.alpaca, help="Prompt template."),
     limit: int = typer.Option(None, min=1, help="Only the first N questions."),
     endpoint_url: str = typer.Option(None, help="S3 endpoint for s3:// sources (default: AWS_ENDPOINT_URL)."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Turn a Spider/BIRD/CoSQL/SParC split into instruction records with the schema spelled out."""
     from sqltune.preprocess.run import run_preprocess
@@ -48,14 +50,16 @@ def preprocess(
         databases_out=databases_out,
         limit=limit,
         endpoint_url=endpoint_url,
+        overwrite=overwrite,
     )
     typer.echo(json.dumps(summary, indent=2))
 
 
 def sample_data(
     out: Path = typer.Option(..., help="Directory to write the sample dataset to (Spider layout)."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Generate the small, deterministic sample dataset (Spider layout) used by the demo and tests."""
     from sqltune.preprocess.sample import write_sample_dataset
 
-    typer.echo(json.dumps(write_sample_dataset(out), indent=2))
+    typer.echo(json.dumps(write_sample_dataset(out, overwrite=overwrite), indent=2))

@@ -65,11 +65,28 @@ def _entries(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-def _field(entry: dict[str, Any], names: Sequence[str], path: Path, index: int) -> Any:
+_JSON_TYPE = {str: "a string", list: "a list", int: "an integer"}
+
+
+def _check_type(value: Any, expected: type, name: str, path: Path, index: int) -> Any:
+    if not isinstance(value, expected) or isinstance(value, bool):
+        found = "null" if value is None else type(value).__name__
+        raise SqltuneError(f"{path}: entry {index}: {name!r} must be {_JSON_TYPE[expected]}, not {found}")
+    return value
+
+
+def _field(entry: dict[str, Any], names: Sequence[str], path: Path, index: int, expected: type = str) -> Any:
+    """A required field under one of `names`, of the `expected` JSON type (a null SQL is an error, not "None")."""
     for name in names:
         if name in entry:
-            return entry[name]
+            return _check_type(entry[name], expected, name, path, index)
     raise SqltuneError(f"{path}: entry {index} has no {' or '.join(repr(n) for n in names)} field")
+
+
+def _optional_text(entry: dict[str, Any], name: str, path: Path, index: int) -> str | None:
+    """An optional string field: missing, null or empty is None; any other type is an error."""
+    value = entry.get(name)
+    return _check_type(value, str, name, path, index) or None if value is not None else None
 
 
 def read_spider(root: Path, split: str) -> Layout:
@@ -104,8 +121,8 @@ def read_bird(root: Path, split: str) -> Layout:
                 db_id=_field(entry, ["db_id"], path, index),
                 question=_field(entry, ["question"], path, index),
                 sql=_field(entry, ["SQL", "query"], path, index),
-                evidence=entry.get("evidence") or None,
-                difficulty=entry.get("difficulty"),
+                evidence=_optional_text(entry, "evidence", path, index),
+                difficulty=_optional_text(entry, "difficulty", path, index),
             )
         )
     return Layout((path,), root / f"{split}_tables.json", root / f"{split}_databases", examples)
@@ -121,7 +138,9 @@ def read_multiturn(root: Path, split: str, dataset: str) -> Layout:
     for index, entry in enumerate(_entries(path)):
         db_id = _field(entry, ["database_id", "db_id"], path, index)
         history: list[str] = []
-        for turn, interaction in enumerate(_field(entry, ["interaction"], path, index)):
+        for turn, interaction in enumerate(_field(entry, ["interaction"], path, index, list)):
+            if not isinstance(interaction, dict):
+                raise SqltuneError(f"{path}: entry {index}: turn {turn} of 'interaction' must be an object")
             question = _field(interaction, ["utterance"], path, index)
             examples.append(
                 Example(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqltune.artifacts import artifact_dir, atomic_write_json, write_jsonl
+from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
 from sqltune.preprocess.prompt import TEMPLATES, build_prompt
@@ -104,14 +104,34 @@ def build_records(
     return records
 
 
+def _lineage(layout: Layout) -> dict[str, Path]:
+    """The files a split is read from, recorded by content in both artifacts' manifests."""
+    files = {f"questions_{i}" if i else "questions": path for i, path in enumerate(layout.question_files)}
+    return {**files, "tables": layout.tables_file}
+
+
 def write_databases(
-    out: str | os.PathLike[str], layout: Layout, db_ids: list[str], missing: list[str], parameters: dict[str, Any]
+    out: str | os.PathLike[str],
+    layout: Layout,
+    db_ids: list[str],
+    missing: list[str],
+    parameters: dict[str, Any],
+    *,
+    overwrite: bool = False,
 ) -> None:
     """The databases artifact, Spider layout: `tables.json` (the split's entries), `database/<db>/<db>.sqlite`."""
     wanted = set(db_ids)
     entries = [entry for entry in read_json(layout.tables_file) if entry.get("db_id") in wanted]
     extra = {"databases": db_ids, "missing_databases": missing}
-    with artifact_dir(out, "databases", parameters=parameters, extra=extra) as tmp:
+    with artifact_dir(
+        out,
+        "databases",
+        parameters=parameters,
+        inputs=_lineage(layout),
+        extra=extra,
+        overwrite=overwrite,
+        option="--databases-out",
+    ) as tmp:
         atomic_write_json(tmp / "tables.json", entries)
         for db_id in progress(db_ids, desc="databases", unit="db"):
             if db_id not in missing:
@@ -131,18 +151,24 @@ def run_preprocess(
     databases_out: str | os.PathLike[str] | None = None,
     limit: int | None = None,
     endpoint_url: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Preprocess one split of a dataset into `out/records.jsonl` (+ manifest); returns the manifest's summary.
 
     `source` is a local directory or an s3:// prefix in the dataset's layout. With `databases_out`, the
     SQLite files the split needs are copied there too. Both artifacts appear only when everything worked.
     Databases whose SQLite file is missing are logged and listed in the manifests, not an error: their
-    records still serve exact-match evaluation.
+    records still serve exact-match evaluation. An existing output is replaced only when it is an sqltune
+    artifact or `overwrite` is set; an output inside the source (or the other output) is refused.
     """
     _check_parameters(schema_style, template, limit)
-    if databases_out and Path(databases_out).resolve() == Path(out).resolve():
-        raise SqltuneError(f"--out and --databases-out must be different directories, both are {out}")
     root = localize(source, what=f"{dataset} source", endpoint_url=endpoint_url)
+    check_output(out, inputs=[root], overwrite=overwrite)
+    if databases_out:
+        check_output(databases_out, inputs=[root], overwrite=overwrite, option="--databases-out")
+        out_path, db_path = Path(out).resolve(), Path(databases_out).resolve()
+        if out_path == db_path or out_path in db_path.parents or db_path in out_path.parents:
+            raise SqltuneError(f"--out {out} and --databases-out {databases_out} must be different directories")
     layout = read_dataset(dataset, root, split)
     examples = layout.examples[:limit] if limit else layout.examples
     schemas = load_tables(layout.tables_file)
@@ -169,9 +195,10 @@ def run_preprocess(
         "limit": limit,
     }
     summary = {"records": len(records), label: dict(sorted(labels.items())), "missing_databases": missing}
-    with artifact_dir(out, "records", parameters=parameters, extra=summary) as tmp:
+    inputs = _lineage(layout)
+    with artifact_dir(out, "records", parameters=parameters, inputs=inputs, extra=summary, overwrite=overwrite) as tmp:
         write_jsonl(tmp / RECORDS, records)
         if databases_out:
-            write_databases(databases_out, layout, db_ids, missing, parameters)
+            write_databases(databases_out, layout, db_ids, missing, parameters, overwrite=overwrite)
     log.info("wrote %d %s %s records to %s (%s)", len(records), dataset, split, out, summary[label])
     return summary

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqltune.artifacts import artifact_dir
 
 SQL_TYPES = {"INTEGER": "number", "REAL": "number", "TEXT": "text"}
 
@@ -265,17 +265,14 @@ def _dump(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_sample_dataset(out: str | os.PathLike[str]) -> dict[str, int]:
-    """Write the sample dataset to `out` (built beside it, then renamed into place); returns split sizes.
+def write_sample_dataset(out: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, int]:
+    """Write the sample dataset to `out` as an artifact (built beside it, then renamed); returns split sizes.
 
     Layout: `tables.json`, `train_spider.json`, `dev.json`, `train_gold.sql`, `dev_gold.sql`,
-    `database/<db_id>/<db_id>.sqlite`.
+    `database/<db_id>/<db_id>.sqlite`, and the manifest that lets a rerun replace it.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        splits: dict[str, list[dict[str, str]]] = {"train": [], "dev": []}
+    splits: dict[str, list[dict[str, str]]] = {"train": [], "dev": []}
+    with artifact_dir(out, "sample-dataset", overwrite=overwrite) as tmp:
         for d in DOMAINS:
             (tmp / "database" / d.db_id).mkdir(parents=True)
             build_database(d, tmp / "database" / d.db_id / f"{d.db_id}.sqlite")
@@ -286,9 +283,4 @@ def write_sample_dataset(out: str | os.PathLike[str]) -> dict[str, int]:
             (tmp / f"{name}.json").write_text(_dump(splits[split]), encoding="utf-8")
             gold = "".join(f"{e['query']}\t{e['db_id']}\n" for e in splits[split])
             (tmp / f"{split}_gold.sql").write_text(gold, encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {split: len(entries) for split, entries in splits.items()}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from sqltune.artifacts import OVERWRITE_HELP
 from sqltune.preprocess.prompt import PromptTemplate
 from sqltune.train.config import TrainConfig
 
@@ -29,6 +30,7 @@ def train(
     ),
     method: Method = typer.Option(_METHOD, help="lora, or qlora (4-bit NF4 base model)."),
     out: Path = typer.Option(..., help="Output adapter artifact directory."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     template: PromptTemplate = typer.Option(_TEMPLATE, help="Prompt template (predict reuses it)."),
     max_seq_len: int = typer.Option(_DEFAULT.max_seq_len, help="Tokens per example; the schema is trimmed to fit."),
     max_steps: int = typer.Option(_DEFAULT.max_steps, help="Optimizer steps; <= 0 trains for --epochs."),
@@ -80,5 +82,5 @@ def train(
         bf16=bf16,
         checkpoint_every=checkpoint_every,
     )
-    metrics = run_train(data, base_model, out, config, checkpoint_dir, endpoint_url=endpoint_url)
+    metrics = run_train(data, base_model, out, config, checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "dropped_ids"}, indent=2))

@@ -16,7 +16,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqltune.artifacts import artifact_dir, atomic_write_json, read_jsonl, write_jsonl
+from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, read_jsonl, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
 from sqltune.models import load_model, load_tokenizer, resolve_base_model
@@ -39,6 +39,7 @@ def train(
     checkpoint_dir: str | None = None,
     *,
     endpoint_url: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune `base_model` on the records in `data` and write the adapter artifact to `out`.
 
@@ -50,6 +51,7 @@ def train(
     import torch
 
     config = config or TrainConfig()
+    check_output(out, inputs=[data, checkpoint_dir], overwrite=overwrite)
     started = time.perf_counter()
     dist = _Distributed()
     model_dir = resolve_base_model(base_model, endpoint_url)
@@ -149,7 +151,7 @@ def train(
     metrics = _metrics(rows, stats, config, base_model, trainable, total_params, train_time, device, dist, resumed)
     metrics["wall_time_s"] = time.perf_counter() - started
     if dist.is_main:
-        _write_adapter(out, model, tokenizer, config, metrics, rows, data, base_model)
+        _write_adapter(out, model, tokenizer, config, metrics, rows, data, base_model, overwrite)
     dist.barrier()
     dist.close()
     return metrics
@@ -417,10 +419,13 @@ def _metrics(
 
 def _write_adapter(
     out: str | os.PathLike[str], model: Any, tokenizer: Any, config: TrainConfig, metrics: dict[str, Any],
-    rows: list[dict[str, Any]], data: str | os.PathLike[str], base_model: str,
+    rows: list[dict[str, Any]], data: str | os.PathLike[str], base_model: str, overwrite: bool,
 ) -> None:  # fmt: skip
     parameters = {"base_model": base_model, **config.to_dict()}
-    with artifact_dir(out, "adapter", parameters=parameters, inputs={"data": data}, extra={"metrics": metrics}) as tmp:
+    inputs = {"data": data}
+    with artifact_dir(
+        out, "adapter", parameters=parameters, inputs=inputs, extra={"metrics": metrics}, overwrite=overwrite
+    ) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "train_metrics.json", metrics)
