@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from sqltune.errors import SqltuneError
 from sqltune.locals3 import LocalS3, local_s3
 from sqltune.publish import Registry, publish
 from sqltune.publish import registry as registry_module
+from sqltune.uri import path_inside
 
 SMALL = {"multipart_threshold": 8 << 20, "part_size": 5 << 20}  # S3's smallest legal part size
 BASE = "hf://HuggingFaceTB/SmolLM2-135M-Instruct@0123abcd"
@@ -335,3 +337,48 @@ def test_publish_never_imports_torch(s3_server, bucket, adapter, tmp_path) -> No
     done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=os.environ.copy())
     assert done.returncode == 0, done.stderr
     assert f"s3://{bucket}/m/run-no-torch/" in done.stdout and "heavy: []" in done.stdout
+
+
+def publish_manifest(client: Any, bucket: str, version: str, files: dict[str, bytes], *, object_keys: bool) -> None:
+    """Write a version by hand, as anyone with write access to the bucket could: files (when `object_keys`, at
+    the keys pull asks for) and a manifest listing them with their true sha256 and size."""
+    entries = {}
+    for rel, body in files.items():
+        entries[rel] = {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+        if object_keys:
+            client.put_object(Bucket=bucket, Key=f"m/{version}/{rel.lstrip('/')}", Body=body)
+    manifest = {"kind": "published_adapter", "version": version, "files": entries}
+    client.put_object(Bucket=bucket, Key=f"m/{version}/manifest.json", Body=json.dumps(manifest).encode())
+
+
+@pytest.mark.parametrize("escape", ["absolute", "dotdot", "nested-dotdot"])
+def test_pull_writes_only_inside_dest(s3_server, bucket, tmp_path, escape) -> None:
+    """A manifest naming files outside the destination is refused; nothing is written there or in dest."""
+    outside = tmp_path / "outside" / "PWNED.txt"
+    rel = {"absolute": str(outside), "dotdot": "../../outside/PWNED.txt", "nested-dotdot": "a/../../../outside/x"}
+    # SeaweedFS refuses object keys with `..` (AWS S3 stores them), so only the absolute name has its object.
+    publish_manifest(s3_server.client(), bucket, "v1", {rel[escape]: b"pwned\n"}, object_keys=escape == "absolute")
+    dest = tmp_path / "work" / "dest"
+    dest.mkdir(parents=True)
+    (dest / "mine.txt").write_text("kept")
+
+    with pytest.raises(SqltuneError, match=rf"s3://{bucket}/m/v1/manifest.json: refusing to write '{rel[escape]}'"):
+        Registry(bucket, "", "m").pull("v1", dest)
+    assert not (tmp_path / "outside").exists()
+    assert [p.name for p in dest.iterdir()] == ["mine.txt"] and (dest / "mine.txt").read_text() == "kept"
+    assert [p.name for p in dest.parent.iterdir()] == ["dest"], "no temp dir left beside dest"
+
+
+@pytest.mark.parametrize("key", ["/tmp/x/PWNED.txt", "../../x", "a/../../x", "a//b", "./a", "a/.", "a/\0b", ""])
+def test_download_keys_must_stay_inside_the_root(tmp_path, key) -> None:
+    """The names `uri.download_dir` and pull take from S3 listings and manifests (AWS S3 stores any of these keys)."""
+    with pytest.raises(SqltuneError, match=r"s3://bkt/prefix: refusing to write"):
+        path_inside(tmp_path, key, "s3://bkt/prefix")
+
+
+def test_download_keys_may_not_escape_through_a_symlink(tmp_path) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(SqltuneError, match=r"'link/x': it resolves outside"):
+        path_inside(tmp_path / "root", "link/x", "s3://bkt/prefix")
+    assert path_inside(tmp_path / "root", "eval/report.md", "s3://bkt/p") == tmp_path / "root" / "eval" / "report.md"

@@ -32,7 +32,7 @@ from sqltune.publish.store import (
     read_version_manifest,
     s3_errors,
 )
-from sqltune.uri import s3_client
+from sqltune.uri import path_inside, s3_client
 
 log = get_logger(__name__)
 _TIE = 1e-9  # EX values are ratios of small integers; compare with a tolerance, not bit-exactly
@@ -150,7 +150,7 @@ class Registry:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
         try:
             for rel, entry in progress(sorted(manifest["files"].items()), desc="pull", unit="file"):
-                target = tmp / rel
+                target = path_inside(tmp, rel, self.loc.uri(version, MANIFEST))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with self.errors(f"downloading {self.loc.uri(version, rel)}"):
                     self.client.download_file(self.bucket, self.loc.version_key(version, rel), str(target))
