@@ -382,3 +382,54 @@ def test_download_keys_may_not_escape_through_a_symlink(tmp_path) -> None:
     with pytest.raises(SqltuneError, match=r"'link/x': it resolves outside"):
         path_inside(tmp_path / "root", "link/x", "s3://bkt/prefix")
     assert path_inside(tmp_path / "root", "eval/report.md", "s3://bkt/p") == tmp_path / "root" / "eval" / "report.md"
+
+
+def test_one_corrupt_manifest_or_pointer_does_not_break_the_registry(s3_server, bucket, adapter, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from sqltune.cli import app
+
+    for version, ex, channel in (("v1", 0.5, "production"), ("v2", 0.6, "production"), ("v3", 0.7, None),
+                                 ("v4", 0.4, "staging"), ("v5", 0.8, None)):  # fmt: skip
+        publish(adapter, make_eval(tmp_path, ex), bucket, "", "m", version=version, promote=channel)
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="m/v3/manifest.json", Body=b'{"version": "v3", "files": ')  # cut short
+    client.copy_object(Bucket=bucket, Key="m/v5/manifest.json", CopySource=f"{bucket}/m/v1/manifest.json")
+    client.put_object(Bucket=bucket, Key="m/channels/staging.json", Body=b"<html>proxy error</html>")
+    registry = Registry(bucket, "", "m")
+
+    listed = {info.version: info for info in registry.list_versions()}
+    assert listed["v3"].corrupt.startswith("not valid JSON") and listed["v3"].ex_all is None
+    assert listed["v5"].corrupt == "it is the manifest of version 'v1'"
+    assert [v for v, info in listed.items() if not info.corrupt] == ["v1", "v2", "v4"]
+    assert listed["v2"].channels == ("production",) and listed["v2"].ex_all == 0.6
+    assert registry.channels() == {"production": "v2"}
+    assert registry.corrupt_channels() == {
+        "staging": f"s3://{bucket}/m/channels/staging.json is corrupt: not valid JSON (Expecting value: line 1 "
+        "column 1 (char 0))"
+    }
+    common = ["--bucket", bucket, "--model-name", "m"]
+    shown = CliRunner().invoke(app, ["models", "list", *common])
+    assert shown.exit_code == 0 and "v3\tCORRUPT (not valid JSON" in shown.stdout and "v2\tcomplete" in shown.stdout
+    assert "warning: channel staging: " in shown.stderr and "is corrupt" in shown.stderr
+
+    for use in (lambda: registry.manifest("v3"), lambda: registry.pull("v3", tmp_path / "pulled"),
+                lambda: registry.promote("v3", "production", force=True)):  # fmt: skip
+        with pytest.raises(SqltuneError, match=rf"s3://{bucket}/m/v3/manifest.json is corrupt: not valid JSON"):
+            use()
+    assert registry.manifest("v2")["metrics"]["ex"]["all"] == 0.6, "the other versions still work"
+    assert not registry.promote("v1", "production").promoted and registry.resolve(channel="production") == "v2"
+
+    with pytest.raises(SqltuneError, match=r"staging.json is corrupt: .*unknown; pass force to point 'staging' at v2"):
+        registry.promote("v2", "staging")
+    with pytest.raises(SqltuneError, match=r"staging.json is corrupt"):
+        registry.resolve(channel="staging")
+    assert registry.promote("v2", "staging", force=True).promoted
+    assert registry.resolve(channel="staging") == "v2" and registry.corrupt_channels() == {}
+
+    client.put_object(Bucket=bucket, Key="m/channels/production.json", Body=b'{"version": "../v1"}')
+    with pytest.raises(SqltuneError, match=r"production.json is corrupt: no valid version .*explicit version"):
+        registry.rollback("production")
+    assert registry.rollback("production", to="v1").reason == "rollback over a corrupt pointer"
+    assert registry.channels() == {"production": "v1", "staging": "v2"}
+    assert [e["version"] for e in registry.history("production")] == ["v1", "v2", "v1"]

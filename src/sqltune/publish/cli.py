@@ -61,12 +61,18 @@ def _registry(bucket: str, prefix: str, model_name: str, endpoint_url: str | Non
 def list_versions(
     bucket: str = _BUCKET, prefix: str = _PREFIX, model_name: str = _MODEL, endpoint_url: str = _ENDPOINT
 ) -> None:
-    """Versions of a model, oldest first, with EX (all) and channels; incomplete ones are marked."""
-    for info in _registry(bucket, prefix, model_name, endpoint_url).list_versions():
+    """Versions of a model, oldest first, with EX (all) and channels; incomplete and corrupt ones are marked."""
+    registry = _registry(bucket, prefix, model_name, endpoint_url)
+    for info in registry.list_versions():
         ex = f"{info.ex_all:.4f}" if info.ex_all is not None else "-"
         state = "complete" if info.complete else "INCOMPLETE (no manifest; rerun its publish)"
+        if info.corrupt:
+            state = f"CORRUPT ({info.corrupt})"
         channels = ",".join(info.channels) or "-"
         typer.echo(f"{info.version}\t{state}\tEX={ex}\tchannels={channels}\t{info.created_at or '-'}")
+    for channel, reason in registry.corrupt_channels().items():
+        fix = "`models promote --force` or `models rollback --to` replaces it"
+        typer.echo(f"warning: channel {channel}: {reason}; {fix}", err=True)
 
 
 @models_app.command()
