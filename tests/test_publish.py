@@ -433,3 +433,28 @@ def test_one_corrupt_manifest_or_pointer_does_not_break_the_registry(s3_server, 
     assert registry.rollback("production", to="v1").reason == "rollback over a corrupt pointer"
     assert registry.channels() == {"production": "v1", "staging": "v2"}
     assert [e["version"] for e in registry.history("production")] == ["v1", "v2", "v1"]
+
+
+def test_terminated_publish_removes_its_staging_copy(adapter, tmp_path) -> None:
+    """SIGTERM (a cancelled pipeline pod, `kill`) while publish waits on S3: its local copy of the adapter goes."""
+    import signal
+    import socket
+    import time
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with socket.socket() as silent:  # accepts connections and never answers: publish waits after staging
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        env = {**os.environ, "TMPDIR": str(temp), "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+        args = ["publish", "--adapter", str(adapter), "--eval", str(make_eval(tmp_path, 0.5)), "--bucket", "models"]
+        args += ["--model-name", "m", "--endpoint-url", f"http://127.0.0.1:{silent.getsockname()[1]}"]
+        cli = [sys.executable, "-c", "from sqltune.cli import main; main()"]
+        process = subprocess.Popen([*cli, *args], env=env, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not list(temp.glob("sqltune-publish-*/version/manifest.json")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert list(temp.glob("sqltune-publish-*/version/adapter_model.safetensors")), "publish staged the adapter"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    assert list(temp.iterdir()) == []

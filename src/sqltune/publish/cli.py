@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -42,9 +43,15 @@ def publish(
     """Publish an adapter version to s3://BUCKET/PREFIX/MODEL/VERSION/ (verified, never overwritten); prints its URI."""
     from sqltune.publish import publish as run_publish
 
-    result = run_publish(
-        adapter, eval_dir, bucket, prefix, model_name, endpoint_url, version, run_id, promote, margin, force
-    )
+    # SIGTERM (`kill`, a cancelled pipeline pod) unwinds like Ctrl+C: the local staging copy of the adapter is
+    # removed and a multipart upload in flight aborted, instead of both being left behind.
+    previous = signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
+    try:
+        result = run_publish(
+            adapter, eval_dir, bucket, prefix, model_name, endpoint_url, version, run_id, promote, margin, force
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if result.promotion:
         status = "promoted to" if result.promoted else "not promoted to"
         typer.echo(f"{status} {result.promotion.channel}: {result.promotion.reason}", err=True)
