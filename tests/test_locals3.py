@@ -106,3 +106,40 @@ def test_s3_server_command_runs_in_the_foreground_until_terminated(tmp_path) -> 
     for pid in weed_pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie nobody reaped yet counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGKILL"])
+def test_s3_server_command_leaves_no_weed_or_secret_behind(tmp_path, signum) -> None:
+    """However `sqltune s3-server` ends, its weed child ends too and the identity file weed read is gone."""
+    import signal
+    import time
+
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from sqltune.cli import main; main()", "s3-server", "--dir", str(tmp_path / "d"),
+         "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+    )  # fmt: skip
+    try:
+        assert server.stdout.readline().startswith("S3 endpoint: ")
+        (weed,) = (int(p) for p in subprocess.check_output(["pgrep", "-P", str(server.pid)], text=True).split())
+        arguments = Path(f"/proc/{weed}/cmdline").read_text().split("\0")
+        identity = Path(next(a for a in arguments if a.startswith("-s3.config=")).split("=", 1)[1])
+        assert not identity.parent.exists(), "weed has read its identity file: no secret stays on disk"
+    finally:
+        server.send_signal(getattr(signal, signum))
+        server.wait(timeout=20)
+    deadline = time.monotonic() + 20
+    while _running(weed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _running(weed):
+        os.kill(weed, signal.SIGKILL)
+        pytest.fail(f"weed (pid {weed}) outlived `sqltune s3-server` ended by {signum}")

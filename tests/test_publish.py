@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from sqltune.errors import SqltuneError
 from sqltune.locals3 import LocalS3, local_s3
 from sqltune.publish import Registry, publish
 from sqltune.publish import registry as registry_module
+from sqltune.uri import path_inside
 
 SMALL = {"multipart_threshold": 8 << 20, "part_size": 5 << 20}  # S3's smallest legal part size
 BASE = "hf://HuggingFaceTB/SmolLM2-135M-Instruct@0123abcd"
@@ -335,3 +337,124 @@ def test_publish_never_imports_torch(s3_server, bucket, adapter, tmp_path) -> No
     done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=os.environ.copy())
     assert done.returncode == 0, done.stderr
     assert f"s3://{bucket}/m/run-no-torch/" in done.stdout and "heavy: []" in done.stdout
+
+
+def publish_manifest(client: Any, bucket: str, version: str, files: dict[str, bytes], *, object_keys: bool) -> None:
+    """Write a version by hand, as anyone with write access to the bucket could: files (when `object_keys`, at
+    the keys pull asks for) and a manifest listing them with their true sha256 and size."""
+    entries = {}
+    for rel, body in files.items():
+        entries[rel] = {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+        if object_keys:
+            client.put_object(Bucket=bucket, Key=f"m/{version}/{rel.lstrip('/')}", Body=body)
+    manifest = {"kind": "published_adapter", "version": version, "files": entries}
+    client.put_object(Bucket=bucket, Key=f"m/{version}/manifest.json", Body=json.dumps(manifest).encode())
+
+
+@pytest.mark.parametrize("escape", ["absolute", "dotdot", "nested-dotdot"])
+def test_pull_writes_only_inside_dest(s3_server, bucket, tmp_path, escape) -> None:
+    """A manifest naming files outside the destination is refused; nothing is written there or in dest."""
+    outside = tmp_path / "outside" / "PWNED.txt"
+    rel = {"absolute": str(outside), "dotdot": "../../outside/PWNED.txt", "nested-dotdot": "a/../../../outside/x"}
+    # SeaweedFS refuses object keys with `..` (AWS S3 stores them), so only the absolute name has its object.
+    publish_manifest(s3_server.client(), bucket, "v1", {rel[escape]: b"pwned\n"}, object_keys=escape == "absolute")
+    dest = tmp_path / "work" / "dest"
+    dest.mkdir(parents=True)
+    (dest / "mine.txt").write_text("kept")
+
+    with pytest.raises(SqltuneError, match=rf"s3://{bucket}/m/v1/manifest.json: refusing to write '{rel[escape]}'"):
+        Registry(bucket, "", "m").pull("v1", dest)
+    assert not (tmp_path / "outside").exists()
+    assert [p.name for p in dest.iterdir()] == ["mine.txt"] and (dest / "mine.txt").read_text() == "kept"
+    assert [p.name for p in dest.parent.iterdir()] == ["dest"], "no temp dir left beside dest"
+
+
+@pytest.mark.parametrize("key", ["/tmp/x/PWNED.txt", "../../x", "a/../../x", "a//b", "./a", "a/.", "a/\0b", ""])
+def test_download_keys_must_stay_inside_the_root(tmp_path, key) -> None:
+    """The names `uri.download_dir` and pull take from S3 listings and manifests (AWS S3 stores any of these keys)."""
+    with pytest.raises(SqltuneError, match=r"s3://bkt/prefix: refusing to write"):
+        path_inside(tmp_path, key, "s3://bkt/prefix")
+
+
+def test_download_keys_may_not_escape_through_a_symlink(tmp_path) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(SqltuneError, match=r"'link/x': it resolves outside"):
+        path_inside(tmp_path / "root", "link/x", "s3://bkt/prefix")
+    assert path_inside(tmp_path / "root", "eval/report.md", "s3://bkt/p") == tmp_path / "root" / "eval" / "report.md"
+
+
+def test_one_corrupt_manifest_or_pointer_does_not_break_the_registry(s3_server, bucket, adapter, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from sqltune.cli import app
+
+    for version, ex, channel in (("v1", 0.5, "production"), ("v2", 0.6, "production"), ("v3", 0.7, None),
+                                 ("v4", 0.4, "staging"), ("v5", 0.8, None)):  # fmt: skip
+        publish(adapter, make_eval(tmp_path, ex), bucket, "", "m", version=version, promote=channel)
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="m/v3/manifest.json", Body=b'{"version": "v3", "files": ')  # cut short
+    client.copy_object(Bucket=bucket, Key="m/v5/manifest.json", CopySource=f"{bucket}/m/v1/manifest.json")
+    client.put_object(Bucket=bucket, Key="m/channels/staging.json", Body=b"<html>proxy error</html>")
+    registry = Registry(bucket, "", "m")
+
+    listed = {info.version: info for info in registry.list_versions()}
+    assert listed["v3"].corrupt.startswith("not valid JSON") and listed["v3"].ex_all is None
+    assert listed["v5"].corrupt == "it is the manifest of version 'v1'"
+    assert [v for v, info in listed.items() if not info.corrupt] == ["v1", "v2", "v4"]
+    assert listed["v2"].channels == ("production",) and listed["v2"].ex_all == 0.6
+    assert registry.channels() == {"production": "v2"}
+    assert registry.corrupt_channels() == {
+        "staging": f"s3://{bucket}/m/channels/staging.json is corrupt: not valid JSON (Expecting value: line 1 "
+        "column 1 (char 0))"
+    }
+    common = ["--bucket", bucket, "--model-name", "m"]
+    shown = CliRunner().invoke(app, ["models", "list", *common])
+    assert shown.exit_code == 0 and "v3\tCORRUPT (not valid JSON" in shown.stdout and "v2\tcomplete" in shown.stdout
+    assert "warning: channel staging: " in shown.stderr and "is corrupt" in shown.stderr
+
+    for use in (lambda: registry.manifest("v3"), lambda: registry.pull("v3", tmp_path / "pulled"),
+                lambda: registry.promote("v3", "production", force=True)):  # fmt: skip
+        with pytest.raises(SqltuneError, match=rf"s3://{bucket}/m/v3/manifest.json is corrupt: not valid JSON"):
+            use()
+    assert registry.manifest("v2")["metrics"]["ex"]["all"] == 0.6, "the other versions still work"
+    assert not registry.promote("v1", "production").promoted and registry.resolve(channel="production") == "v2"
+
+    with pytest.raises(SqltuneError, match=r"staging.json is corrupt: .*unknown; pass force to point 'staging' at v2"):
+        registry.promote("v2", "staging")
+    with pytest.raises(SqltuneError, match=r"staging.json is corrupt"):
+        registry.resolve(channel="staging")
+    assert registry.promote("v2", "staging", force=True).promoted
+    assert registry.resolve(channel="staging") == "v2" and registry.corrupt_channels() == {}
+
+    client.put_object(Bucket=bucket, Key="m/channels/production.json", Body=b'{"version": "../v1"}')
+    with pytest.raises(SqltuneError, match=r"production.json is corrupt: no valid version .*explicit version"):
+        registry.rollback("production")
+    assert registry.rollback("production", to="v1").reason == "rollback over a corrupt pointer"
+    assert registry.channels() == {"production": "v1", "staging": "v2"}
+    assert [e["version"] for e in registry.history("production")] == ["v1", "v2", "v1"]
+
+
+def test_terminated_publish_removes_its_staging_copy(adapter, tmp_path) -> None:
+    """SIGTERM (a cancelled pipeline pod, `kill`) while publish waits on S3: its local copy of the adapter goes."""
+    import signal
+    import socket
+    import time
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with socket.socket() as silent:  # accepts connections and never answers: publish waits after staging
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        env = {**os.environ, "TMPDIR": str(temp), "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+        args = ["publish", "--adapter", str(adapter), "--eval", str(make_eval(tmp_path, 0.5)), "--bucket", "models"]
+        args += ["--model-name", "m", "--endpoint-url", f"http://127.0.0.1:{silent.getsockname()[1]}"]
+        cli = [sys.executable, "-c", "from sqltune.cli import main; main()"]
+        process = subprocess.Popen([*cli, *args], env=env, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not list(temp.glob("sqltune-publish-*/version/manifest.json")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert list(temp.glob("sqltune-publish-*/version/adapter_model.safetensors")), "publish staged the adapter"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    assert list(temp.iterdir()) == []

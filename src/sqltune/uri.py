@@ -77,6 +77,25 @@ def list_objects(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
     return objects
 
 
+def path_inside(root: Path, key: str, source: str) -> Path:
+    """The local path under `root` for `key`, a relative name read from storage others can write to.
+
+    Whoever can write to a bucket chooses its keys and the file names its manifests list, so a download must
+    not follow them anywhere: an absolute name, an empty, `.` or `..` segment, or a name that resolves outside
+    `root` (through a symlink) is refused with an error naming the key and `source`, where it was read.
+    """
+    parts = key.split("/")
+    if "\0" in key or any(part in {"", ".", ".."} for part in parts):
+        raise SqltuneError(
+            f"{source}: refusing to write {key!r}: not a plain relative path (absolute, or with '..', '.' "
+            "or empty segments)"
+        )
+    target = root.joinpath(*parts)
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise SqltuneError(f"{source}: refusing to write {key!r}: it resolves outside {root}")
+    return target
+
+
 def download_dir(uri: str, dest: str | os.PathLike[str], endpoint_url: str | None = None) -> Path:
     """Copy every object under the s3 prefix `uri` into `dest` (built in a temp dir, then renamed)."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -95,7 +114,7 @@ def download_dir(uri: str, dest: str | os.PathLike[str], endpoint_url: str | Non
             rel = obj["Key"][len(prefix) :]
             if not rel or rel.endswith("/"):
                 continue
-            target = tmp / rel
+            target = path_inside(tmp, rel, uri)
             target.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, obj["Key"], str(target))
         shutil.rmtree(dest, ignore_errors=True)

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -42,9 +43,15 @@ def publish(
     """Publish an adapter version to s3://BUCKET/PREFIX/MODEL/VERSION/ (verified, never overwritten); prints its URI."""
     from sqltune.publish import publish as run_publish
 
-    result = run_publish(
-        adapter, eval_dir, bucket, prefix, model_name, endpoint_url, version, run_id, promote, margin, force
-    )
+    # SIGTERM (`kill`, a cancelled pipeline pod) unwinds like Ctrl+C: the local staging copy of the adapter is
+    # removed and a multipart upload in flight aborted, instead of both being left behind.
+    previous = signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
+    try:
+        result = run_publish(
+            adapter, eval_dir, bucket, prefix, model_name, endpoint_url, version, run_id, promote, margin, force
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if result.promotion:
         status = "promoted to" if result.promoted else "not promoted to"
         typer.echo(f"{status} {result.promotion.channel}: {result.promotion.reason}", err=True)
@@ -61,12 +68,18 @@ def _registry(bucket: str, prefix: str, model_name: str, endpoint_url: str | Non
 def list_versions(
     bucket: str = _BUCKET, prefix: str = _PREFIX, model_name: str = _MODEL, endpoint_url: str = _ENDPOINT
 ) -> None:
-    """Versions of a model, oldest first, with EX (all) and channels; incomplete ones are marked."""
-    for info in _registry(bucket, prefix, model_name, endpoint_url).list_versions():
+    """Versions of a model, oldest first, with EX (all) and channels; incomplete and corrupt ones are marked."""
+    registry = _registry(bucket, prefix, model_name, endpoint_url)
+    for info in registry.list_versions():
         ex = f"{info.ex_all:.4f}" if info.ex_all is not None else "-"
         state = "complete" if info.complete else "INCOMPLETE (no manifest; rerun its publish)"
+        if info.corrupt:
+            state = f"CORRUPT ({info.corrupt})"
         channels = ",".join(info.channels) or "-"
         typer.echo(f"{info.version}\t{state}\tEX={ex}\tchannels={channels}\t{info.created_at or '-'}")
+    for channel, reason in registry.corrupt_channels().items():
+        fix = "`models promote --force` or `models rollback --to` replaces it"
+        typer.echo(f"warning: channel {channel}: {reason}; {fix}", err=True)
 
 
 @models_app.command()

@@ -5,6 +5,11 @@ conditional write (If-Match on the ETag read, If-None-Match for the first promot
 promotions cannot both win. S3 has no append, so the history is one object per move,
 `channels/<channel>/history/<UTC time>-<version>.json`, each created with If-None-Match: an event is never
 overwritten and a listing in key order is the history in time order.
+
+One corrupt object (a manifest or a pointer someone overwrote) does not break the rest: `list_versions` marks
+that version corrupt, `corrupt_channels` reports the pointer; reading, pulling or promoting that version is a
+clear error. A corrupt pointer no longer says which version is live or what its EX is, so promoting onto it
+needs `force` and rolling it back needs an explicit version; either replaces it by the same conditional write.
 """
 
 from __future__ import annotations
@@ -22,17 +27,20 @@ from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
 from sqltune.publish.store import (
     CHANNELS,
+    CorruptObject,
     Location,
     check_bucket,
     check_name,
     get_json,
     list_children,
     list_keys,
+    load_version_manifest,
+    pointer_problem,
     put_json,
     read_version_manifest,
     s3_errors,
 )
-from sqltune.uri import s3_client
+from sqltune.uri import path_inside, s3_client
 
 log = get_logger(__name__)
 _TIE = 1e-9  # EX values are ratios of small integers; compare with a tolerance, not bit-exactly
@@ -41,10 +49,11 @@ _TIE = 1e-9  # EX values are ratios of small integers; compare with a tolerance,
 @dataclass(frozen=True)
 class VersionInfo:
     version: str
-    complete: bool
+    complete: bool  # its publish finished: manifest.json exists
     ex_all: float | None = None
     created_at: str | None = None
     channels: tuple[str, ...] = ()
+    corrupt: str | None = None  # why its manifest cannot be used; such a version is never pulled or promoted
 
 
 @dataclass(frozen=True)
@@ -98,31 +107,50 @@ class Registry:
             return read_version_manifest(self.client, self.loc, version)
 
     def pointer(self, channel: str) -> tuple[dict[str, Any], str] | None:
+        """The channel's pointer and its ETag, None before its first promotion; CorruptObject when unusable."""
         with self.errors(f"reading channel {channel!r}"):
-            return get_json(self.client, self.bucket, self.loc.pointer_key(channel))
+            return get_json(self.client, self.bucket, self.loc.pointer_key(channel), pointer_problem)
 
-    def channels(self) -> dict[str, str]:
-        """channel -> version it points at."""
+    def _pointers(self) -> dict[str, str | CorruptObject]:
+        """Every channel -> the version it points at, or why its pointer is corrupt."""
         with self.errors(f"listing channels of {self.loc.uri()}"):
             keys = list_keys(self.client, self.bucket, self.loc.key(CHANNELS) + "/")
         names = [
             k.rsplit("/", 1)[1][: -len(".json")] for k in keys if k.count("/") == self.loc.key(CHANNELS).count("/") + 1
         ]
-        return {name: found[0]["version"] for name in names if (found := self.pointer(name))}
+        pointers: dict[str, str | CorruptObject] = {}
+        for name in names:
+            try:
+                if found := self.pointer(name):
+                    pointers[name] = found[0]["version"]
+            except CorruptObject as exc:
+                pointers[name] = exc
+        return pointers
+
+    def channels(self) -> dict[str, str]:
+        """channel -> version it points at (corrupt pointers left out: see `corrupt_channels`)."""
+        return {name: version for name, version in self._pointers().items() if isinstance(version, str)}
+
+    def corrupt_channels(self) -> dict[str, str]:
+        """channel -> why its pointer cannot be used."""
+        return {name: str(exc) for name, exc in self._pointers().items() if isinstance(exc, CorruptObject)}
 
     def list_versions(self) -> list[VersionInfo]:
-        """Every version, oldest first; incomplete ones (no manifest) are listed as such, never as usable."""
+        """Every version, oldest first; incomplete (no manifest) and corrupt ones are listed as such."""
         with self.errors(f"listing {self.loc.uri()}"):
             names = [n for n in list_children(self.client, self.bucket, self.loc.key() + "/") if n != CHANNELS]
             on = self.channels()
             infos = []
             for name in names:
-                found = get_json(self.client, self.bucket, self.loc.version_key(name, MANIFEST))
                 channels = tuple(sorted(c for c, v in on.items() if v == name))
-                if found is None:
+                try:
+                    manifest = load_version_manifest(self.client, self.loc, name)
+                except CorruptObject as exc:
+                    infos.append(VersionInfo(name, complete=True, channels=channels, corrupt=exc.reason))
+                    continue
+                if manifest is None:
                     infos.append(VersionInfo(name, complete=False, channels=channels))
                     continue
-                manifest = found[0]
                 ex = manifest.get("metrics", {}).get("ex", {}).get("all")
                 infos.append(VersionInfo(name, True, ex, manifest.get("created_at"), channels))
         return sorted(infos, key=lambda info: (info.created_at or "~", info.version))
@@ -150,7 +178,7 @@ class Registry:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
         try:
             for rel, entry in progress(sorted(manifest["files"].items()), desc="pull", unit="file"):
-                target = tmp / rel
+                target = path_inside(tmp, rel, self.loc.uri(version, MANIFEST))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with self.errors(f"downloading {self.loc.uri(version, rel)}"):
                     self.client.download_file(self.bucket, self.loc.version_key(version, rel), str(target))
@@ -168,9 +196,16 @@ class Registry:
     def promote(self, version: str, channel: str, margin: float = 0.0, force: bool = False) -> PromotionResult:
         """Point `channel` at `version` if its EX (all) beats the current one's by at least `margin` (or `force`)."""
         candidate = ex_all(self.manifest(version))
-        found = self.pointer(channel)
+        try:
+            found = self.pointer(channel)
+        except CorruptObject as exc:
+            if not force:
+                raise SqltuneError(
+                    f"{exc}: the current version and its EX are unknown; pass force to point {channel!r} at {version}"
+                ) from None
+            return self._move(channel, version, None, exc.etag, "promote", "forced over a corrupt pointer", candidate)
         if found is None:
-            return self._move(channel, version, None, "promote", "first version on the channel", candidate, None)
+            return self._move(channel, version, None, None, "promote", "first version on the channel", candidate)
         current, etag = found
         current_ex = current.get("ex_all")
         result = PromotionResult(channel, version, False, "", current["version"], candidate, current_ex)
@@ -185,21 +220,30 @@ class Registry:
             log.info("not promoting %s to %s: %s", version, channel, reason)
             return replace(result, reason=reason)
         reason = "forced" if force else f"EX {candidate:.4f} beats {current_ex:.4f} by {delta:.4f} >= {margin:.4f}"
-        return self._move(channel, version, (current, etag), "promote", reason, candidate, current_ex)
+        return self._move(channel, version, current["version"], etag, "promote", reason, candidate, current_ex)
 
     def rollback(self, channel: str, to: str | None = None) -> PromotionResult:
         """Point `channel` back at `to`, by default the version it pointed at before the current one."""
-        found = self.pointer(channel)
+        try:
+            found = self.pointer(channel)
+        except CorruptObject as exc:
+            if not to:
+                raise SqltuneError(
+                    f"{exc}: the version before it is unknown; roll back to an explicit version (see its history)"
+                ) from None
+            reason = "rollback over a corrupt pointer"
+            return self._move(channel, to, None, exc.etag, "rollback", reason, ex_all(self.manifest(to)))
         if found is None:
             raise SqltuneError(f"channel {channel!r} of {self.loc.uri()} points at no version: nothing to roll back")
-        current, _ = found
+        current, etag = found
         target = to or current.get("previous")
         if not target:
             raise SqltuneError(f"channel {channel!r} has no earlier version to roll back to")
         if target == current["version"]:
             raise SqltuneError(f"channel {channel!r} already points at {target}")
         manifest = self.manifest(target)
-        return self._move(channel, target, found, "rollback", f"rollback from {current['version']}", ex_all(manifest))
+        reason = f"rollback from {current['version']}"
+        return self._move(channel, target, current["version"], etag, "rollback", reason, ex_all(manifest))
 
     def history(self, channel: str) -> list[dict[str, Any]]:
         """Every move of `channel`, oldest first."""
@@ -218,14 +262,14 @@ class Registry:
         self,
         channel: str,
         version: str,
-        current: tuple[dict[str, Any], str] | None,
+        previous: str | None,
+        etag: str | None,
         action: str,
         reason: str,
         candidate_ex: float,
         current_ex: float | None = None,
     ) -> PromotionResult:
-        """Compare-and-swap the pointer, then record the event (history objects are never overwritten)."""
-        previous = current[0]["version"] if current else None
+        """Compare-and-swap the pointer (still `etag`, or still absent), then record the event (never overwritten)."""
         now = time.time()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
         pointer = {
@@ -244,7 +288,7 @@ class Registry:
                 self.bucket,
                 self.loc.pointer_key(channel),
                 pointer,
-                if_match=current[1] if current else None,
+                if_match=etag,
             ):
                 raise SqltuneError(f"channel {channel!r} changed while promoting {version}; run the promotion again")
             event = {**pointer, "from": previous}

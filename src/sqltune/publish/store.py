@@ -17,7 +17,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,17 @@ MULTIPART_THRESHOLD = 64 << 20
 PART_SIZE = 16 << 20  # S3 allows 5 MiB..5 GiB per part and at most 10,000 parts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "InvalidToken"}
+
+
+class CorruptObject(SqltuneError):
+    """A registry object that exists but is not what sqltune writes (not JSON, or the wrong shape).
+
+    Carries its ETag, so a forced promotion can still replace a corrupt channel pointer by a conditional write.
+    """
+
+    def __init__(self, uri: str, reason: str, etag: str) -> None:
+        super().__init__(f"{uri} is corrupt: {reason}")
+        self.reason, self.etag = reason, etag
 
 
 def check_name(value: str, what: str) -> str:
@@ -215,8 +226,11 @@ def abort_stale_uploads(client: Any, bucket: str, prefix: str) -> int:
     return len(stale)
 
 
-def get_json(client: Any, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
-    """A JSON object and its ETag, or None when it does not exist."""
+def get_json(
+    client: Any, bucket: str, key: str, problem: Callable[[dict[str, Any]], str | None] = lambda _: None
+) -> tuple[dict[str, Any], str] | None:
+    """A JSON object and its ETag, or None when it does not exist; CorruptObject when it is not a JSON object
+    or `problem` finds something wrong with it."""
     from botocore.exceptions import ClientError
 
     try:
@@ -225,7 +239,14 @@ def get_json(client: Any, bucket: str, key: str) -> tuple[dict[str, Any], str] |
         if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
             return None
         raise
-    return json.loads(reply["Body"].read()), reply["ETag"]
+    try:
+        obj = json.loads(reply["Body"].read())
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise CorruptObject(f"s3://{bucket}/{key}", f"not valid JSON ({exc})", reply["ETag"]) from None
+    reason = problem(obj) if isinstance(obj, dict) else f"a JSON {type(obj).__name__}, not an object"
+    if reason:
+        raise CorruptObject(f"s3://{bucket}/{key}", reason, reply["ETag"])
+    return obj, reply["ETag"]
 
 
 def put_json(client: Any, bucket: str, key: str, obj: Any, *, if_match: str | None = None) -> bool:
@@ -273,11 +294,55 @@ def list_children(client: Any, bucket: str, prefix: str) -> list[str]:
     return names
 
 
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(_NAME.match(value)) and value not in {".", "..", CHANNELS}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def manifest_problem(manifest: dict[str, Any], version: str) -> str | None:
+    """What makes a version's manifest unusable (pull, show, list and promotion read these fields), or None."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "it lists no files"
+    for rel, entry in files.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and _is_number(entry.get("size"))):
+            return f"file {rel!r} has no sha256 and size"
+    if manifest.get("version", version) != version:
+        return f"it is the manifest of version {manifest['version']!r}"
+    metrics = manifest.get("metrics", {})
+    ex = metrics.get("ex", {}) if isinstance(metrics, dict) else None
+    if not isinstance(ex, dict) or not (_is_number(ex.get("all")) or ex.get("all") is None):
+        return "metrics.ex.all is not a number"
+    if not isinstance(manifest.get("created_at", ""), str):
+        return "created_at is not a time stamp"
+    return None
+
+
+def pointer_problem(pointer: dict[str, Any]) -> str | None:
+    """What makes a channel pointer unusable, or None."""
+    if not _is_name(pointer.get("version")):
+        return f"no valid version ({pointer.get('version')!r})"
+    if not (_is_number(pointer.get("ex_all")) or pointer.get("ex_all") is None):
+        return "ex_all is not a number"
+    if not (_is_name(pointer.get("previous")) or pointer.get("previous") is None):
+        return "previous is not a version"
+    return None
+
+
+def load_version_manifest(client: Any, loc: Location, version: str) -> dict[str, Any] | None:
+    """A version's manifest, None when it has none; CorruptObject when it cannot be used."""
+    found = get_json(client, loc.bucket, loc.version_key(version, MANIFEST), lambda m: manifest_problem(m, version))
+    return found[0] if found else None
+
+
 def read_version_manifest(client: Any, loc: Location, version: str) -> dict[str, Any]:
-    """The manifest of a complete version; an incomplete or missing version is a clear error."""
-    found = get_json(client, loc.bucket, loc.version_key(version, MANIFEST))
-    if found is not None:
-        return found[0]
+    """The manifest of a complete version; an incomplete, missing or corrupt version is a clear error."""
+    manifest = load_version_manifest(client, loc, version)
+    if manifest is not None:
+        return manifest
     if list_keys(client, loc.bucket, loc.version_key(version)):
         raise SqltuneError(
             f"{loc.uri(version)} is incomplete (no {MANIFEST}): an interrupted publish; "
