@@ -230,8 +230,13 @@ def test_bad_inputs_fail_clearly(env, tmp_path):
         train(data, str(tmp_path / "no-model"), tmp_path / "a", config())
     with pytest.raises(SqltuneError, match=r"target module\(s\) qkv_proj match no module.*q_proj"):
         train(data, "tiny-random-llama", tmp_path / "a", config(target_modules="q_proj,qkv_proj"))
-    with pytest.raises(SqltuneError, match="lora_rank=0"):
-        config(lora_rank=0)
+    (tmp_path / "array.jsonl").write_text(json.dumps(make_records(1)[0]) + "\n\n[1, 2]\n")
+    with pytest.raises(SqltuneError, match=r"array.jsonl:3: a record must be a JSON object, not list \[1, 2\]"):
+        train(tmp_path / "array.jsonl", "tiny-random-llama", tmp_path / "a", config())
+    for name, value in [("lora_rank", 0), ("lora_alpha", 0), ("lora_alpha", -16), ("learning_rate", float("inf")),
+                        ("num_epochs", float("nan")), ("weight_decay", -0.1), ("max_grad_norm", -1.0)]:  # fmt: skip
+        with pytest.raises(SqltuneError, match=rf"train parameter {name}={value!r} is invalid"):
+            config(**{name: value, "max_steps": -1})
     with pytest.raises(SqltuneError, match="lr_scheduler='sideways'"):
         train(data, "tiny-random-llama", tmp_path / "a", config(lr_scheduler="sideways"))
     assert not (tmp_path / "a").exists()
@@ -252,6 +257,18 @@ def test_a_non_finite_loss_stops_the_run(env, tmp_path):
     with pytest.raises(SqltuneError, match="training loss became nan at step 1"):
         train(data, str(broken), tmp_path / "out", config())
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_rejects_a_nonsensical_setting_by_name(env, tmp_path):
+    from typer.testing import CliRunner
+
+    from sqltune.cli import app
+
+    _, data = env
+    result = CliRunner().invoke(app, cli_args(data, tmp_path / "a", "--lora-alpha", "0"))
+    assert isinstance(result.exception, SqltuneError), result.output
+    assert "train parameter lora_alpha=0 is invalid: expected > 0" in str(result.exception)
+    assert not (tmp_path / "a").exists()
 
 
 def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_server, monkeypatch):

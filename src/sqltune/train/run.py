@@ -7,6 +7,7 @@ a hard stop on a non-finite loss, and throughput counted in real (non-padding) t
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from sqltune.train import checkpoint
 from sqltune.train.config import TrainConfig
 from sqltune.train.data import Example, build_examples, collate, epoch_batches, step_batches, steps_per_epoch
 from sqltune.train.plot import write_loss_curve
-from sqltune.uri import localize
+from sqltune.uri import join, localize
 
 log = get_logger(__name__)
 
@@ -204,15 +205,28 @@ class _Distributed:
 
 
 def _read_records(data: str | os.PathLike[str], endpoint_url: str | None) -> list[dict[str, Any]]:
-    path = localize(data, "train data", endpoint_url)
+    path, source = localize(data, "train data", endpoint_url), str(data)
     if path.is_dir():
-        path = path / RECORDS
+        path, source = path / RECORDS, join(source, RECORDS)
         if not path.is_file():
             raise SqltuneError(f"train data {data}: directory has no {RECORDS}")
     records = read_jsonl(path)
     if not records:
         raise SqltuneError(f"train data {data} is empty: no records to train on")
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise SqltuneError(
+                f"train data {source}:{_line_of_row(path, index)}: a record must be a JSON object, "
+                f"not {type(record).__name__} {json.dumps(record)[:80]}"
+            )
     return records
+
+
+def _line_of_row(path: Path, index: int) -> int:
+    """The line number of the `index`-th row `read_jsonl` returned (it skips blank lines)."""
+    with open(path, encoding="utf-8") as handle:
+        rows = (lineno for lineno, line in enumerate(handle, 1) if line.strip())
+        return next(itertools.islice(rows, index, None))
 
 
 def _attention(choice: str, device: Any) -> str:
