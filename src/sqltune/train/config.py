@@ -40,7 +40,8 @@ class TrainConfig:
     attn_implementation: str = "auto"  # auto: flash_attention_2 if installed on a GPU, else sdpa
     bf16: bool | None = None  # None: on a GPU that supports it
     checkpoint_every: int = 50  # optimizer steps; 0 disables checkpoints
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # >= 2 leaves an older checkpoint to fall back to when the newest is damaged
+    fresh_if_corrupt_checkpoint: bool = False  # no usable checkpoint (all damaged): train from step 0, not fail
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded in the manifest
 
     def __post_init__(self) -> None:
