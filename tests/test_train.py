@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -230,8 +233,13 @@ def test_bad_inputs_fail_clearly(env, tmp_path):
         train(data, str(tmp_path / "no-model"), tmp_path / "a", config())
     with pytest.raises(SqltuneError, match=r"target module\(s\) qkv_proj match no module.*q_proj"):
         train(data, "tiny-random-llama", tmp_path / "a", config(target_modules="q_proj,qkv_proj"))
-    with pytest.raises(SqltuneError, match="lora_rank=0"):
-        config(lora_rank=0)
+    (tmp_path / "array.jsonl").write_text(json.dumps(make_records(1)[0]) + "\n\n[1, 2]\n")
+    with pytest.raises(SqltuneError, match=r"array.jsonl:3: a record must be a JSON object, not list \[1, 2\]"):
+        train(tmp_path / "array.jsonl", "tiny-random-llama", tmp_path / "a", config())
+    for name, value in [("lora_rank", 0), ("lora_alpha", 0), ("lora_alpha", -16), ("learning_rate", float("inf")),
+                        ("num_epochs", float("nan")), ("weight_decay", -0.1), ("max_grad_norm", -1.0)]:  # fmt: skip
+        with pytest.raises(SqltuneError, match=rf"train parameter {name}={value!r} is invalid"):
+            config(**{name: value, "max_steps": -1})
     with pytest.raises(SqltuneError, match="lr_scheduler='sideways'"):
         train(data, "tiny-random-llama", tmp_path / "a", config(lr_scheduler="sideways"))
     assert not (tmp_path / "a").exists()
@@ -254,6 +262,101 @@ def test_a_non_finite_loss_stops_the_run(env, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_rejects_a_nonsensical_setting_by_name(env, tmp_path):
+    from typer.testing import CliRunner
+
+    from sqltune.cli import app
+
+    _, data = env
+    result = CliRunner().invoke(app, cli_args(data, tmp_path / "a", "--lora-alpha", "0"))
+    assert isinstance(result.exception, SqltuneError), result.output
+    assert "train parameter lora_alpha=0 is invalid: expected > 0" in str(result.exception)
+    assert not (tmp_path / "a").exists()
+
+
+def damage(path: Path, how: str) -> None:
+    """Truncate a file to half its size, or flip one byte in its middle (same size, other sha256)."""
+    size = path.stat().st_size
+    if how == "truncate":
+        os.truncate(path, size // 2)
+    else:
+        raw = bytearray(path.read_bytes())
+        raw[size // 2] ^= 0xFF
+        path.write_bytes(raw)
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_one_before(env, tmp_path, caplog):
+    """A truncated adapter in the newest checkpoint: the rerun warns and resumes from the previous one."""
+    from sqltune.train import train
+
+    _, data = env
+    ckpt = tmp_path / "ckpt"
+    umask = os.umask(0o022)
+    try:
+        first = train(data, "tiny-random-llama", tmp_path / "a", config(max_steps=6, checkpoint_every=2), str(ckpt))
+    finally:
+        os.umask(umask)
+    for path in [ckpt, *ckpt.rglob("*")]:  # other users of the group (the next pipeline step) can resume
+        assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644), path
+    damage(ckpt / "step-00000006" / "adapter.safetensors", "truncate")
+    with caplog.at_level(logging.WARNING):
+        # Asking for a fresh start if all are damaged is no change of settings: the run still resumes.
+        again = train(data, "tiny-random-llama", tmp_path / "b",
+                      config(max_steps=6, checkpoint_every=2, fresh_if_corrupt_checkpoint=True), str(ckpt))  # fmt: skip
+    assert again["resumed_from_step"] == 4 and again["steps"] == 6
+    assert again["final_loss"] == first["final_loss"]
+    assert re.search(r"step-00000006 is unusable: adapter.safetensors has \d+ bytes, \d+ expected", caplog.text)
+    assert f"resuming from {ckpt / 'step-00000004'}" in caplog.text
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-00000004", "step-00000006"]  # step 6 written anew
+
+
+def test_with_no_usable_checkpoint_a_run_fails_unless_told_to_start_fresh(env, tmp_path):
+    """Every checkpoint damaged: an error naming the directory, the files and the flag; with the flag, step 0."""
+    from typer.testing import CliRunner
+
+    from sqltune.cli import app
+    from sqltune.train import train
+    from sqltune.train.checkpoint import complete_steps
+
+    _, data = env
+    ckpt = tmp_path / "ckpt"
+    first = train(data, "tiny-random-llama", tmp_path / "a", config(max_steps=6, checkpoint_every=2), str(ckpt))
+    damage(ckpt / "step-00000006" / "optimizer.pt", "flip")
+    damage(ckpt / "step-00000004" / "state.json", "truncate")
+    with pytest.raises(SqltuneError) as error:
+        train(data, "tiny-random-llama", tmp_path / "b", config(max_steps=6, checkpoint_every=2), str(ckpt))
+    message = str(error.value)
+    assert f"no usable checkpoint under {ckpt}" in message and "--fresh-if-corrupt-checkpoint" in message
+    assert "step-00000006: optimizer.pt does not match its sha256" in message
+    assert "step-00000004: state.json cannot be read" in message
+    assert not (tmp_path / "b").exists()
+
+    args = cli_args(data, tmp_path / "c", "--max-steps", "6", "--checkpoint-dir", str(ckpt),
+                    "--checkpoint-every", "2", "--fresh-if-corrupt-checkpoint")  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "c" / "train_metrics.json").read_text())
+    assert metrics["resumed_from_step"] is None and metrics["final_loss"] == first["final_loss"]
+    assert complete_steps(str(ckpt)) == [4, 6]
+
+
+def test_a_restarted_run_prunes_the_checkpoints_it_skipped(tmp_path):
+    """Saving step 2 over unusable steps 4 and 6 removes those, not the new step 2 (keep=2 counts back from it)."""
+    from sqltune.train import checkpoint
+
+    root = str(tmp_path / "ckpt")
+    writers = {"weights.bin": lambda path: path.write_bytes(b"w" * 10)}
+    for step in (2, 4, 6):
+        checkpoint.save(root, step, writers, {"step": step}, keep=3)
+    checkpoint.save(root, 2, writers, {"step": 2, "restarted": True}, keep=2)
+    assert checkpoint.complete_steps(root) == [2]
+    for step in (4, 6):
+        checkpoint.save(root, step, writers, {"step": step}, keep=2)
+    assert checkpoint.complete_steps(root) == [4, 6]
+    state, loaded = checkpoint.load_latest(root, {"weights.bin": Path.read_bytes})
+    assert state["step"] == 6 and loaded == {"weights.bin": b"w" * 10}
+
+
 def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_server, monkeypatch):
     """Checkpoints under an s3:// prefix (real SeaweedFS): the latest two kept, a rerun resumes from the last."""
     from sqltune.train import train
@@ -271,3 +374,41 @@ def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_server, monkeypatch):
     assert again["final_loss"] == first["final_loss"]
     with pytest.raises(SqltuneError, match=r"different settings.*learning_rate"):
         train(data, "tiny-random-llama", root / "s3-c", config(max_steps=6, learning_rate=1e-3), prefix)
+
+
+def test_a_damaged_checkpoint_on_s3_falls_back_and_leaves_no_download(env, s3_server, monkeypatch, tmp_path, caplog):
+    """On S3 too: the truncated newest is skipped; the local copies resume reads are removed, also on failure."""
+    import tempfile
+
+    from sqltune.train import train
+
+    _, data = env
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    client = s3_server.client()
+    s3_server.create_bucket("train-damaged")
+    prefix = "s3://train-damaged/runs/r1"
+
+    def run(name: str) -> dict:
+        return train(data, "tiny-random-llama", tmp_path / name, config(max_steps=6, checkpoint_every=2), prefix)
+
+    def truncate(step: int, name: str) -> None:
+        key = f"runs/r1/step-{step:08d}/{name}"
+        body = client.get_object(Bucket="train-damaged", Key=key)["Body"].read()
+        client.put_object(Bucket="train-damaged", Key=key, Body=body[: len(body) // 2])
+
+    first = run("a")
+    truncate(6, "adapter.safetensors")
+    with caplog.at_level(logging.WARNING):
+        again = run("b")
+    assert again["resumed_from_step"] == 4 and again["final_loss"] == first["final_loss"]
+    assert f"checkpoint {prefix}/step-00000006 is unusable: adapter.safetensors has" in caplog.text
+    assert list(scratch.iterdir()) == []
+    truncate(4, "rng.pt")
+    truncate(6, "scheduler.pt")
+    with pytest.raises(SqltuneError, match=r"step-00000006: scheduler.pt has .*step-00000004: rng.pt has"):
+        run("c")
+    assert list(scratch.iterdir()) == []

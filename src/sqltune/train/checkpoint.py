@@ -1,9 +1,11 @@
-"""Training checkpoints in a local directory or under an s3:// prefix, and finding the latest complete one.
+"""Training checkpoints in a local directory or under an s3:// prefix, and finding the newest usable one.
 
 A checkpoint is `step-NNNNNNNN/` holding the adapter weights, optimizer and scheduler state, and
-`state.json` (step, RNG state, the per-step log so far). `state.json` is what makes it complete: locally the
-whole directory is renamed into place at once; on S3 `state.json` is uploaded after every other file. A
-run killed mid-save therefore leaves nothing that resume would mistake for a checkpoint.
+`state.json` (step, the per-step log so far, and the sha256 and size of every other file). `state.json` is
+what makes it complete: locally the whole directory is renamed into place at once; on S3 `state.json` is
+uploaded after every other file. A run killed mid-save therefore leaves nothing that resume would mistake
+for a checkpoint, and a file damaged later (a truncated copy, a full disk) fails its checksum, so resume
+falls back to the checkpoint before it instead of failing every retry the same way.
 """
 
 from __future__ import annotations
@@ -13,17 +15,25 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqltune.artifacts import atomic_write_json
+from sqltune.artifacts import atomic_write_json, file_entries, sha256_file
+from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
 from sqltune.uri import download_dir, is_s3, join, list_objects, s3_client, split_s3, upload_dir
 
 log = get_logger(__name__)
 
 STATE = "state.json"
+FILES = "files"  # the key of state.json recording {file name: {"sha256": ..., "size": ...}}
+FRESH_FLAG = "--fresh-if-corrupt-checkpoint"
 _NAME = re.compile(r"^step-(\d{8})$")
+
+
+class _Unusable(Exception):
+    """A file of a checkpoint is missing, damaged or unreadable; the message names the file."""
 
 
 def _name(step: int) -> str:
@@ -48,13 +58,19 @@ def complete_steps(root: str, endpoint_url: str | None = None) -> list[int]:
 def save(
     root: str, step: int, files: dict[str, Any], state: dict[str, Any], keep: int, endpoint_url: str | None = None
 ) -> None:
-    """Write checkpoint `step` under `root`: `files` maps file names to writers `f(path)`; then prune to `keep`."""
+    """Write checkpoint `step` under `root`: `files` maps file names to writers `f(path)`; then prune.
+
+    Pruning keeps the `keep` newest checkpoints up to `step` and removes those after it: they are what
+    resume skipped as unusable, and would otherwise be taken for the newest again.
+    """
     staging = Path(
         tempfile.mkdtemp(prefix=f".{_name(step)}.", suffix=".tmp", dir=None if is_s3(root) else _mkdir(root))
     )
     try:
         for name, write in files.items():
             write(staging / name)
+        state = {**state, FILES: file_entries(staging)}
+        _delete(root, step, endpoint_url)  # an incomplete or unusable leftover of the same step
         if is_s3(root):
             target = join(root, _name(step))
             upload_dir(staging, target, endpoint_url)
@@ -63,28 +79,99 @@ def save(
             s3_client(endpoint_url).upload_file(str(staging / STATE), bucket, key)
         else:
             atomic_write_json(staging / STATE, state)
-            final = Path(root) / _name(step)
-            shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of the same step
-            os.replace(staging, final)
+            _apply_umask(staging)
+            os.replace(staging, Path(root) / _name(step))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("checkpoint %s written to %s", _name(step), root)
-    for old in complete_steps(root, endpoint_url)[:-keep]:
+    steps = complete_steps(root, endpoint_url)
+    older, newer = [s for s in steps if s < step], [s for s in steps if s > step]
+    for old in older[: max(0, len(older) - keep + 1)] + newer:
         _delete(root, old, endpoint_url)
 
 
-def load_latest(root: str, endpoint_url: str | None = None) -> tuple[Path, dict[str, Any]] | None:
-    """(local directory, state) of the latest complete checkpoint, or None when there is none."""
-    steps = complete_steps(root, endpoint_url)
-    if not steps:
+def load_latest(
+    root: str,
+    readers: Mapping[str, Callable[[Path], Any]],
+    *,
+    fresh_if_corrupt: bool = False,
+    endpoint_url: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(state, {file name: what its reader returned}) of the newest usable checkpoint; None to start fresh.
+
+    A checkpoint whose files do not match the sizes and sha256 in its `state.json`, or that a reader
+    cannot read, is skipped with a warning naming it and the file, for the one before it. When there are
+    checkpoints but none is usable, that is an error unless `fresh_if_corrupt`. Files under an s3://
+    `root` are read from a temporary download that is removed before this returns (or raises).
+    """
+    unusable = []
+    scratch = Path(tempfile.mkdtemp(prefix="sqltune-resume-")) if is_s3(root) else None
+    try:
+        for step in reversed(complete_steps(root, endpoint_url)):
+            source = join(root, _name(step))
+            local = download_dir(source, scratch / _name(step), endpoint_url) if scratch else Path(source)
+            try:
+                state = _verified_state(local)
+                loaded = {name: _read(local / name, read) for name, read in readers.items()}
+            except _Unusable as exc:
+                log.warning("checkpoint %s is unusable: %s; skipping it", source, exc)
+                unusable.append(f"{_name(step)}: {exc}")
+                continue
+            if unusable:
+                log.warning("resuming from %s, the newest usable checkpoint", source)
+            return state, loaded
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if not unusable:
         return None
-    source = join(root, _name(steps[-1]))
-    if is_s3(root):
-        local = Path(tempfile.mkdtemp(prefix="sqltune-resume-")) / _name(steps[-1])
-        download_dir(source, local, endpoint_url)
-    else:
-        local = Path(source)
-    return local, json.loads((local / STATE).read_text(encoding="utf-8"))
+    if fresh_if_corrupt:
+        log.warning("no usable checkpoint under %s (%s): starting from step 0", root, "; ".join(unusable))
+        return None
+    raise SqltuneError(
+        f"no usable checkpoint under {root} ({'; '.join(unusable)}): rerun with {FRESH_FLAG} "
+        "(TrainConfig.fresh_if_corrupt_checkpoint) to train from step 0 and replace them, or use a new checkpoint "
+        "directory"
+    )
+
+
+def _verified_state(local: Path) -> dict[str, Any]:
+    """The checkpoint's state, once every file it records has its recorded size and sha256."""
+    try:
+        state = json.loads((local / STATE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _Unusable(f"{STATE} cannot be read ({exc})") from None
+    if not isinstance(state, dict) or not isinstance(state.get(FILES, {}), dict):
+        raise _Unusable(f"{STATE} is not a checkpoint state")
+    # Checkpoints written before checksums were recorded have none: for them the readers catch the damage.
+    for name, entry in state.get(FILES, {}).items():
+        path = local / name
+        if not path.is_file():
+            raise _Unusable(f"{name} is missing")
+        if path.stat().st_size != entry["size"]:
+            raise _Unusable(f"{name} has {path.stat().st_size} bytes, {entry['size']} expected")
+        if sha256_file(path) != entry["sha256"]:
+            raise _Unusable(f"{name} does not match its sha256")
+    return state
+
+
+def _read(path: Path, read: Callable[[Path], Any]) -> Any:
+    try:
+        return read(path)
+    except Exception as exc:  # each format fails its own way (SafetensorError, pickle, zip); all mean unusable
+        raise _Unusable(f"{path.name} cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _apply_umask(directory: Path) -> None:
+    """Give `directory` and its files the modes the umask gives, not mkdtemp's and mkstemp's owner-only ones.
+
+    Pipeline steps may run as different users of one group, and the next one resumes from these files.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    directory.chmod(0o777 & ~mask)
+    for path in directory.iterdir():
+        path.chmod(0o666 & ~mask)
 
 
 def _mkdir(root: str) -> Path:

@@ -10,6 +10,7 @@ import typer
 
 from sqltune.artifacts import OVERWRITE_HELP
 from sqltune.preprocess.prompt import PromptTemplate
+from sqltune.train.checkpoint import FRESH_FLAG
 from sqltune.train.config import TrainConfig
 
 _DEFAULT = TrainConfig()
@@ -53,6 +54,12 @@ def train(
     bf16: bool = typer.Option(None, "--bf16/--no-bf16", help="bf16 compute (default: on GPUs that support it)."),
     checkpoint_dir: str = typer.Option(None, help="Local dir or s3:// prefix for checkpoints; reruns resume."),
     checkpoint_every: int = typer.Option(_DEFAULT.checkpoint_every, help="Checkpoint interval in steps (0: off)."),
+    keep_checkpoints: int = typer.Option(
+        _DEFAULT.keep_checkpoints, help="Checkpoints kept; with 1 there is none to fall back to if it is damaged."
+    ),
+    fresh_if_corrupt_checkpoint: bool = typer.Option(
+        _DEFAULT.fresh_if_corrupt_checkpoint, FRESH_FLAG, help="If every checkpoint is damaged, train from step 0."
+    ),
     endpoint_url: str = typer.Option(None, help="S3 endpoint (default: AWS_ENDPOINT_URL)."),
 ) -> None:
     """Fine-tune a base model with LoRA/QLoRA on preprocess records; writes a PEFT adapter artifact."""
@@ -81,6 +88,8 @@ def train(
         attn_implementation=attn,
         bf16=bf16,
         checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        fresh_if_corrupt_checkpoint=fresh_if_corrupt_checkpoint,
     )
     metrics = run_train(data, base_model, out, config, checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "dropped_ids"}, indent=2))

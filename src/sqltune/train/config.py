@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,7 +40,8 @@ class TrainConfig:
     attn_implementation: str = "auto"  # auto: flash_attention_2 if installed on a GPU, else sdpa
     bf16: bool | None = None  # None: on a GPU that supports it
     checkpoint_every: int = 50  # optimizer steps; 0 disables checkpoints
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # >= 2 leaves an older checkpoint to fall back to when the newest is damaged
+    fresh_if_corrupt_checkpoint: bool = False  # no usable checkpoint (all damaged): train from step 0, not fail
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded in the manifest
 
     def __post_init__(self) -> None:
@@ -51,12 +53,15 @@ class TrainConfig:
             "attn_implementation": (self.attn_implementation in ATTENTION, f"one of {', '.join(ATTENTION)}"),
             "max_seq_len": (self.max_seq_len >= 16, ">= 16"),
             "lora_rank": (self.lora_rank >= 1, ">= 1"),
+            "lora_alpha": (self.lora_alpha > 0 and math.isfinite(self.lora_alpha), "> 0"),
             "lora_dropout": (0 <= self.lora_dropout < 1, "in [0, 1)"),
-            "learning_rate": (self.learning_rate > 0, "> 0"),
-            "num_epochs": (self.num_epochs > 0 or self.max_steps > 0, "> 0 (or set max_steps)"),
+            "learning_rate": (0 < self.learning_rate < math.inf, "finite and > 0"),
+            "num_epochs": (0 < self.num_epochs < math.inf or self.max_steps > 0, "finite and > 0 (or set max_steps)"),
             "batch_size": (self.batch_size >= 1, ">= 1"),
             "gradient_accumulation_steps": (self.gradient_accumulation_steps >= 1, ">= 1"),
             "warmup_ratio": (0 <= self.warmup_ratio < 1, "in [0, 1)"),
+            "weight_decay": (0 <= self.weight_decay < math.inf, "finite and >= 0"),
+            "max_grad_norm": (0 <= self.max_grad_norm < math.inf, "finite and >= 0 (0: no clipping)"),
             "target_modules": (bool(self.target_modules), "'all-linear' or a non-empty list"),
             "checkpoint_every": (self.checkpoint_every >= 0, ">= 0"),
             "keep_checkpoints": (self.keep_checkpoints >= 1, ">= 1"),

@@ -7,6 +7,7 @@ a hard stop on a non-finite loss, and throughput counted in real (non-padding) t
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -24,11 +25,13 @@ from sqltune.train import checkpoint
 from sqltune.train.config import TrainConfig
 from sqltune.train.data import Example, build_examples, collate, epoch_batches, step_batches, steps_per_epoch
 from sqltune.train.plot import write_loss_curve
-from sqltune.uri import localize
+from sqltune.uri import join, localize
 
 log = get_logger(__name__)
 
 RECORDS = "records.jsonl"
+# Settings a resumed run may change, as they do not change what is trained.
+_RESUMABLE_CHANGES = ("extra", "keep_checkpoints", "fresh_if_corrupt_checkpoint")
 
 
 def train(
@@ -87,9 +90,10 @@ def train(
     fingerprint = {"base_model": base_model, "records": len(records), **config.to_dict(), "world_size": dist.world_size}
 
     step, rows, train_time = 0, [], 0.0
-    resumed = (
-        _resume(checkpoint_dir, endpoint_url, model, optimizer, scheduler, fingerprint) if checkpoint_dir else None
-    )
+    resumed = None
+    if checkpoint_dir:
+        fresh_if_corrupt = config.fresh_if_corrupt_checkpoint
+        resumed = _resume(checkpoint_dir, endpoint_url, model, optimizer, scheduler, fingerprint, fresh_if_corrupt)
     if resumed:
         step, rows, train_time = resumed["step"], resumed["rows"], resumed["train_time"]
         log.info("resumed from checkpoint at step %d of %d", step, total_steps)
@@ -206,15 +210,28 @@ class _Distributed:
 
 
 def _read_records(data: str | os.PathLike[str], endpoint_url: str | None) -> list[dict[str, Any]]:
-    path = localize(data, "train data", endpoint_url)
+    path, source = localize(data, "train data", endpoint_url), str(data)
     if path.is_dir():
-        path = path / RECORDS
+        path, source = path / RECORDS, join(source, RECORDS)
         if not path.is_file():
             raise SqltuneError(f"train data {data}: directory has no {RECORDS}")
     records = read_jsonl(path)
     if not records:
         raise SqltuneError(f"train data {data} is empty: no records to train on")
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise SqltuneError(
+                f"train data {source}:{_line_of_row(path, index)}: a record must be a JSON object, "
+                f"not {type(record).__name__} {json.dumps(record)[:80]}"
+            )
     return records
+
+
+def _line_of_row(path: Path, index: int) -> int:
+    """The line number of the `index`-th row `read_jsonl` returned (it skips blank lines)."""
+    with open(path, encoding="utf-8") as handle:
+        rows = (lineno for lineno, line in enumerate(handle, 1) if line.strip())
+        return next(itertools.islice(rows, index, None))
 
 
 def _attention(choice: str, device: Any) -> str:
@@ -347,27 +364,35 @@ def _save_checkpoint(
 
 
 def _resume(
-    root: str, endpoint_url: str | None, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict[str, Any]
-) -> dict[str, Any] | None:
+    root: str, endpoint_url: str | None, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict[str, Any],
+    fresh_if_corrupt: bool,
+) -> dict[str, Any] | None:  # fmt: skip
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    latest = checkpoint.load_latest(root, endpoint_url)
+    def load_torch(path: Path) -> Any:
+        return torch.load(path, weights_only=True)
+
+    readers = {"adapter.safetensors": load_file, "optimizer.pt": load_torch, "scheduler.pt": load_torch,
+               "rng.pt": load_torch}  # fmt: skip
+    latest = checkpoint.load_latest(root, readers, fresh_if_corrupt=fresh_if_corrupt, endpoint_url=endpoint_url)
     if latest is None:
         return None
-    path, state = latest
+    state, loaded = latest
     saved = state.get("fingerprint", {})
-    changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k) and k != "extra")
+    changed = sorted(
+        k for k in set(saved) | set(fingerprint) if k not in _RESUMABLE_CHANGES and saved.get(k) != fingerprint.get(k)
+    )
     if changed:
         raise SqltuneError(
             f"checkpoint directory {root} holds a run with different settings ({', '.join(changed)}); "
             "use a new checkpoint directory for a new run"
         )
-    set_peft_model_state_dict(model, load_file(str(path / "adapter.safetensors")))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    rng = torch.load(path / "rng.pt", weights_only=True)
+    set_peft_model_state_dict(model, loaded["adapter.safetensors"])
+    optimizer.load_state_dict(loaded["optimizer.pt"])
+    scheduler.load_state_dict(loaded["scheduler.pt"])
+    rng = loaded["rng.pt"]
     torch.set_rng_state(rng["cpu"])
     if torch.cuda.is_available() and rng["cuda"]:
         torch.cuda.set_rng_state_all(rng["cuda"])
