@@ -347,7 +347,7 @@ def publish_manifest(client: Any, bucket: str, version: str, files: dict[str, by
         entries[rel] = {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
         if object_keys:
             client.put_object(Bucket=bucket, Key=f"m/{version}/{rel.lstrip('/')}", Body=body)
-    manifest = {"kind": "published_adapter", "version": version, "files": entries}
+    manifest = {"kind": "published_adapter", "sqltune_version": "0.1.0", "version": version, "files": entries}
     client.put_object(Bucket=bucket, Key=f"m/{version}/manifest.json", Body=json.dumps(manifest).encode())
 
 
@@ -363,7 +363,7 @@ def test_pull_writes_only_inside_dest(s3_server, bucket, tmp_path, escape) -> No
     (dest / "mine.txt").write_text("kept")
 
     with pytest.raises(SqltuneError, match=rf"s3://{bucket}/m/v1/manifest.json: refusing to write '{rel[escape]}'"):
-        Registry(bucket, "", "m").pull("v1", dest)
+        Registry(bucket, "", "m").pull("v1", dest, overwrite=True)  # even then, a failed pull keeps dest
     assert not (tmp_path / "outside").exists()
     assert [p.name for p in dest.iterdir()] == ["mine.txt"] and (dest / "mine.txt").read_text() == "kept"
     assert [p.name for p in dest.parent.iterdir()] == ["dest"], "no temp dir left beside dest"
@@ -458,3 +458,16 @@ def test_terminated_publish_removes_its_staging_copy(adapter, tmp_path) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 128 + signal.SIGTERM
     assert list(temp.iterdir()) == []
+
+
+def test_pull_keeps_a_directory_sqltune_did_not_write(s3_server, bucket, tmp_path) -> None:
+    publish_manifest(s3_server.client(), bucket, "v1", {"adapter_config.json": b"{}"}, object_keys=True)
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("kept")
+    with pytest.raises(SqltuneError, match=r"--dest .*mine is not empty and is not an sqltune artifact"):
+        Registry(bucket, "", "m").pull("v1", dest)
+    assert (dest / "notes.txt").read_text() == "kept"
+    Registry(bucket, "", "m").pull("v1", dest, overwrite=True)
+    assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "manifest.json"]
+    Registry(bucket, "", "m").pull("v1", dest)  # an earlier pull is an artifact: replaced without asking

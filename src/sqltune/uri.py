@@ -10,11 +10,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from sqltune.artifacts import atomic_dir
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
 
@@ -96,35 +95,34 @@ def path_inside(root: Path, key: str, source: str) -> Path:
     return target
 
 
-def download_dir(uri: str, dest: str | os.PathLike[str], endpoint_url: str | None = None) -> Path:
-    """Copy every object under the s3 prefix `uri` into `dest` (built in a temp dir, then renamed)."""
+def download_dir(
+    uri: str, dest: str | os.PathLike[str], endpoint_url: str | None = None, *, overwrite: bool = False
+) -> Path:
+    """Copy every object under the s3 prefix `uri` into `dest` (built in a temp dir, then renamed).
+
+    `dest` is replaced only when it is an sqltune artifact or `overwrite` is set (see `atomic_dir`).
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_s3(uri)
     prefix = key.rstrip("/") + "/" if key else ""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
-        client = s3_client(endpoint_url)
-        objects = list_objects(client, bucket, prefix)
-        if not objects:
-            raise SqltuneError(f"{uri}: no objects under this prefix")
-        for obj in objects:
-            rel = obj["Key"][len(prefix) :]
-            if not rel or rel.endswith("/"):
-                continue
-            target = path_inside(tmp, rel, uri)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, obj["Key"], str(target))
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
+        with atomic_dir(dest, overwrite=overwrite, option="destination") as tmp:
+            client = s3_client(endpoint_url)
+            objects = list_objects(client, bucket, prefix)
+            if not objects:
+                raise SqltuneError(f"{uri}: no objects under this prefix")
+            for obj in objects:
+                rel = obj["Key"][len(prefix) :]
+                if not rel or rel.endswith("/"):
+                    continue
+                target = path_inside(tmp, rel, uri)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, obj["Key"], str(target))
     except (BotoCoreError, ClientError) as exc:
         raise SqltuneError(f"could not download {uri}: {exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("downloaded %s (%d objects) to %s", uri, len(objects), dest)
-    return dest
+    return Path(dest)
 
 
 def upload_dir(src: str | os.PathLike[str], uri: str, endpoint_url: str | None = None) -> list[str]:
@@ -155,5 +153,5 @@ def localize(uri: str | os.PathLike[str], what: str = "input", endpoint_url: str
     digest = hashlib.sha256(str(uri).encode()).hexdigest()[:16]
     dest = cache_root() / "s3" / digest
     if not dest.is_dir():
-        download_dir(str(uri), dest, endpoint_url)
+        download_dir(str(uri), dest, endpoint_url, overwrite=True)  # our own cache
     return dest

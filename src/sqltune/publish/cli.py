@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from sqltune.artifacts import OVERWRITE_HELP
+
 if TYPE_CHECKING:
     from sqltune.publish import Registry
 
@@ -98,17 +100,18 @@ def show(
 
 @models_app.command()
 def pull(
-    dest: Path = typer.Option(..., "--dest", help="Local directory to create (replaced if it exists)."),
+    dest: Path = typer.Option(..., "--dest", help="Local directory to create (an earlier pull there is replaced)."),
     version: str = typer.Option(None, "--version", help="Version to pull."),
     channel: str = typer.Option(None, "--channel", help="Or: the version this channel points at."),
     bucket: str = _BUCKET,
     prefix: str = _PREFIX,
     model_name: str = _MODEL,
     endpoint_url: str = _ENDPOINT,
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Download a version and verify every file's sha256 against its manifest."""
     registry = _registry(bucket, prefix, model_name, endpoint_url)
-    typer.echo(registry.pull(registry.resolve(version, channel), dest))
+    typer.echo(registry.pull(registry.resolve(version, channel), dest, overwrite=overwrite))
 
 
 @models_app.command()

@@ -15,14 +15,12 @@ needs `force` and rolling it back needs an explicit version; either replaces it 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sqltune.artifacts import MANIFEST, atomic_write_json, sha256_file
+from sqltune.artifacts import MANIFEST, atomic_dir, atomic_write_json, sha256_file
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
 from sqltune.publish.store import (
@@ -166,17 +164,15 @@ class Registry:
             raise SqltuneError(f"channel {channel!r} of {self.loc.uri()} points at no version yet")
         return found[0]["version"]
 
-    def pull(self, version: str, dest: str | os.PathLike[str]) -> Path:
+    def pull(self, version: str, dest: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Download a complete version into `dest`, checking every file's sha256 and size against the manifest.
 
-        Built in a temp sibling and renamed into place: a failed pull leaves `dest` as it was. The result
-        carries the manifest, so `sqltune.artifacts.verify_artifact(dest)` works on it.
+        Built in a temp sibling and renamed into place: a failed pull leaves `dest` as it was, and an existing
+        `dest` is replaced only when it is an sqltune artifact or `overwrite` is set. The result carries the
+        manifest, so `sqltune.artifacts.verify_artifact(dest)` works on it.
         """
         manifest = self.manifest(version)
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-        try:
+        with atomic_dir(dest, overwrite=overwrite, option="--dest") as tmp:
             for rel, entry in progress(sorted(manifest["files"].items()), desc="pull", unit="file"):
                 target = path_inside(tmp, rel, self.loc.uri(version, MANIFEST))
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -185,11 +181,7 @@ class Registry:
                 if target.stat().st_size != entry["size"] or sha256_file(target) != entry["sha256"]:
                     raise SqltuneError(f"{self.loc.uri(version, rel)} does not match its sha256/size in the manifest")
             atomic_write_json(tmp / MANIFEST, manifest)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        dest = Path(dest)
         log.info("pulled %s (%d files, verified) to %s", self.loc.uri(version), len(manifest["files"]), dest)
         return dest
 
