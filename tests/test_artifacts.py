@@ -93,11 +93,14 @@ def test_artifact_files_and_directories_are_group_readable(tmp_path):
     try:
         with artifact_dir(tmp_path / "out", "records") as d:
             atomic_write_json(d / "metrics.json", {"a": 1})
+            (d / "weights").mkdir(mode=0o700)
+            os.close(os.open(d / "weights" / "model.safetensors", os.O_CREAT | os.O_WRONLY, 0o600))  # as safetensors
     finally:
         os.umask(old)
     out = tmp_path / "out"
-    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE((out / "weights").stat().st_mode) == 0o755
     assert stat.S_IMODE((out / "metrics.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((out / "weights" / "model.safetensors").stat().st_mode) == 0o644
     assert stat.S_IMODE((out / "manifest.json").stat().st_mode) == 0o644
 
 

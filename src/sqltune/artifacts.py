@@ -269,8 +269,10 @@ def atomic_dir(
     _mkdir(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        _usual_mode(tmp, directory=True)
         yield tmp
+        for path in [tmp, *tmp.rglob("*")]:  # writers such as safetensors make owner-only files too
+            if not path.is_symlink():
+                _usual_mode(path, directory=path.is_dir())
         check_output(out, overwrite=overwrite, option=option)
         _replace_dir(tmp, out)
     finally:

@@ -11,7 +11,6 @@ falls back to the checkpoint before it instead of failing every retry the same w
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqltune.artifacts import atomic_write_json, file_entries, sha256_file
+from sqltune.artifacts import atomic_dir, atomic_write_json, file_entries, sha256_file
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
 from sqltune.uri import download_dir, is_s3, join, list_objects, s3_client, split_s3, upload_dir
@@ -63,26 +62,19 @@ def save(
     Pruning keeps the `keep` newest checkpoints up to `step` and removes those after it: they are what
     resume skipped as unusable, and would otherwise be taken for the newest again.
     """
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{_name(step)}.", suffix=".tmp", dir=None if is_s3(root) else _mkdir(root))
-    )
-    try:
-        for name, write in files.items():
-            write(staging / name)
-        state = {**state, FILES: file_entries(staging)}
+    if is_s3(root):
         _delete(root, step, endpoint_url)  # an incomplete or unusable leftover of the same step
-        if is_s3(root):
+        with tempfile.TemporaryDirectory(prefix="sqltune-checkpoint-") as scratch:
+            staging = Path(scratch)
+            state = _write_files(staging, files, state)
             target = join(root, _name(step))
             upload_dir(staging, target, endpoint_url)
             atomic_write_json(staging / STATE, state)
             bucket, key = split_s3(join(target, STATE))
             s3_client(endpoint_url).upload_file(str(staging / STATE), bucket, key)
-        else:
-            atomic_write_json(staging / STATE, state)
-            _apply_umask(staging)
-            os.replace(staging, Path(root) / _name(step))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    else:  # our own directory: a leftover of the same step is replaced
+        with atomic_dir(Path(root) / _name(step), overwrite=True, option="checkpoint") as staging:
+            atomic_write_json(staging / STATE, _write_files(staging, files, state))
     log.info("checkpoint %s written to %s", _name(step), root)
     steps = complete_steps(root, endpoint_url)
     older, newer = [s for s in steps if s < step], [s for s in steps if s > step]
@@ -135,6 +127,13 @@ def load_latest(
     )
 
 
+def _write_files(staging: Path, files: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """Write the checkpoint's files; returns the state that records their sha256 and size."""
+    for name, write in files.items():
+        write(staging / name)
+    return {**state, FILES: file_entries(staging)}
+
+
 def _verified_state(local: Path) -> dict[str, Any]:
     """The checkpoint's state, once every file it records has its recorded size and sha256."""
     try:
@@ -160,23 +159,6 @@ def _read(path: Path, read: Callable[[Path], Any]) -> Any:
         return read(path)
     except Exception as exc:  # each format fails its own way (SafetensorError, pickle, zip); all mean unusable
         raise _Unusable(f"{path.name} cannot be read ({type(exc).__name__}: {exc})") from None
-
-
-def _apply_umask(directory: Path) -> None:
-    """Give `directory` and its files the modes the umask gives, not mkdtemp's and mkstemp's owner-only ones.
-
-    Pipeline steps may run as different users of one group, and the next one resumes from these files.
-    """
-    mask = os.umask(0)
-    os.umask(mask)
-    directory.chmod(0o777 & ~mask)
-    for path in directory.iterdir():
-        path.chmod(0o666 & ~mask)
-
-
-def _mkdir(root: str) -> Path:
-    Path(root).mkdir(parents=True, exist_ok=True)
-    return Path(root)
 
 
 def _delete(root: str, step: int, endpoint_url: str | None) -> None:
