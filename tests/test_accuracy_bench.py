@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sqltune.errors import SqltuneError
-from sqltune.preprocess.sample import write_sample_dataset
+from sqltune.sample_data import write_sample_dataset
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
 

@@ -9,8 +9,8 @@ import pytest
 
 from sqltune.artifacts import sha256_file
 from sqltune.errors import SqltuneError
-from sqltune.models import encode_prompt, load_model, load_tokenizer, prompt_functions, resolve_base_model
-from sqltune.preprocess.prompt import build_prompt
+from sqltune.models import load_model, load_tokenizer, resolve_base_model
+from sqltune.prompt import build_prompt, encode_prompt, prompt_functions
 
 RECORD = {
     "question": "How many singers are older than 30?",

@@ -6,8 +6,8 @@ import pytest
 
 from sqltune.artifacts import read_jsonl, sha256_file, verify_artifact
 from sqltune.pipeline.local import run_local, summary_table
-from sqltune.preprocess.sample import write_sample_dataset
 from sqltune.publish.registry import Registry
+from sqltune.sample_data import write_sample_dataset
 
 pytestmark = pytest.mark.slow
 

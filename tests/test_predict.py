@@ -137,7 +137,8 @@ def test_prefix_batches_keep_one_schema_per_batch_and_pool_the_rest():
 
 
 def test_batched_generation_equals_one_at_a_time(base_dir, tokenizer):
-    from sqltune.models import encode_prompt, load_model
+    from sqltune.models import load_model
+    from sqltune.prompt import encode_prompt
 
     model = load_model(base_dir).eval()
     prompts = [encode_prompt(tokenizer, _record(i)["schema"] + _record(i)["question"], "alpaca") for i in range(6)]
@@ -151,7 +152,8 @@ def test_batched_generation_equals_one_at_a_time(base_dir, tokenizer):
 
 
 def test_shared_prefix_generation_equals_whole_prompts_one_at_a_time(base_dir, tokenizer):
-    from sqltune.models import encode_prompt, load_model
+    from sqltune.models import load_model
+    from sqltune.prompt import encode_prompt
 
     model = load_model(base_dir).eval()
     schemas = [_record(7)["schema"], _record(3)["schema"]]

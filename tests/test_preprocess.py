@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from sqltune.artifacts import read_jsonl, read_manifest, verify_artifact
-from sqltune.preprocess.prompt import build_prompt
 from sqltune.preprocess.run import run_preprocess
 from sqltune.preprocess.schema_text import serialize_schema
+from sqltune.prompt import build_prompt
 from sqltune.sql.schema import load_tables
 
 CONCERT_SINGER_DBGPT = (

@@ -13,7 +13,7 @@ import pytest
 from sqltune.artifacts import read_jsonl, read_manifest, verify_artifact
 from sqltune.errors import SqltuneError
 from sqltune.preprocess.run import run_preprocess
-from sqltune.preprocess.sample import write_sample_dataset
+from sqltune.sample_data import write_sample_dataset
 from sqltune.uri import upload_dir
 
 DIALOGUES = [

@@ -1,4 +1,4 @@
-from sqltune.preprocess.prompt import build_prompt
+from sqltune.prompt import build_prompt
 
 RECORD = {
     "question": "How many singers are there?",

@@ -18,7 +18,8 @@ import pytest
 
 from sqltune.artifacts import read_jsonl, verify_artifact, write_jsonl
 from sqltune.errors import SqltuneError
-from sqltune.models import encode_prompt, load_model, load_tokenizer, prompt_functions, resolve_base_model
+from sqltune.models import load_model, load_tokenizer, resolve_base_model
+from sqltune.prompt import encode_prompt, prompt_functions
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent

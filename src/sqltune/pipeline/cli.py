@@ -57,7 +57,7 @@ def demo(
     """The main job on this machine: generate the sample dataset, run the whole pipeline, show base vs tuned."""
     from sqltune.pipeline.local import run_local, summary_table
     from sqltune.pipeline.spec import DEFAULT_PIPELINE_FILE, pipeline_params
-    from sqltune.preprocess.sample import write_sample_dataset
+    from sqltune.sample_data import write_sample_dataset
 
     data = (out / "sample-data").resolve()
     counts = write_sample_dataset(data)

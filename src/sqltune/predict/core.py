@@ -20,7 +20,7 @@ from sqltune.predict.adapter import Adapter, check_base_name, check_shapes, read
 from sqltune.predict.extract import NO_SQL, extract_sql
 from sqltune.predict.generate import Generation, generate_hf
 from sqltune.predict.vllm_backend import generate_vllm, vllm_available
-from sqltune.preprocess.prompt import build_prompt
+from sqltune.prompt import build_prompt
 from sqltune.uri import localize
 
 log = get_logger(__name__)
@@ -77,7 +77,7 @@ class PromptPlan:
 
 def plan_prompts(records: Sequence[dict[str, Any]], tokenizer: Any, template: str, max_tokens: int) -> PromptPlan:
     """Rebuild every prompt with this tokenizer's budget, trimming the schema as training did."""
-    from sqltune.models import encode_prompt, prompt_functions
+    from sqltune.prompt import encode_prompt, prompt_functions
 
     count_tokens, chat_render = prompt_functions(tokenizer, template)
     ids, fits, dropped = [], [], []

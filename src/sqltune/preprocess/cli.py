@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 
 from sqltune.artifacts import OVERWRITE_HELP
-from sqltune.preprocess.prompt import PromptTemplate
 from sqltune.preprocess.schema_text import DEFAULT_STYLE, SchemaStyle
+from sqltune.prompt import PromptTemplate
 
 
 class Dataset(str, Enum):
@@ -60,6 +60,6 @@ def sample_data(
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Generate the small, deterministic sample dataset (Spider layout) used by the demo and tests."""
-    from sqltune.preprocess.sample import write_sample_dataset
+    from sqltune.sample_data import write_sample_dataset
 
     typer.echo(json.dumps(write_sample_dataset(out, overwrite=overwrite), indent=2))

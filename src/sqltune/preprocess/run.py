@@ -12,9 +12,9 @@ from typing import Any
 from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
-from sqltune.preprocess.prompt import TEMPLATES, build_prompt
 from sqltune.preprocess.readers import Example, Layout, read_dataset, read_json
 from sqltune.preprocess.schema_text import STYLES, serialize_schema
+from sqltune.prompt import TEMPLATES, build_prompt
 from sqltune.sql.schema import DatabaseSchema, load_tables
 from sqltune.uri import localize
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from sqltune.artifacts import OVERWRITE_HELP
-from sqltune.preprocess.prompt import PromptTemplate
+from sqltune.prompt import PromptTemplate
 from sqltune.train.checkpoint import FRESH_FLAG
 from sqltune.train.config import TrainConfig
 

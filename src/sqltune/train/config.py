@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqltune.errors import SqltuneError
-from sqltune.preprocess.prompt import TEMPLATES
+from sqltune.prompt import TEMPLATES
 
 METHODS = ("lora", "qlora")
 ATTENTION = ("auto", "eager", "sdpa", "flash_attention_2")

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqltune.errors import SqltuneError
-from sqltune.models import encode_prompt, prompt_functions
-from sqltune.preprocess.prompt import build_prompt
+from sqltune.prompt import build_prompt, encode_prompt, prompt_functions
 
 IGNORE = -100
 _MEGABATCH = 16  # length grouping sorts within windows of this many batches, keeping the order random

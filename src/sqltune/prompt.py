@@ -1,4 +1,4 @@
-"""The one prompt function that training and prediction both call.
+"""The one prompt function that training and prediction both call, and how its tokens are counted.
 
 DB-GPT-Hub trains and predicts with different prompts; here both steps rebuild the model input from the
 record's fields with `build_prompt`, so they cannot drift apart. When a prompt is over its token budget
@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
+
+from sqltune.errors import SqltuneError
 
 
 class PromptTemplate(str, Enum):
@@ -113,3 +115,27 @@ def build_prompt(
             high = mid - 1
     text = text_for(low)
     return Prompt(text, schema_lines_dropped=len(lines) - low, fits=count_tokens(text) <= max_tokens)
+
+
+def encode_prompt(tokenizer: Any, text: str, template: str) -> list[int]:
+    """Token ids of a prompt. A chat-rendered prompt already carries its special tokens; alpaca gets BOS."""
+    return tokenizer(text, add_special_tokens=template != "chat")["input_ids"]
+
+
+def prompt_functions(tokenizer: Any, template: str) -> tuple[Callable[[str], int], Callable[[Messages], str] | None]:
+    """`count_tokens` and `chat_render` for `build_prompt` with this tokenizer."""
+    if template not in TEMPLATES:
+        raise SqltuneError(f"unknown prompt template {template!r}; expected one of {', '.join(TEMPLATES)}")
+
+    def count_tokens(text: str) -> int:
+        return len(encode_prompt(tokenizer, text, template))
+
+    if template != "chat":
+        return count_tokens, None
+    if not getattr(tokenizer, "chat_template", None):
+        raise SqltuneError("prompt template 'chat' needs a tokenizer with a chat template; use --template alpaca")
+
+    def chat_render(messages: Messages) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    return count_tokens, chat_render
