@@ -50,9 +50,9 @@ images: venv
 		$$engine build -f images/$$step/Dockerfile -t $$image . || exit 1; \
 	done
 
-# The KFP Pipeline/PipelineVersion resources (GitOps) from pipelines/text2sql.py, after a fresh compile.
+# The KFP Pipeline/PipelineVersion resources (GitOps) of the pipeline, after a fresh compile.
 manifests: compile
-	$(BIN)/python -m sqltune.deploy.manifests
+	$(BIN)/sqltune manifests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

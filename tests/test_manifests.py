@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from sqltune.deploy.manifests import MANIFEST_FILE, version_name, write_pipeline_manifests
 from sqltune.images import image_for
+from sqltune.pipeline import MANIFEST_FILE
+from sqltune.pipeline.compile import version_name, write_pipeline_manifests
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
@@ -116,7 +117,9 @@ def test_secret_template_has_placeholders_the_pipeline_reads() -> None:
 
 @pytest.fixture(scope="module")
 def fresh_pipeline_manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_pipeline_manifests(REPO, tmp_path_factory.mktemp("manifests") / "text2sql.yaml")
+    return write_pipeline_manifests(
+        tmp_path_factory.mktemp("manifests") / "text2sql.yaml", compiled=REPO / "pipelines" / "text2sql.yaml"
+    )
 
 
 def test_pipeline_manifests_are_in_sync_with_the_pipeline(fresh_pipeline_manifests: Path) -> None:

@@ -10,7 +10,7 @@ from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from sqltune.pipeline.compile import compile_pipeline
-from sqltune.pipeline.spec import load_params, load_pipeline_spec, parse_params
+from sqltune.pipeline.params import load_params, load_pipeline_spec, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKED_IN = REPO / "pipelines" / "text2sql.yaml"
@@ -33,7 +33,7 @@ def executors(documents):
 def test_checked_in_yaml_is_byte_identical_to_a_fresh_compile(tmp_path, monkeypatch):
     for var in ("SQLTUNE_IMAGE_REGISTRY", "SQLTUNE_IMAGE_TAG", "SQLTUNE_IMAGE_TRAIN"):
         monkeypatch.delenv(var, raising=False)
-    fresh = compile_pipeline(REPO, tmp_path / "fresh.yaml")
+    fresh = compile_pipeline(tmp_path / "fresh.yaml")
     assert fresh.read_bytes() == CHECKED_IN.read_bytes(), "pipelines/text2sql.yaml is stale: run `make compile`"
 
 

@@ -38,7 +38,6 @@ def _main(
 
 
 # --- step commands (one line per command; keep imports light) ---
-from sqltune.deploy import cli as deploy_cli  # noqa: E402
 from sqltune.evaluate import cli as evaluate_cli  # noqa: E402
 from sqltune.pipeline import cli as pipeline_cli  # noqa: E402
 from sqltune.predict import cli as predict_cli  # noqa: E402
@@ -52,14 +51,16 @@ app.command()(predict_cli.predict)
 app.command()(train_cli.train)
 app.command(name="evaluate")(evaluate_cli.evaluate_command)
 
-app.command(name="compile")(pipeline_cli.compile)
-app.command()(pipeline_cli.run)
-app.command()(pipeline_cli.demo)
-app.command()(deploy_cli.submit)
-app.command()(deploy_cli.schedule)
 app.command()(publish_cli.publish)
 app.add_typer(publish_cli.models_app, name="models")
-app.command(name="s3-server")(publish_cli.s3_server)
+
+app.command(name="compile")(pipeline_cli.compile)
+app.command()(pipeline_cli.manifests)
+app.command()(pipeline_cli.run)
+app.command()(pipeline_cli.demo)
+app.command(name="s3-server")(pipeline_cli.s3_server)
+app.command()(pipeline_cli.submit)
+app.command()(pipeline_cli.schedule)
 
 
 def main() -> None:

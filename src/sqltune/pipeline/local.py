@@ -19,7 +19,8 @@ from typing import Any
 
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
-from sqltune.pipeline.spec import DEFAULT_PIPELINE_FILE, coerce_params, load_pipeline_spec, parameter_defaults
+from sqltune.pipeline import PIPELINE_FILE
+from sqltune.pipeline.params import coerce_params, load_pipeline_spec, parameter_defaults
 
 log = get_logger(__name__)
 
@@ -73,7 +74,7 @@ def _read_executor_output(task_dir: Path) -> dict[str, Any]:
 
 def run_local(
     params: Mapping[str, Any],
-    pipeline_file: str | Path = DEFAULT_PIPELINE_FILE,
+    pipeline_file: str | Path = PIPELINE_FILE,
     pipeline_root: str | Path = "runs",
 ) -> LocalRun:
     """Run the compiled pipeline with kfp.local; start a local S3 server unless an endpoint is configured."""

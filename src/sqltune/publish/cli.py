@@ -1,13 +1,10 @@
-"""`sqltune publish`, `sqltune models list|show|promote|rollback|pull|history` and `sqltune s3-server`."""
+"""`sqltune publish` and `sqltune models list|show|promote|rollback|pull|history`."""
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import signal
 import sys
-import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -157,48 +154,3 @@ def history(
     """Every promotion and rollback of a channel, oldest first, one JSON object per line."""
     for event in _registry(bucket, prefix, model_name, endpoint_url).history(channel):
         typer.echo(json.dumps(event, sort_keys=True))
-
-
-def _credentials(env_file: Path) -> tuple[str, str]:
-    """The standard AWS_* variables if set, else those saved in `env_file`, else new ones saved there (0600)."""
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        return key, secret
-    if env_file.is_file():
-        saved = dict(
-            line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
-        )
-        return saved["AWS_ACCESS_KEY_ID"], saved["AWS_SECRET_ACCESS_KEY"]
-    key, secret = "sqltune" + secrets.token_hex(6), secrets.token_urlsafe(30)
-    env_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"export AWS_ACCESS_KEY_ID={key}\nexport AWS_SECRET_ACCESS_KEY={secret}\n")
-    return key, secret
-
-
-def s3_server(
-    data_dir: Path = typer.Option(Path("s3-data"), "--dir", help="Where the server keeps its data."),
-    port: int = typer.Option(8333, "--port", help="S3 port on 127.0.0.1 (0: any free port)."),
-    bucket: list[str] = typer.Option([], "--bucket", help="Bucket to create (repeatable)."),
-) -> None:
-    """Run a local S3 server (SeaweedFS) on 127.0.0.1 in the foreground until Ctrl+C.
-
-    Credentials are AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set, else generated once and kept in
-    DIR/credentials.env (mode 0600; `source` it in another shell). The secret is never printed.
-    """
-    from sqltune.locals3 import REGION, local_s3
-
-    env_file = data_dir / "credentials.env"
-    key, secret = _credentials(env_file)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    with local_s3(data_dir, port=port, buckets=bucket, access_key=key, secret_key=secret) as server:
-        typer.echo(f"S3 endpoint: {server.endpoint_url} (region {REGION}, pid {server.pid}, data in {data_dir})")
-        if key == os.environ.get("AWS_ACCESS_KEY_ID"):
-            typer.echo(f"credentials: your AWS_* variables; export AWS_ENDPOINT_URL={server.endpoint_url}")
-        else:
-            typer.echo(f"credentials: source {env_file} && export AWS_ENDPOINT_URL={server.endpoint_url}")
-        typer.echo("Ctrl+C to stop.")
-        stop.wait()

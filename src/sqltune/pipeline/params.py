@@ -15,8 +15,7 @@ from typing import Any
 import yaml
 
 from sqltune.errors import SqltuneError
-
-DEFAULT_PIPELINE_FILE = Path("pipelines/text2sql.yaml")
+from sqltune.pipeline import PIPELINE_FILE
 
 _PARSERS = {
     "STRING": str,
@@ -36,7 +35,7 @@ _PYTHON_TYPES = {
 }
 
 
-def load_pipeline_spec(path: str | Path = DEFAULT_PIPELINE_FILE) -> dict[str, Any]:
+def load_pipeline_spec(path: str | Path = PIPELINE_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SqltuneError(f"compiled pipeline not found: {path} (run from the repository root, or `make compile`)")

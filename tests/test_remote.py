@@ -18,8 +18,8 @@ import yaml
 from typer.testing import CliRunner
 
 from sqltune.cli import app
-from sqltune.deploy.kfp_api import Connection, submit_run
 from sqltune.errors import SqltuneError
+from sqltune.pipeline.remote import Connection, submit_run
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT2SQL = REPO / "pipelines" / "text2sql.yaml"
@@ -238,7 +238,7 @@ def test_five_field_cron_is_rejected_with_the_six_field_form(kfp_api: FakeKfpApi
     [("0 0 24 * * *", "hour value '24'"), ("0 0 2 * 13 0", "month value '13'"), ("@fortnightly", "descriptor")],
 )
 def test_bad_cron_fields_are_named(cron: str, complaint: str) -> None:
-    from sqltune.deploy.cron import validate_cron
+    from sqltune.pipeline.cron import validate_cron
 
     with pytest.raises(SqltuneError, match=complaint):
         validate_cron(cron)

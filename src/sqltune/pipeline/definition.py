@@ -1,7 +1,7 @@
 """The text2sql pipeline: preprocess -> train (GPU) -> predict -> evaluate -> publish if EX >= min_ex.
 
-Compile with `make compile` (or `sqltune compile`); the compiled `text2sql.yaml` beside this file is
-checked in and must stay byte-identical to a fresh compile (a test checks). GPU placement, secrets,
+Compile with `make compile` (or `sqltune compile`); the compiled `pipelines/text2sql.yaml` is checked in
+and must stay byte-identical to a fresh compile (a test checks). GPU placement, secrets,
 retries and timeouts are Kubernetes platform settings (kfp-kubernetes): ignored by kfp.local, applied by
 the KFP backend on a cluster.
 """
@@ -9,14 +9,14 @@ the KFP backend on a cluster.
 from kfp import dsl, kubernetes
 from kfp.dsl.pipeline_channel import PipelineChannel
 
-from components.evaluate import evaluate
-from components.predict import predict
-from components.preprocess import preprocess
-from components.publish import publish
-from components.train import train
+from sqltune.evaluate.component import evaluate
+from sqltune.pipeline import PIPELINE_NAME
+from sqltune.predict.component import predict
+from sqltune.preprocess.component import preprocess
 from sqltune.preprocess.schema_text import DEFAULT_STYLE
+from sqltune.publish.component import publish
+from sqltune.train.component import train
 
-PIPELINE_NAME = "sqltune-text2sql"
 HOUR = 3600
 # Keys of the S3 credentials Secret, exposed to the steps under boto3's standard variable names.
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}

@@ -1,7 +1,7 @@
 """Start runs and recurring runs of the compiled pipeline on a KFP cluster, through `kfp.Client`.
 
 The compiled YAML is sent as the run's pipeline spec (no upload step, so a run always uses exactly the
-checked-in file); parameters are checked against its declared types first (`sqltune.pipeline.spec`).
+checked-in file); parameters are checked against its declared types first (`sqltune.pipeline.params`).
 Auth is what kfp.Client supports: a bearer token (`--token` / KF_PIPELINES_TOKEN), or, without a host,
 the kube config (in-cluster service account or ~/.kube/config through the API server proxy).
 """
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqltune.deploy.cron import validate_cron
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
-from sqltune.pipeline.spec import DEFAULT_PIPELINE_FILE, coerce_params, load_pipeline_spec
+from sqltune.pipeline import PIPELINE_FILE
+from sqltune.pipeline.cron import validate_cron
+from sqltune.pipeline.params import coerce_params, load_pipeline_spec
 
 log = get_logger(__name__)
 
@@ -112,7 +113,7 @@ def submit_run(
     conn: Connection,
     params: Mapping[str, Any],
     *,
-    pipeline_file: str | Path = DEFAULT_PIPELINE_FILE,
+    pipeline_file: str | Path = PIPELINE_FILE,
     experiment: str = DEFAULT_EXPERIMENT,
     run_name: str | None = None,
     service_account: str | None = None,
@@ -142,7 +143,7 @@ def schedule_run(
     cron: str,
     *,
     name: str,
-    pipeline_file: str | Path = DEFAULT_PIPELINE_FILE,
+    pipeline_file: str | Path = PIPELINE_FILE,
     experiment: str = DEFAULT_EXPERIMENT,
     max_concurrency: int = 1,
     catchup: bool = False,

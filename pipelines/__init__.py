@@ -1,1 +1,0 @@
-"""The sqltune Kubeflow pipeline definition; its compiled YAML is checked in beside it."""
