@@ -7,9 +7,12 @@ recipe for a GPU user (all 8659 training questions, the whole dev set). A CPU-sc
 training subset and a seeded hardness-stratified dev subset of questions whose database exists, so every
 variant is scored on the same questions and EX and EM count the same ones.
 
-Each variant is `NAME:key=value,...` over the TrainConfig fields plus `schema_style` (target modules joined
-with `+`), e.g. `--variant qlora:method=qlora --variant lora-ddl:schema_style=ddl`. Work artifacts live under
-`--work`, keyed by a hash of everything they depend on, so a rerun of the same command picks up finished steps.
+The training options are TrainConfig's own (`sqltune train --help` lists them; `--seed` also seeds the subsets),
+with the benchmark's recipe defaults in RECIPE. Each variant is `NAME:key=value,...` over the TrainConfig
+settings plus `schema_style` (target modules joined with `+`), e.g. `--variant qlora:method=qlora --variant
+lora-ddl:schema_style=ddl`: an override of the command's TrainConfig, validated by it. Work artifacts live
+under `--work`, keyed by a hash of everything they depend on, so a rerun of the same command picks up
+finished steps.
 
     .venv/bin/python benchmarks/accuracy.py --name full                   # the full recipe (GPU)
     .venv/bin/python benchmarks/accuracy.py --name cpu --train-size 400 --dev-size 100 ...   # see the results
@@ -17,7 +20,6 @@ with `+`), e.g. `--variant qlora:method=qlora --variant lora-ddl:schema_style=dd
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -27,18 +29,22 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import fields
+from dataclasses import dataclass, fields, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("SQLTUNE_PROGRESS", "0")
 
+import typer
+
 from sqltune.artifacts import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
-from sqltune.preprocess.schema_text import DEFAULT_STYLE
+from sqltune.preprocess.schema_text import DEFAULT_STYLE, SchemaStyle
+from sqltune.settings import config_command
 from sqltune.sql.hardness import HARDNESS_LEVELS
+from sqltune.train import TrainConfig
 
 log = get_logger("sqltune.bench.accuracy")
 
@@ -46,80 +52,84 @@ HERE = Path(__file__).resolve().parent
 SPIDER = HERE.parents[1] / "shared" / "data" / "spider"
 BASE = "base"
 DEFAULT_VARIANTS = ("lora:method=lora", "qlora:method=qlora")
+_DEFAULTS_HELP = " ".join(DEFAULT_VARIANTS)
+WORK = Path.home() / ".cache" / "sqltune" / "bench-accuracy"
 PACKAGES = ("sqltune", "torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--name", default="full", help="config name: results go to accuracy-<name>.md/.json")
-    p.add_argument("--spider", type=Path, default=SPIDER, help="Spider release (dev.json, train_*.json, database/)")
-    p.add_argument("--base-model", default="smollm2-135m", help="any spec sqltune.models.resolve_base_model takes")
-    p.add_argument("--train-size", type=int, default=0, help="seeded random training subset; 0 = all questions")
-    p.add_argument("--dev-size", type=int, default=0, help="seeded hardness-stratified dev subset; 0 = all")
-    p.add_argument("--seed", type=int, default=42, help="seeds the subsets and training")
-    p.add_argument("--schema-style", default=DEFAULT_STYLE, help="dbgpt | ddl | rich (default of every variant)")
-    p.add_argument("--template", default="chat", help="alpaca | chat; base and adapters use the same one")
-    p.add_argument("--max-seq-len", type=int, default=1024, help="prompt + answer tokens (schema trimmed to fit)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--max-steps", type=int, default=-1, help="> 0 overrides --epochs")
-    p.add_argument("--learning-rate", type=float, default=2e-4)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--grad-accum", type=int, default=4)
-    p.add_argument("--lora-rank", type=int, default=16)
-    p.add_argument("--lora-alpha", type=int, default=32)
-    p.add_argument("--target-modules", default="all-linear", help="'all-linear' or comma-separated module names")
-    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--predict-batch-size", type=int, default=16)
-    p.add_argument(
-        "--variant",
-        action="append",
-        dest="variants",
-        help="NAME:key=value,... (repeatable); default: " + " ".join(DEFAULT_VARIANTS),
-    )
-    p.add_argument("--no-base", action="store_true", help="skip scoring the base model without an adapter")
-    p.add_argument("--results", type=Path, default=HERE / "results")
-    p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "sqltune" / "bench-accuracy")
-    args = p.parse_args(argv)
-    args.variants = args.variants or list(DEFAULT_VARIANTS)
-    return args
+# The recipe's training defaults where they differ from TrainConfig's: DB-GPT-Hub's (3 epochs, effective batch
+# 16) with the chat template, which SmolLM2-Instruct was tuned on.
+RECIPE = {"num_epochs": 3.0, "gradient_accumulation_steps": 4, "prompt_template": "chat"}
 
 
-def parse_variant(spec: str, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """`NAME:key=value,...` -> (name, train settings incl. schema_style) over the command's defaults."""
-    from sqltune.train import TrainConfig
+@dataclass
+class Bench:
+    """One invocation: what to run it on and with, and the TrainConfig every variant overrides."""
 
+    name: str
+    spider: Path
+    base_model: str
+    train_size: int
+    dev_size: int
+    schema_style: str
+    max_new_tokens: int
+    predict_batch_size: int
+    variants: list[str]
+    no_base: bool
+    results: Path
+    work: Path
+    train: TrainConfig
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+
+@config_command(TrainConfig, defaults=RECIPE)
+def command(
+    name: str = typer.Option("full", help="Config name: results go to accuracy-<name>.md/.json."),
+    spider: Path = typer.Option(SPIDER, help="Spider release (dev.json, train_*.json, database/)."),
+    base_model: str = typer.Option("smollm2-135m", help="Any spec sqltune.models.resolve_base_model takes."),
+    train_size: int = typer.Option(0, help="Seeded random training subset; 0 = all questions."),
+    dev_size: int = typer.Option(0, help="Seeded hardness-stratified dev subset; 0 = all."),
+    schema_style: SchemaStyle = typer.Option(DEFAULT_STYLE, help="Schema style of every variant unless it sets one."),
+    max_new_tokens: int = typer.Option(128, help="PredictConfig.max_new_tokens."),
+    predict_batch_size: int = typer.Option(16, help="PredictConfig.batch_size (named as the pipeline names it)."),
+    variant: list[str] = typer.Option(None, help=f"NAME:key=value,... (repeatable); default: {_DEFAULTS_HELP}"),
+    no_base: bool = typer.Option(False, "--no-base", help="Skip scoring the base model without an adapter."),
+    results: Path = typer.Option(HERE / "results", help="Where accuracy-<name>.md/.json go."),
+    work: Path = typer.Option(WORK, help="Where finished steps are kept for reuse."),
+    *,
+    config: TrainConfig,
+) -> Bench:
+    """Fine-tune on Spider and score base vs adapters on EX/EM per hardness; writes the results tables."""
+    return Bench(
+        name, spider, base_model, train_size, dev_size, schema_style.value, max_new_tokens, predict_batch_size,
+        list(variant or DEFAULT_VARIANTS), no_base, results, work, config,
+    )  # fmt: skip
+
+
+def parse_variant(spec: str, bench: Bench) -> tuple[str, dict[str, Any]]:
+    """`NAME:key=value,...` -> (name, {"schema_style": ..., **TrainConfig settings}) over the command's config."""
     name, _, body = spec.partition(":")
-    settings: dict[str, Any] = {
-        "schema_style": args.schema_style,
-        "method": "lora",
-        "template": args.template,
-        "max_seq_len": args.max_seq_len,
-        "num_epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "learning_rate": args.learning_rate,
-        "batch_size": args.batch_size,
-        "gradient_accumulation_steps": args.grad_accum,
-        "lora_rank": args.lora_rank,
-        "lora_alpha": args.lora_alpha,
-        "target_modules": args.target_modules,
-        "gradient_checkpointing": args.gradient_checkpointing,
-        "seed": args.seed,
-    }
-    types = {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig) if f.name != "extra"}
+    if not name or name == BASE:
+        raise SqltuneError(f"variant {spec!r} needs a name other than {BASE!r}")
+    types = {f.name: type(getattr(bench.train, f.name)) for f in fields(TrainConfig)}
+    schema_style, overrides = bench.schema_style, {}
     for item in filter(None, body.split(",")):
         key, eq, value = item.partition("=")
         if not eq or (key not in types and key != "schema_style"):
-            raise SqltuneError(f"variant {spec!r}: {item!r} is not key=value over TrainConfig fields or schema_style")
-        if key == "target_modules":
-            settings[key] = value.replace("+", ",")
-        elif types.get(key) is bool:
-            settings[key] = value.lower() in ("1", "true", "yes")
+            raise SqltuneError(f"variant {spec!r}: {item!r} is not key=value over TrainConfig settings or schema_style")
+        if key == "schema_style":
+            schema_style = value
+        elif key == "target_modules":
+            overrides[key] = value.replace("+", ",")
+        elif types[key] is bool:
+            overrides[key] = value.lower() in ("1", "true", "yes")
         else:
-            settings[key] = types.get(key, str)(value)
-    if not name or name == BASE:
-        raise SqltuneError(f"variant {spec!r} needs a name other than {BASE!r}")
-    return name, settings
+            overrides[key] = types[key](value)
+    train = replace(bench.train, **overrides, checkpoint_every=0)
+    return name, {"schema_style": schema_style, **train.to_dict()}
 
 
 def key_of(*parts: Any) -> str:
@@ -130,13 +140,15 @@ def done(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
-def preprocessed(args: argparse.Namespace, split: str, style: str) -> Path:
+def preprocessed(args: Bench, split: str, style: str) -> Path:
     """The full split's records in one schema style (subsets are taken by id afterwards)."""
-    from sqltune.preprocess.run import run_preprocess
+    from sqltune.preprocess import PreprocessConfig, preprocess
 
-    out = args.work / "preprocess" / f"{split}-{style}-{args.template}-{key_of(str(args.spider))}"
+    template = args.train.prompt_template
+    out = args.work / "preprocess" / f"{split}-{style}-{template}-{key_of(str(args.spider))}"
     if not done(out):
-        run_preprocess("spider", args.spider, split, style, out, template=args.template)
+        config = PreprocessConfig(dataset="spider", split=split, schema_style=style, prompt_template=template)
+        preprocess(args.spider, out, config=config)
     return out / "records.jsonl"
 
 
@@ -177,36 +189,35 @@ def subset(records_file: Path, ids: list[str], out: Path) -> Path:
 # Each adapter trains in a fresh interpreter, so the peak RSS it reports is its own.
 _TRAIN_CHILD = (
     "import json, sys; from sqltune.train import TrainConfig, train; job = json.loads(sys.argv[1]); "
-    "train(job['data'], job['base_model'], job['out'], TrainConfig(**job['config']))"
+    "train(job['data'], job['base_model'], job['out'], config=TrainConfig(**job['config']))"
 )
 
 
 def train_variant(data: Path, base_model: str, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     if not done(out):
-        config = {k: v for k, v in settings.items() if k != "schema_style"} | {"checkpoint_every": 0}
+        config = {k: v for k, v in settings.items() if k != "schema_style"}
         job = {"data": str(data), "base_model": base_model, "out": str(out), "config": config}
         if subprocess.run([sys.executable, "-c", _TRAIN_CHILD, json.dumps(job)], check=False).returncode:
             raise SqltuneError(f"training {out} failed; see its log above")
     return json.loads((out / "train_metrics.json").read_text())
 
 
-def score(
-    args: argparse.Namespace, dev: Path, adapter: Path | None, out: Path
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def score(args: Bench, dev: Path, adapter: Path | None, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Predict `dev` and evaluate; returns (predict metrics, evaluation metrics).
 
     QLoRA adapters too are merged into the full-precision base, as the pipeline's predict step and
     DB-GPT-Hub do: the 4-bit base is a training-memory device, not the served model.
     """
     from sqltune.evaluate.evaluator import evaluate
-    from sqltune.predict import predict
+    from sqltune.predict import PredictConfig, predict
 
     predictions, evaluation = out / "predictions", out / "evaluation"
     if not done(predictions):
-        predict(
-            dev, args.base_model, adapter, predictions, backend="auto", batch_size=args.predict_batch_size,
-            max_new_tokens=args.max_new_tokens, template=args.template, max_seq_len=args.max_seq_len,
+        config = PredictConfig(
+            batch_size=args.predict_batch_size, max_new_tokens=args.max_new_tokens,
+            prompt_template=args.train.prompt_template, max_seq_len=args.train.max_seq_len,
         )  # fmt: skip
+        predict(dev, args.base_model, adapter, predictions, config=config)
     if not done(evaluation):
         evaluate(
             dev, predictions / "predictions.jsonl", args.spider / "database", args.spider / "tables.json", evaluation
@@ -217,7 +228,7 @@ def score(
     )
 
 
-def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+def run(args: Bench, command: str) -> dict[str, Any]:
     started = time.perf_counter()
     variants = dict(parse_variant(spec, args) for spec in args.variants)
     styles = sorted({s["schema_style"] for s in variants.values()} | {args.schema_style})
@@ -228,7 +239,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         train_all, dev_all = preprocessed(args, "train", style), preprocessed(args, "dev", style)
         t_ids = train_ids(read_jsonl(train_all), args.train_size, args.seed)
         d_ids = dev_ids(read_jsonl(dev_all), args.dev_size, args.seed, db_dir)
-        root = args.work / "subsets" / f"{style}-{args.template}-{key_of(str(args.spider))}"
+        root = args.work / "subsets" / f"{style}-{args.train.prompt_template}-{key_of(str(args.spider))}"
         root.mkdir(parents=True, exist_ok=True)
         subsets[style] = {
             "train": subset(train_all, t_ids, root / f"train-{key_of(t_ids)}.jsonl"),
@@ -250,8 +261,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "dev_questions": len(d_ids),
         "dev_size_flag": args.dev_size,
         "dev_hardness": {lv: dev_hardness.count(lv) for lv in HARDNESS_LEVELS},
-        "template": args.template,
-        "max_seq_len": args.max_seq_len,
+        "template": args.train.prompt_template,
+        "max_seq_len": args.train.max_seq_len,
         "max_new_tokens": args.max_new_tokens,
         "runs": rows,
         "pending": ([] if args.no_base else [BASE]) + list(variants),
@@ -264,7 +275,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         result["total_wall_s"] = time.perf_counter() - started
         save(args.results, result)
 
-    scoring = (args.base_model, args.template, args.max_seq_len, args.max_new_tokens)
+    scoring = (args.base_model, args.train.prompt_template, args.train.max_seq_len, args.max_new_tokens)
     if not args.no_base:
         data = subsets[args.schema_style]
         out = args.work / "runs" / f"{BASE}-{key_of(scoring, args.schema_style, d_ids, str(args.spider))}"
@@ -363,10 +374,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_num(t.get('peak_memory_gb'), '.2f')} | {_num(t.get('final_loss'), '.3f')} | "
             f"{_num(p.get('prompts_per_s'), '.2f')} | {_num(p.get('generated_tokens_per_s'))} |"
         )
-    lines += ["", "## Variants (training settings)", ""]
+    lines += ["", "## Variants (training settings that differ from TrainConfig's defaults)", ""]
+    defaults = TrainConfig().to_dict()
     for name, row in runs.items():
         if name != BASE:
-            lines.append(f"- **{name}**: " + ", ".join(f"{k}={v}" for k, v in row["settings"].items()))
+            changed = {k: v for k, v in row["settings"].items() if k not in defaults or defaults[k] != v}
+            lines.append(f"- **{name}**: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
     versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
     lines += ["", "## Versions", "", f"{versions}; python {result['python']}", ""]
     lines += [f"Wall time of this invocation: {result['total_wall_s'] / 60:.1f} min (reused steps cost it nothing)", ""]
@@ -375,14 +388,20 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def parse_args(argv: list[str]) -> Bench:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(command)
+    return app(argv, standalone_mode=False)
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    command = shlex.join(["python", "benchmarks/accuracy.py", *(sys.argv[1:] if argv is None else argv)])
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        result = run(args, command)
+        bench = parse_args(argv)
+        if isinstance(bench, Bench):  # not --help
+            print(markdown(run(bench, shlex.join(["python", "benchmarks/accuracy.py", *argv]))))
     except SqltuneError as exc:
         sys.exit(f"error: {exc}")
-    print(markdown(result))
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ os.environ.setdefault("SQLTUNE_PROGRESS", "0")
 
 from sqltune.artifacts import read_jsonl
 from sqltune.models import load_model, load_tokenizer, resolve_base_model
-from sqltune.predict.core import plan_prompts
 from sqltune.predict.generate import Generation, generate_hf
+from sqltune.predict.run import plan_prompts
 
 # Qwen2.5-7B's shape (vocabulary from the tokenizer in use): what a real fine-tune serves.
 QWEN_7B_SHAPE = {
@@ -45,9 +45,9 @@ QWEN_7B_SHAPE = {
 def spider_dev_records(spider: Path, out: Path) -> list[dict[str, Any]]:
     """Real dev records through the preprocess step; synthetic Spider-like ones when Spider is absent."""
     if (spider / "dev.json").is_file():
-        from sqltune.preprocess.run import run_preprocess
+        from sqltune.preprocess import PreprocessConfig, preprocess
 
-        run_preprocess("spider", spider, "dev", "dbgpt", out)
+        preprocess(spider, out, config=PreprocessConfig(dataset="spider", split="dev", schema_style="dbgpt"))
         return read_jsonl(out / "records.jsonl")
     print(f"Spider not found at {spider}: synthesizing 1034 Spider-shaped records with 8-60 schema lines")
     return [

@@ -2,7 +2,7 @@
 
 Baseline, measured in the same run: serializing the schema for every record (for `rich`, reopening the
 SQLite file per record to read sample values) instead of once per database. Also reports the whole
-`run_preprocess` call (read, hardness, prompts, artifact write) per style.
+`preprocess` call (read, hardness, prompts, artifact write) per style.
 
     .venv/bin/python benchmarks/bench_preprocess.py [--spider ../shared/data/spider] [--repeat 3]
 """
@@ -18,8 +18,9 @@ from pathlib import Path
 
 os.environ.setdefault("SQLTUNE_PROGRESS", "0")
 
+from sqltune.preprocess import PreprocessConfig, preprocess
 from sqltune.preprocess.readers import read_dataset
-from sqltune.preprocess.run import build_records, db_file, make_record, run_preprocess
+from sqltune.preprocess.run import build_records, db_file, make_record
 from sqltune.preprocess.schema_text import STYLES, serialize_schema
 from sqltune.sql.schema import load_tables
 
@@ -60,14 +61,17 @@ def main() -> None:
 
     print(f"Spider dev: {n} records, {len(db_ids)} databases, best of {args.repeat}")
     print(f"{'style':6} {'per-db rec/s':>13} {'per-record rec/s':>17} {'speedup':>8} {'+hardness rec/s':>16} "
-          f"{'run_preprocess rec/s':>21}")  # fmt: skip
+          f"{'preprocess rec/s':>21}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for style in STYLES:
             cached = best_of(args.repeat, lambda s=style: cached_text_only(s))
             baseline = best_of(args.repeat, lambda s=style: naive(s))
             full = best_of(args.repeat, lambda s=style: build_records("spider", layout, examples, schemas, s, "alpaca"))
             end_to_end = best_of(
-                args.repeat, lambda s=style: run_preprocess("spider", args.spider, "dev", s, Path(tmp, s))
+                args.repeat,
+                lambda s=style: preprocess(
+                    args.spider, Path(tmp, s), config=PreprocessConfig(dataset="spider", split="dev", schema_style=s)
+                ),
             )
             print(
                 f"{style:6} {n / cached:13.0f} {n / baseline:17.0f} {baseline / cached:7.1f}x {n / full:16.0f} "

@@ -42,9 +42,13 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 def records(out: Path, count: int) -> Path:
     """Train records from the real Spider train split via the preprocess step, or synthetic ones."""
     if (SPIDER / "train_spider.json").is_file():
-        from sqltune.preprocess.run import run_preprocess
+        from sqltune.preprocess import PreprocessConfig, preprocess
 
-        run_preprocess("spider", SPIDER, "train", "dbgpt", out / "spider", limit=count)
+        preprocess(
+            SPIDER,
+            out / "spider",
+            config=PreprocessConfig(dataset="spider", split="train", schema_style="dbgpt", limit=count),
+        )
         return out / "spider" / "records.jsonl"
     rows = [
         {"id": f"s{i}", "question": f"How many rows of t{i % 7} have x > {i}?" + " please" * (i % 13),

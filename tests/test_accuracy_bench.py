@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
 def bench():
     spec = importlib.util.spec_from_file_location("accuracy_bench", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
     spec.loader.exec_module(module)
     return module
 
@@ -46,15 +48,18 @@ def test_dev_subset_is_stratified_seeded_and_only_where_the_database_exists(benc
 
 
 def test_variant_flags_override_the_defaults_and_bad_ones_name_the_variant(bench):
-    args = bench.parse_args(["--schema-style", "dbgpt", "--learning-rate", "1e-4"])
+    args = bench.parse_args(["--schema-style", "dbgpt", "--learning-rate", "1e-4", "--epochs", "2"])
+    assert (args.train.num_epochs, args.train.gradient_accumulation_steps) == (2.0, 4)  # flag, then the recipe
     name, settings = bench.parse_variant("qv-ddl:target_modules=q_proj+v_proj,schema_style=ddl,lora_rank=8", args)
     assert name == "qv-ddl"
-    assert settings["target_modules"] == "q_proj,v_proj" and settings["schema_style"] == "ddl"
+    assert settings["target_modules"] == ["q_proj", "v_proj"] and settings["schema_style"] == "ddl"
     assert settings["lora_rank"] == 8 and settings["learning_rate"] == 1e-4 and settings["method"] == "lora"
     with pytest.raises(SqltuneError, match="bogus"):
         bench.parse_variant("x:bogus=1", args)
     with pytest.raises(SqltuneError, match="name"):
         bench.parse_variant(":method=qlora", args)
+    with pytest.raises(SqltuneError, match="train parameter lora_rank=0 is invalid"):  # TrainConfig validates it
+        bench.parse_variant("zero:lora_rank=0", args)
 
 
 def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from sqltune.artifacts import read_jsonl, verify_artifact, write_jsonl
 from sqltune.errors import SqltuneError
-from sqltune.predict import NO_SQL, extract_sql, predict
+from sqltune.predict import NO_SQL, PredictConfig, extract_sql, predict
 from sqltune.predict.generate import common_prefix_length, generate_hf, length_sorted_batches, prefix_batches
 
 TABLES = ["singer", "concert", "stadium", "student", "course", "teacher", "department", "city"]
@@ -68,11 +68,9 @@ def adapter_dir(base_dir, tmp_path_factory) -> Path:
     return out
 
 
-def _predict(records_file: Path, out: Path, **kwargs) -> dict:
-    kwargs.setdefault("base_model", "tiny-random-llama")
-    kwargs.setdefault("adapter", None)
-    kwargs.setdefault("max_seq_len", 384)
-    return predict(records_file, out=out, max_new_tokens=12, **kwargs)
+def _predict(records_file: Path, out: Path, base_model="tiny-random-llama", adapter=None, **settings) -> dict:
+    settings = {"max_seq_len": 384, "max_new_tokens": 12, **settings}
+    return predict(records_file, base_model, adapter, out, config=PredictConfig(**settings))
 
 
 @pytest.mark.parametrize(
@@ -196,7 +194,7 @@ def test_adapter_is_merged_and_changes_the_output(records_file, tmp_path, adapte
     from peft import PeftModel
 
     from sqltune.models import load_model
-    from sqltune.predict.core import plan_prompts
+    from sqltune.predict.run import plan_prompts
 
     metrics = _predict(records_file, tmp_path / "a", adapter=adapter_dir, limit=4, batch_size=4)
     assert metrics["merged"] is True
@@ -217,9 +215,11 @@ def test_template_and_context_come_from_the_adapters_training_parameters(records
 
     trained = tmp_path / "trained"
     shutil.copytree(adapter_dir, trained)
-    (trained / "manifest.json").write_text(json.dumps({"parameters": {"template": "chat", "max_seq_len": 300}}))
-    metrics = predict(records_file, "tiny-random-llama", trained, tmp_path / "out", max_new_tokens=8, limit=2)
-    assert (metrics["template"], metrics["context_len"]) == ("chat", 300)
+    for name in ("prompt_template", "template"):  # `template`: what adapters trained before the rename record
+        (trained / "manifest.json").write_text(json.dumps({"parameters": {name: "chat", "max_seq_len": 300}}))
+        config = PredictConfig(max_new_tokens=8, limit=2)
+        metrics = predict(records_file, "tiny-random-llama", trained, tmp_path / name, config=config)
+        assert (metrics["prompt_template"], metrics["context_len"]) == ("chat", 300)
 
 
 def test_adapter_for_another_base_model_is_refused_before_generating(records_file, tmp_path, adapter_dir):
@@ -244,7 +244,7 @@ def test_adapter_whose_shapes_do_not_fit_is_refused(records_file, tmp_path, adap
 def test_vllm_backend_without_vllm_is_a_clear_error(records_file, tmp_path):
     with pytest.raises(SqltuneError, match="needs the vllm package"):
         _predict(records_file, tmp_path / "out", backend="vllm")
-    with pytest.raises(SqltuneError, match="unknown backend 'tgi'"):
+    with pytest.raises(SqltuneError, match="predict parameter backend='tgi' is invalid: expected one of auto, hf"):
         _predict(records_file, tmp_path / "out", backend="tgi")
 
 

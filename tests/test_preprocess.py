@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sqltune.artifacts import read_jsonl, read_manifest, verify_artifact
-from sqltune.preprocess.run import run_preprocess
+from sqltune.preprocess import PreprocessConfig, preprocess
 from sqltune.preprocess.schema_text import serialize_schema
 from sqltune.prompt import build_prompt
 from sqltune.sql.schema import load_tables
@@ -41,7 +41,12 @@ ISSUE_QUOTE = [
 def spider_dev(spider_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The whole Spider dev split, dbgpt style, with its databases artifact (built once for this module)."""
     root = tmp_path_factory.mktemp("spider-dev")
-    run_preprocess("spider", spider_dir, "dev", "dbgpt", root / "records", databases_out=root / "databases")
+    preprocess(
+        spider_dir,
+        root / "records",
+        config=PreprocessConfig(dataset="spider", split="dev", schema_style="dbgpt"),
+        databases_out=root / "databases",
+    )
     return root / "records", root / "databases"
 
 
@@ -137,7 +142,11 @@ def test_rich_style_shows_real_sample_values_and_trims_foreign_keys_first(spider
 
 
 def test_rich_style_on_the_whole_dev_set(spider_dir, tmp_path):
-    run_preprocess("spider", spider_dir, "dev", "rich", tmp_path / "rich", template="chat")
+    preprocess(
+        spider_dir,
+        tmp_path / "rich",
+        config=PreprocessConfig(dataset="spider", split="dev", schema_style="rich", prompt_template="chat"),
+    )
     records = read_jsonl(tmp_path / "rich/records.jsonl")
     assert len(records) == 1034
     by_db = {r["db_id"]: r for r in records}
@@ -147,7 +156,9 @@ def test_rich_style_on_the_whole_dev_set(spider_dir, tmp_path):
 
 
 def test_spider_train_split_has_all_training_questions(spider_dir, tmp_path):
-    summary = run_preprocess("spider", spider_dir, "train", "ddl", tmp_path / "train")
+    summary = preprocess(
+        spider_dir, tmp_path / "train", config=PreprocessConfig(dataset="spider", split="train", schema_style="ddl")
+    )
     assert summary["records"] == 8659
     records = read_jsonl(tmp_path / "train/records.jsonl")
     source = [
@@ -162,7 +173,9 @@ def test_spider_train_split_has_all_training_questions(spider_dir, tmp_path):
 
 
 def test_bird_minidev_puts_evidence_in_the_prompt(bird_minidev_dir, tmp_path):
-    summary = run_preprocess("bird", bird_minidev_dir, "dev", "dbgpt", tmp_path / "bird")
+    summary = preprocess(
+        bird_minidev_dir, tmp_path / "bird", config=PreprocessConfig(dataset="bird", split="dev", schema_style="dbgpt")
+    )
     records = read_jsonl(tmp_path / "bird/records.jsonl")
     source = json.loads((bird_minidev_dir / "mini_dev_sqlite.json").read_text())
     assert len(records) == 500

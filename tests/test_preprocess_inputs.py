@@ -12,7 +12,7 @@ import pytest
 
 from sqltune.artifacts import read_jsonl, read_manifest, verify_artifact
 from sqltune.errors import SqltuneError
-from sqltune.preprocess.run import run_preprocess
+from sqltune.preprocess import PreprocessConfig, preprocess
 from sqltune.sample_data import write_sample_dataset
 from sqltune.uri import upload_dir
 
@@ -64,7 +64,9 @@ def _multiturn_layout(sample: Path, root: Path, questions_file: str) -> Path:
 )
 def test_multiturn_gives_one_record_per_turn_with_earlier_questions(sample, tmp_path, dataset, questions_file):
     root = _multiturn_layout(sample, tmp_path / dataset, questions_file)
-    summary = run_preprocess(dataset, root, "dev", "ddl", tmp_path / "out")
+    summary = preprocess(
+        root, tmp_path / "out", config=PreprocessConfig(dataset=dataset, split="dev", schema_style="ddl")
+    )
     records = read_jsonl(tmp_path / "out/records.jsonl")
     assert summary["records"] == 5
     assert [(r["id"], r["turn"], r["history"]) for r in records] == [
@@ -88,8 +90,13 @@ def test_s3_source_is_read_like_a_local_one(sample, tmp_path, s3_server, monkeyp
     monkeypatch.setenv("SQLTUNE_CACHE", str(tmp_path / "cache"))
     s3_server.create_bucket("datasets")
     upload_dir(sample, "s3://datasets/sample")
-    run_preprocess("spider", "s3://datasets/sample", "dev", "rich", tmp_path / "s3", databases_out=tmp_path / "dbs")
-    run_preprocess("spider", sample, "dev", "rich", tmp_path / "local")
+    preprocess(
+        "s3://datasets/sample",
+        tmp_path / "s3",
+        config=PreprocessConfig(dataset="spider", split="dev", schema_style="rich"),
+        databases_out=tmp_path / "dbs",
+    )
+    preprocess(sample, tmp_path / "local", config=PreprocessConfig(dataset="spider", split="dev", schema_style="rich"))
     assert read_jsonl(tmp_path / "s3/records.jsonl") == read_jsonl(tmp_path / "local/records.jsonl")
     assert read_manifest(tmp_path / "s3")["parameters"]["source"] == "s3://datasets/sample"
     assert verify_artifact(tmp_path / "dbs")["databases"] == ["library", "school", "shop"]
@@ -110,7 +117,7 @@ def test_cli_generates_and_preprocesses_and_reports_bad_input_with_exit_2(sample
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["records"] == 5
     assert len(read_jsonl(tmp_path / "out/records.jsonl")) == 5
-    assert read_manifest(tmp_path / "out")["parameters"]["template"] == "chat"
+    assert read_manifest(tmp_path / "out")["parameters"]["prompt_template"] == "chat"
 
     (tmp_path / "sample/dev.json").write_text("[]")
     empty = _sqltune(*args, "--out", str(tmp_path / "empty"))
@@ -118,11 +125,11 @@ def test_cli_generates_and_preprocesses_and_reports_bad_input_with_exit_2(sample
     assert "Traceback" not in empty.stderr and not (tmp_path / "empty").exists()
 
 
-def _fails(match: str, *args, **kwargs) -> None:
+def _fails(match: str, dataset, source, split, style, *, out, databases_out=None, **settings) -> None:
     """The call raises a SqltuneError matching `match`, and leaves neither output nor temp directories."""
-    out = kwargs.pop("out")
     with pytest.raises(SqltuneError, match=match):
-        run_preprocess(*args, out=out, **kwargs)
+        config = PreprocessConfig(dataset=dataset, split=split, schema_style=style, **settings)
+        preprocess(source, out, config=config, databases_out=databases_out)
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
@@ -158,10 +165,16 @@ def test_empty_split_and_missing_split_file(source, tmp_path):
 
 
 def test_bad_parameters_are_rejected(source, tmp_path):
-    _fails(r"unknown dataset 'wikisql'", "wikisql", source, "dev", "dbgpt", out=tmp_path / "out")
-    _fails(r"unknown schema style 'xml'", "spider", source, "dev", "xml", out=tmp_path / "out")
-    _fails(r"unknown prompt template 'llama'", "spider", source, "dev", "ddl", template="llama", out=tmp_path / "o")
-    _fails(r"unknown split 'test'", "spider", source, "test", "ddl", out=tmp_path / "out")
+    expected = "preprocess parameter {}={!r} is invalid: expected one of {}"
+    _fails(
+        expected.format("dataset", "wikisql", "spider, bird"), "wikisql", source, "dev", "dbgpt", out=tmp_path / "out"
+    )
+    _fails(expected.format("schema_style", "xml", "dbgpt, ddl"), "spider", source, "dev", "xml", out=tmp_path / "out")
+    _fails(
+        expected.format("prompt_template", "llama", "alpaca, chat"),
+        "spider", source, "dev", "ddl", prompt_template="llama", out=tmp_path / "o",
+    )  # fmt: skip
+    _fails(expected.format("split", "test", "train, dev"), "spider", source, "test", "ddl", out=tmp_path / "out")
     _fails(
         r"must be different directories",
         "spider",
@@ -171,12 +184,19 @@ def test_bad_parameters_are_rejected(source, tmp_path):
         databases_out=tmp_path / "out",
         out=tmp_path / "out",
     )
-    _fails(r"limit must be a positive number", "spider", source, "dev", "ddl", limit=0, out=tmp_path / "out")
+    _fails(
+        r"parameter limit=0 is invalid: expected >= 1", "spider", source, "dev", "ddl", limit=0, out=tmp_path / "out"
+    )
 
 
 def test_missing_databases(source, tmp_path):
     shutil.rmtree(source / "database/library")
-    summary = run_preprocess("spider", source, "dev", "rich", tmp_path / "out", databases_out=tmp_path / "dbs")
+    summary = preprocess(
+        source,
+        tmp_path / "out",
+        config=PreprocessConfig(dataset="spider", split="dev", schema_style="rich"),
+        databases_out=tmp_path / "dbs",
+    )
     assert summary["missing_databases"] == ["library"]
     assert verify_artifact(tmp_path / "dbs")["missing_databases"] == ["library"]
     assert not (tmp_path / "dbs/database/library").exists()
@@ -191,16 +211,18 @@ def test_missing_databases(source, tmp_path):
     _fails(r"database directory not found", "spider", source, "dev", "rich", out=out)
     _fails(r"database directory not found", "spider", source, "dev", "ddl", databases_out=dbs, out=out)
     assert not dbs.exists()
-    run_preprocess("spider", source, "dev", "ddl", out)  # records alone need only tables.json
+    preprocess(
+        source, out, config=PreprocessConfig(dataset="spider", split="dev", schema_style="ddl")
+    )  # records alone need only tables.json
 
 
 def test_failure_keeps_the_previous_artifact(sample, source, tmp_path):
     out = tmp_path / "out"
-    run_preprocess("spider", sample, "dev", "dbgpt", out)
+    preprocess(sample, out, config=PreprocessConfig(dataset="spider", split="dev", schema_style="dbgpt"))
     before = (out / "records.jsonl").read_bytes()
     (source / "dev.json").write_text("[")
     with pytest.raises(SqltuneError):
-        run_preprocess("spider", source, "dev", "dbgpt", out)
+        preprocess(source, out, config=PreprocessConfig(dataset="spider", split="dev", schema_style="dbgpt"))
     assert (out / "records.jsonl").read_bytes() == before
     verify_artifact(out)
 
@@ -211,10 +233,12 @@ def test_an_output_inside_the_source_is_refused_and_the_source_kept(source, tmp_
     for kwargs in ({"databases_out": source / "database"}, {"out": source / "records"}):
         arguments = {"out": tmp_path / "out", **kwargs}
         with pytest.raises(SqltuneError, match=r"overlaps the input .*source"):
-            run_preprocess("spider", source, "dev", "ddl", **arguments)
+            preprocess(source, config=PreprocessConfig(dataset="spider", split="dev"), **arguments)
         assert sorted(p.relative_to(source) for p in source.rglob("*")) == before
     with pytest.raises(SqltuneError, match=r"--out .* overlaps the input"):
-        run_preprocess("spider", source, "dev", "ddl", out=tmp_path, overwrite=True)  # the source is inside
+        preprocess(
+            source, tmp_path, config=PreprocessConfig(dataset="spider", split="dev", schema_style="ddl"), overwrite=True
+        )  # the source is inside
     assert sorted(p.relative_to(source) for p in source.rglob("*")) == before
 
 
@@ -226,20 +250,38 @@ def test_an_existing_user_directory_is_replaced_only_with_overwrite(source, tmp_
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "is not an sqltune artifact" in done.stderr and "--overwrite" in done.stderr
     assert (out / "notes.txt").read_text() == "mine"
-    run_preprocess("spider", source, "dev", "ddl", out, databases_out=dbs, overwrite=True)
+    preprocess(
+        source,
+        out,
+        config=PreprocessConfig(dataset="spider", split="dev", schema_style="ddl"),
+        databases_out=dbs,
+        overwrite=True,
+    )
     assert not (out / "notes.txt").exists()
-    run_preprocess("spider", source, "dev", "dbgpt", out, databases_out=dbs)  # sqltune's own artifacts: replaced
+    preprocess(
+        source, out, config=PreprocessConfig(dataset="spider", split="dev", schema_style="dbgpt"), databases_out=dbs
+    )  # sqltune's own artifacts: replaced
     assert read_manifest(out)["parameters"]["schema_style"] == "dbgpt"
 
 
 def test_an_output_under_a_file_or_a_read_only_place_is_a_clear_error(source, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(SqltuneError, match=r"cannot create directory .*file"):
-        run_preprocess("spider", source, "dev", "ddl", tmp_path / "file" / "out")
+        preprocess(
+            source,
+            tmp_path / "file" / "out",
+            config=PreprocessConfig(dataset="spider", split="dev", schema_style="ddl"),
+        )
     with pytest.raises(SqltuneError, match=r"--out .*file exists and is not a directory"):
-        run_preprocess("spider", source, "dev", "ddl", tmp_path / "file")
+        preprocess(
+            source, tmp_path / "file", config=PreprocessConfig(dataset="spider", split="dev", schema_style="ddl")
+        )
     with pytest.raises(SqltuneError, match=r"cannot create directory /sys/sqltune-test"):
-        run_preprocess("spider", source, "dev", "ddl", Path("/sys/sqltune-test/out"))
+        preprocess(
+            source,
+            Path("/sys/sqltune-test/out"),
+            config=PreprocessConfig(dataset="spider", split="dev", schema_style="ddl"),
+        )
 
 
 @pytest.mark.parametrize(

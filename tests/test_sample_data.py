@@ -12,7 +12,7 @@ import pytest
 
 from sqltune.artifacts import read_jsonl, read_manifest
 from sqltune.errors import SqltuneError
-from sqltune.preprocess.run import run_preprocess
+from sqltune.preprocess import PreprocessConfig, preprocess
 from sqltune.sample_data import write_sample_dataset
 from sqltune.sql.hardness import classify_hardness
 from sqltune.sql.schema import load_tables
@@ -105,7 +105,12 @@ def test_dev_is_answerable_from_patterns_seen_in_train_with_unseen_questions(sam
 
 
 def test_preprocesses_as_a_spider_dataset_with_short_prompts(sample, tmp_path):
-    summary = run_preprocess("spider", sample, "train", "dbgpt", tmp_path / "train", databases_out=tmp_path / "dbs")
+    summary = preprocess(
+        sample,
+        tmp_path / "train",
+        config=PreprocessConfig(dataset="spider", split="train", schema_style="dbgpt"),
+        databases_out=tmp_path / "dbs",
+    )
     assert summary["records"] == 162 and summary["missing_databases"] == []
     records = read_jsonl(tmp_path / "train/records.jsonl")
     assert max(len(r["prompt"]) for r in records) < 1200  # SmolLM2-135M trains on these in minutes on CPU

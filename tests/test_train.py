@@ -68,7 +68,7 @@ def config(**overrides):
     from sqltune.train import TrainConfig
 
     base = dict(
-        max_steps=8, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, max_seq_len=160, template="chat",
+        max_steps=8, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, max_seq_len=160, prompt_template="chat",
         gradient_checkpointing=False, lora_rank=8, lora_dropout=0.0, lr_scheduler="constant",
     )  # fmt: skip
     return TrainConfig(**{**base, **overrides})
@@ -100,7 +100,7 @@ def lora_run(env):
 
     root, data = env
     out = root / "lora"
-    return out, train(data, "tiny-random-llama", out, config(gradient_accumulation_steps=2))
+    return out, train(data, "tiny-random-llama", out, config=config(gradient_accumulation_steps=2))
 
 
 def test_lora_lowers_the_loss_and_writes_a_complete_adapter(env, lora_run):
@@ -110,9 +110,9 @@ def test_lora_lowers_the_loss_and_writes_a_complete_adapter(env, lora_run):
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "train_metrics.json",
                  "train_log.jsonl", "loss_curve.png", "loss_curve.html"):  # fmt: skip
         assert name in manifest["files"], name
-    assert manifest["parameters"]["template"] == "chat" and manifest["parameters"]["max_seq_len"] == 160
+    assert manifest["parameters"]["prompt_template"] == "chat" and manifest["parameters"]["max_seq_len"] == 160
     saved = json.loads((out / "train_metrics.json").read_text())
-    assert saved["template"] == "chat" and saved["trainable_params"] == metrics["trainable_params"] > 0
+    assert saved["prompt_template"] == "chat" and saved["trainable_params"] == metrics["trainable_params"] > 0
     assert [row["step"] for row in read_jsonl(out / "train_log.jsonl")] == list(range(1, 9))
     assert "data:image/png;base64," in (out / "loss_curve.html").read_text()
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-random-llama"
@@ -140,7 +140,9 @@ def test_qlora_trains_a_4bit_base_and_lowers_the_loss(env):
     from sqltune.train import train
 
     root, data = env
-    metrics = train(data, "tiny-random-llama", root / "qlora", config(method="qlora", gradient_checkpointing=True))
+    metrics = train(
+        data, "tiny-random-llama", root / "qlora", config=config(method="qlora", gradient_checkpointing=True)
+    )
     assert metrics["method"] == "qlora" and metrics["final_loss"] < metrics["first_loss"] - 0.5
     assert verify_artifact(root / "qlora")["parameters"]["method"] == "qlora"
 
@@ -224,25 +226,25 @@ def test_bad_inputs_fail_clearly(env, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(SqltuneError, match="is empty"):
-        train(empty, "tiny-random-llama", tmp_path / "a", config())
+        train(empty, "tiny-random-llama", tmp_path / "a", config=config())
     with pytest.raises(SqltuneError, match="train data not found"):
-        train(tmp_path / "nope.jsonl", "tiny-random-llama", tmp_path / "a", config())
+        train(tmp_path / "nope.jsonl", "tiny-random-llama", tmp_path / "a", config=config())
     write_jsonl(tmp_path / "nosql.jsonl", [{"id": "x7", "question": "q?", "schema": "t: a"}])
     with pytest.raises(SqltuneError, match="record x7: missing or empty field"):
-        train(tmp_path / "nosql.jsonl", "tiny-random-llama", tmp_path / "a", config())
+        train(tmp_path / "nosql.jsonl", "tiny-random-llama", tmp_path / "a", config=config())
     with pytest.raises(SqltuneError, match="base model not found"):
-        train(data, str(tmp_path / "no-model"), tmp_path / "a", config())
+        train(data, str(tmp_path / "no-model"), tmp_path / "a", config=config())
     with pytest.raises(SqltuneError, match=r"target module\(s\) qkv_proj match no module.*q_proj"):
-        train(data, "tiny-random-llama", tmp_path / "a", config(target_modules="q_proj,qkv_proj"))
+        train(data, "tiny-random-llama", tmp_path / "a", config=config(target_modules="q_proj,qkv_proj"))
     (tmp_path / "array.jsonl").write_text(json.dumps(make_records(1)[0]) + "\n\n[1, 2]\n")
     with pytest.raises(SqltuneError, match=r"array.jsonl:3: a record must be a JSON object, not list \[1, 2\]"):
-        train(tmp_path / "array.jsonl", "tiny-random-llama", tmp_path / "a", config())
+        train(tmp_path / "array.jsonl", "tiny-random-llama", tmp_path / "a", config=config())
     for name, value in [("lora_rank", 0), ("lora_alpha", 0), ("lora_alpha", -16), ("learning_rate", float("inf")),
                         ("num_epochs", float("nan")), ("weight_decay", -0.1), ("max_grad_norm", -1.0)]:  # fmt: skip
         with pytest.raises(SqltuneError, match=rf"train parameter {name}={value!r} is invalid"):
             config(**{name: value, "max_steps": -1})
     with pytest.raises(SqltuneError, match="lr_scheduler='sideways'"):
-        train(data, "tiny-random-llama", tmp_path / "a", config(lr_scheduler="sideways"))
+        train(data, "tiny-random-llama", tmp_path / "a", config=config(lr_scheduler="sideways"))
     assert not (tmp_path / "a").exists()
 
 
@@ -259,7 +261,7 @@ def test_a_non_finite_loss_stops_the_run(env, tmp_path):
     weights["model.norm.weight"][0] = float("nan")
     save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(SqltuneError, match="training loss became nan at step 1"):
-        train(data, str(broken), tmp_path / "out", config())
+        train(data, str(broken), tmp_path / "out", config=config())
     assert not (tmp_path / "out").exists()
 
 
@@ -294,7 +296,13 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(env, tmp_path, caplog
     ckpt = tmp_path / "ckpt"
     umask = os.umask(0o022)
     try:
-        first = train(data, "tiny-random-llama", tmp_path / "a", config(max_steps=6, checkpoint_every=2), str(ckpt))
+        first = train(
+            data,
+            "tiny-random-llama",
+            tmp_path / "a",
+            config=config(max_steps=6, checkpoint_every=2),
+            checkpoint_dir=str(ckpt),
+        )
     finally:
         os.umask(umask)
     for path in [ckpt, *ckpt.rglob("*")]:  # other users of the group (the next pipeline step) can resume
@@ -302,8 +310,8 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(env, tmp_path, caplog
     damage(ckpt / "step-00000006" / "adapter.safetensors", "truncate")
     with caplog.at_level(logging.WARNING):
         # Asking for a fresh start if all are damaged is no change of settings: the run still resumes.
-        again = train(data, "tiny-random-llama", tmp_path / "b",
-                      config(max_steps=6, checkpoint_every=2, fresh_if_corrupt_checkpoint=True), str(ckpt))  # fmt: skip
+        settings = config(max_steps=6, checkpoint_every=2, fresh_if_corrupt_checkpoint=True)
+        again = train(data, "tiny-random-llama", tmp_path / "b", config=settings, checkpoint_dir=str(ckpt))
     assert again["resumed_from_step"] == 4 and again["steps"] == 6
     assert again["final_loss"] == first["final_loss"]
     assert re.search(r"step-00000006 is unusable: adapter.safetensors has \d+ bytes, \d+ expected", caplog.text)
@@ -321,11 +329,23 @@ def test_with_no_usable_checkpoint_a_run_fails_unless_told_to_start_fresh(env, t
 
     _, data = env
     ckpt = tmp_path / "ckpt"
-    first = train(data, "tiny-random-llama", tmp_path / "a", config(max_steps=6, checkpoint_every=2), str(ckpt))
+    first = train(
+        data,
+        "tiny-random-llama",
+        tmp_path / "a",
+        config=config(max_steps=6, checkpoint_every=2),
+        checkpoint_dir=str(ckpt),
+    )
     damage(ckpt / "step-00000006" / "optimizer.pt", "flip")
     damage(ckpt / "step-00000004" / "state.json", "truncate")
     with pytest.raises(SqltuneError) as error:
-        train(data, "tiny-random-llama", tmp_path / "b", config(max_steps=6, checkpoint_every=2), str(ckpt))
+        train(
+            data,
+            "tiny-random-llama",
+            tmp_path / "b",
+            config=config(max_steps=6, checkpoint_every=2),
+            checkpoint_dir=str(ckpt),
+        )
     message = str(error.value)
     assert f"no usable checkpoint under {ckpt}" in message and "--fresh-if-corrupt-checkpoint" in message
     assert "step-00000006: optimizer.pt does not match its sha256" in message
@@ -368,13 +388,23 @@ def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_server, monkeypatch):
         monkeypatch.setenv(key, value)
     s3_server.create_bucket("train-ckpt")
     prefix = "s3://train-ckpt/runs/r1"
-    first = train(data, "tiny-random-llama", root / "s3-a", config(max_steps=6, checkpoint_every=2), prefix)
+    first = train(
+        data, "tiny-random-llama", root / "s3-a", config=config(max_steps=6, checkpoint_every=2), checkpoint_dir=prefix
+    )
     assert complete_steps(prefix) == [4, 6]
-    again = train(data, "tiny-random-llama", root / "s3-b", config(max_steps=6, checkpoint_every=2), prefix)
+    again = train(
+        data, "tiny-random-llama", root / "s3-b", config=config(max_steps=6, checkpoint_every=2), checkpoint_dir=prefix
+    )
     assert again["resumed_from_step"] == 6 and again["steps"] == 6
     assert again["final_loss"] == first["final_loss"]
     with pytest.raises(SqltuneError, match=r"different settings.*learning_rate"):
-        train(data, "tiny-random-llama", root / "s3-c", config(max_steps=6, learning_rate=1e-3), prefix)
+        train(
+            data,
+            "tiny-random-llama",
+            root / "s3-c",
+            config=config(max_steps=6, learning_rate=1e-3),
+            checkpoint_dir=prefix,
+        )
 
 
 def test_a_damaged_checkpoint_on_s3_falls_back_and_leaves_no_download(env, s3_server, monkeypatch, tmp_path, caplog):
@@ -394,7 +424,13 @@ def test_a_damaged_checkpoint_on_s3_falls_back_and_leaves_no_download(env, s3_se
     prefix = "s3://train-damaged/runs/r1"
 
     def run(name: str) -> dict:
-        return train(data, "tiny-random-llama", tmp_path / name, config(max_steps=6, checkpoint_every=2), prefix)
+        return train(
+            data,
+            "tiny-random-llama",
+            tmp_path / name,
+            config=config(max_steps=6, checkpoint_every=2),
+            checkpoint_dir=prefix,
+        )
 
     def truncate(step: int, name: str) -> None:
         key = f"runs/r1/step-{step:08d}/{name}"

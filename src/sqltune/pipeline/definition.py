@@ -18,6 +18,20 @@ from sqltune.publish.component import publish
 from sqltune.train.component import train
 
 HOUR = 3600
+# Where a pipeline default deliberately differs from the step library's default, and why. The library's
+# defaults suit one run on a laptop or one GPU; the pipeline runs on a GPU node of a cluster.
+PIPELINE_DEFAULTS = {
+    "dataset": ("spider", "the dataset most users start with (the CLI makes them say it)"),
+    "train_limit": (0, "KFP integer parameters have no None: 0 means every question"),
+    "eval_limit": (0, "KFP integer parameters have no None: 0 means every question"),
+    "method": ("qlora", "4-bit base weights let one GPU node train 7B-70B models"),
+    "batch_size": (8, "a GPU node takes a larger micro-batch than a laptop"),
+    "gradient_accumulation_steps": (2, "an effective batch of 16, the QLoRA paper's for 7B-13B models"),
+    "max_seq_len": (1024, "predict uses the train step's value, so the base model is scored with the same context"),
+    "prompt_template": ("alpaca", "preprocess, train and predict share one; predict-base has no adapter to take it from"),
+}
+# Settings two steps have under one name with different values: the pipeline parameter says which step.
+QUALIFIED = {("predict", "batch_size"): ("predict_batch_size",), ("preprocess", "limit"): ("train_limit", "eval_limit")}
 # Keys of the S3 credentials Secret, exposed to the steps under boto3's standard variable names.
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 
@@ -79,10 +93,12 @@ def text2sql(
     max_seq_len: int = 1024,
     gradient_checkpointing: bool = True,
     seed: int = 42,
+    train_options: dict = {},  # noqa: B006 (TrainConfig settings without a parameter of their own)
     checkpoint_uri: str = "",
-    predict_backend: str = "auto",
+    backend: str = "auto",
     predict_batch_size: int = 16,
     max_new_tokens: int = 128,
+    predict_options: dict = {},  # noqa: B006 (PredictConfig settings without a parameter of their own)
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: int = 1,
     gpu_node_selector: dict = {"nvidia.com/gpu.present": "true"},  # noqa: B006 (a KFP parameter default)
@@ -124,6 +140,7 @@ def text2sql(
         max_seq_len=max_seq_len,
         gradient_checkpointing=gradient_checkpointing,
         seed=seed,
+        train_options=train_options,
         checkpoint_uri=checkpoint_uri,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
@@ -142,9 +159,10 @@ def text2sql(
             base_model=base_model,
             prompt_template=prompt_template,
             max_seq_len=max_seq_len,
-            backend=predict_backend,
+            backend=backend,
             batch_size=predict_batch_size,
             max_new_tokens=max_new_tokens,
+            predict_options=predict_options,
             **adapter,
         ).set_display_name(f"predict-{label}")
         _configure(predictions, hours=6, cpu="8", memory="64Gi", s3_secret=s3_secret_name)

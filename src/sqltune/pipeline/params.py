@@ -106,8 +106,21 @@ def load_params(config: str | Path | None, pairs: Iterable[str], spec: Mapping[s
     return values
 
 
+def check_step_options(params: Mapping[str, Any]) -> None:
+    """Validate each `<step>_options` dict as its step will, so a wrong setting fails before a run starts."""
+    from sqltune.predict.config import PredictConfig
+    from sqltune.settings import build_config
+    from sqltune.train.config import TrainConfig
+
+    for name, config in (("train_options", TrainConfig), ("predict_options", PredictConfig)):
+        if name in params:
+            build_config(config, {}, params[name], name)
+
+
 def pipeline_params(
     pipeline_file: str | Path, config: str | Path | None, pairs: Iterable[str] | None
 ) -> dict[str, Any]:
     """What every command that starts the pipeline takes: a YAML file and `--param` pairs, checked against it."""
-    return load_params(config, pairs or [], load_pipeline_spec(pipeline_file))
+    params = load_params(config, pairs or [], load_pipeline_spec(pipeline_file))
+    check_step_options(params)
+    return params

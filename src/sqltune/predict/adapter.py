@@ -1,6 +1,6 @@
 """A LoRA adapter directory as predict uses it: its training parameters, and a check that it fits the base model.
 
-The train step saves its parameters in the adapter's `manifest.json` (`template`, `max_seq_len`,
+The train step saves its parameters in the adapter's `manifest.json` (`prompt_template`, `max_seq_len`,
 `base_model`); a plain PEFT directory without a manifest works too. An adapter applied to a different base
 model either fails deep inside PEFT with a tensor-size error or, worse, loads and generates garbage, so
 both the base model's name and every adapter tensor's shape are checked before anything is generated.

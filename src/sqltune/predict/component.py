@@ -15,23 +15,32 @@ def predict(
     backend: str,
     batch_size: int,
     max_new_tokens: int,
+    predict_options: dict,
     predictions: Output[Dataset],
     adapter: Input[Model] = None,
 ):
-    """Generate one SQL query per eval record, with the fine-tuned adapter or (without one) the base model."""
+    """Generate one SQL query per eval record, with the fine-tuned adapter or (without one) the base model.
+
+    Each parameter is the PredictConfig setting of the same name; `predict_options` sets the rarely changed ones.
+    """
     from pathlib import Path
 
+    from sqltune.predict import PredictConfig
     from sqltune.predict import predict as run_predict
+    from sqltune.settings import build_config
 
+    settings = dict(
+        prompt_template=prompt_template,
+        max_seq_len=max_seq_len,
+        backend=backend,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    )
     summary = run_predict(
         data=Path(eval_data.path) / "records.jsonl",
         base_model=base_model,
         adapter=Path(adapter.path) if adapter is not None else None,
         out=predictions.path,
-        backend=backend,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        template=prompt_template,
-        max_seq_len=max_seq_len,
+        config=build_config(PredictConfig, settings, predict_options, "predict_options"),
     )
     predictions.metadata.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})

@@ -19,20 +19,19 @@ def preprocess(
     databases: Output[Dataset],
 ):
     """Build instruction records for the train and dev splits, and the databases the dev split needs."""
-    from sqltune.preprocess.run import run_preprocess
+    from sqltune.preprocess import PreprocessConfig
+    from sqltune.preprocess import preprocess as run_preprocess
 
     for split, out, limit, db_out in (
         ("train", train_data, train_limit, None),
         ("dev", eval_data, eval_limit, databases.path),
     ):
-        summary = run_preprocess(
+        config = PreprocessConfig(
             dataset=dataset,
-            source=source_uri,
             split=split,
             schema_style=schema_style,
-            template=prompt_template,
-            out=out.path,
-            databases_out=db_out,
+            prompt_template=prompt_template,
             limit=limit or None,
         )
+        summary = run_preprocess(source_uri, out.path, config=config, databases_out=db_out)
         out.metadata.update({"records": summary["records"], "split": split, "schema_style": schema_style})

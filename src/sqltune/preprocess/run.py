@@ -12,9 +12,10 @@ from typing import Any
 from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
+from sqltune.preprocess.config import PreprocessConfig
 from sqltune.preprocess.readers import Example, Layout, read_dataset, read_json
-from sqltune.preprocess.schema_text import STYLES, serialize_schema
-from sqltune.prompt import TEMPLATES, build_prompt
+from sqltune.preprocess.schema_text import serialize_schema
+from sqltune.prompt import build_prompt
 from sqltune.sql.schema import DatabaseSchema, load_tables
 from sqltune.uri import localize
 
@@ -28,15 +29,6 @@ _SPIDER_FAMILY = ("spider", "cosql", "sparc")
 def db_file(database_dir: Path, db_id: str) -> Path:
     """Where Spider and BIRD keep a database (and where the databases artifact puts it)."""
     return database_dir / db_id / f"{db_id}.sqlite"
-
-
-def _check_parameters(schema_style: str, template: str, limit: int | None) -> None:
-    if schema_style not in STYLES:
-        raise SqltuneError(f"unknown schema style {schema_style!r}; expected one of {', '.join(STYLES)}")
-    if template not in TEMPLATES:
-        raise SqltuneError(f"unknown prompt template {template!r}; expected one of {', '.join(TEMPLATES)}")
-    if limit is not None and limit < 1:
-        raise SqltuneError(f"limit must be a positive number of records, got {limit}")
 
 
 def _check_db_ids(examples: list[Example], schemas: dict[str, DatabaseSchema], tables_file: Path) -> None:
@@ -140,16 +132,12 @@ def write_databases(
                 shutil.copyfile(db_file(layout.database_dir, db_id), target)
 
 
-def run_preprocess(
-    dataset: str,
+def preprocess(
     source: str | os.PathLike[str],
-    split: str,
-    schema_style: str,
     out: str | os.PathLike[str],
     *,
-    template: str = "alpaca",
+    config: PreprocessConfig | None = None,
     databases_out: str | os.PathLike[str] | None = None,
-    limit: int | None = None,
     endpoint_url: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -161,7 +149,8 @@ def run_preprocess(
     records still serve exact-match evaluation. An existing output is replaced only when it is an sqltune
     artifact or `overwrite` is set; an output inside the source (or the other output) is refused.
     """
-    _check_parameters(schema_style, template, limit)
+    config = config or PreprocessConfig()
+    dataset, split, schema_style, template = config.dataset, config.split, config.schema_style, config.prompt_template
     root = localize(source, what=f"{dataset} source", endpoint_url=endpoint_url)
     check_output(out, inputs=[root], overwrite=overwrite)
     if databases_out:
@@ -170,7 +159,7 @@ def run_preprocess(
         if out_path == db_path or out_path in db_path.parents or db_path in out_path.parents:
             raise SqltuneError(f"--out {out} and --databases-out {databases_out} must be different directories")
     layout = read_dataset(dataset, root, split)
-    examples = layout.examples[:limit] if limit else layout.examples
+    examples = layout.examples[: config.limit] if config.limit else layout.examples
     schemas = load_tables(layout.tables_file)
     _check_db_ids(examples, schemas, layout.tables_file)
 
@@ -186,14 +175,7 @@ def run_preprocess(
     records = build_records(dataset, layout, examples, schemas, schema_style, template)
     label = "difficulty" if dataset == "bird" else "hardness"
     labels = Counter(str(record[label]) if record[label] else "unknown" for record in records)
-    parameters = {
-        "dataset": dataset,
-        "source": str(source),
-        "split": split,
-        "schema_style": schema_style,
-        "template": template,
-        "limit": limit,
-    }
+    parameters = {**config.to_dict(), "source": str(source)}
     summary = {"records": len(records), label: dict(sorted(labels.items())), "missing_databases": missing}
     inputs = _lineage(layout)
     with artifact_dir(out, "records", parameters=parameters, inputs=inputs, extra=summary, overwrite=overwrite) as tmp:

@@ -24,23 +24,28 @@ def train(
     max_seq_len: int,
     gradient_checkpointing: bool,
     seed: int,
+    train_options: dict,
     checkpoint_uri: str,
     run_id: str,
     adapter: Output[Model],
     metrics: Output[Metrics],
     loss_curve: Output[HTML],
 ):
-    """Fine-tune `base_model` on the train records; checkpoints under `checkpoint_uri/run_id` for resume."""
+    """Fine-tune `base_model` on the train records; checkpoints under `checkpoint_uri/run_id` for resume.
+
+    Each parameter is the TrainConfig setting of the same name; `train_options` sets the rarely changed ones.
+    """
     import shutil
     from pathlib import Path
 
+    from sqltune.settings import build_config
     from sqltune.train import TrainConfig
     from sqltune.train import train as run_train
     from sqltune.uri import join
 
-    config = TrainConfig(
+    settings = dict(
         method=method,
-        template=prompt_template,
+        prompt_template=prompt_template,
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
@@ -54,13 +59,12 @@ def train(
         gradient_checkpointing=gradient_checkpointing,
         seed=seed,
     )
-    checkpoints = join(checkpoint_uri, run_id) if checkpoint_uri else None
     summary = run_train(
         data=Path(train_data.path) / "records.jsonl",
         base_model=base_model,
         out=adapter.path,
-        config=config,
-        checkpoint_dir=checkpoints,
+        config=build_config(TrainConfig, settings, train_options, "train_options"),
+        checkpoint_dir=join(checkpoint_uri, run_id) if checkpoint_uri else None,
     )
     for name in ("final_loss", "best_loss", "tokens_per_s", "steps", "trainable_params", "wall_time_s"):
         if summary.get(name) is not None:

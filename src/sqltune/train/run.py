@@ -31,16 +31,16 @@ log = get_logger(__name__)
 
 RECORDS = "records.jsonl"
 # Settings a resumed run may change, as they do not change what is trained.
-_RESUMABLE_CHANGES = ("extra", "keep_checkpoints", "fresh_if_corrupt_checkpoint")
+_RESUMABLE_CHANGES = ("keep_checkpoints", "fresh_if_corrupt_checkpoint")
 
 
 def train(
     data: str | os.PathLike[str],
     base_model: str,
     out: str | os.PathLike[str],
+    *,
     config: TrainConfig | None = None,
     checkpoint_dir: str | None = None,
-    *,
     endpoint_url: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def train(
     model_dir = resolve_base_model(base_model, endpoint_url)
     tokenizer = load_tokenizer(model_dir)
     records = _read_records(data, endpoint_url)
-    examples, stats = build_examples(records, tokenizer, config.template, config.max_seq_len)
+    examples, stats = build_examples(records, tokenizer, config.prompt_template, config.max_seq_len)
     if not examples:
         raise SqltuneError(
             f"train data {data}: none of its {stats.total} records fits max_seq_len={config.max_seq_len}"
@@ -433,7 +433,7 @@ def _metrics(
         "dropped_examples": len(stats.dropped),
         "dropped_ids": stats.dropped,
         "method": config.method,
-        "template": config.template,
+        "prompt_template": config.prompt_template,
         "max_seq_len": config.max_seq_len,
         "base_model": base_model,
         "world_size": dist.world_size,

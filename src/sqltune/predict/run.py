@@ -17,6 +17,7 @@ from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, rea
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
 from sqltune.predict.adapter import Adapter, check_base_name, check_shapes, read_adapter
+from sqltune.predict.config import PredictConfig
 from sqltune.predict.extract import NO_SQL, extract_sql
 from sqltune.predict.generate import Generation, generate_hf
 from sqltune.predict.vllm_backend import generate_vllm, vllm_available
@@ -25,7 +26,6 @@ from sqltune.uri import localize
 
 log = get_logger(__name__)
 
-BACKENDS = ("auto", "hf", "vllm")
 RECORDS = "records.jsonl"
 PREDICTIONS = "predictions.jsonl"
 PREDICTIONS_TXT = "predictions.txt"
@@ -56,8 +56,6 @@ def load_records(data: str | Path, limit: int | None = None) -> list[dict[str, A
 
 def choose_backend(backend: str) -> str:
     """`auto` means vLLM where it is installed (GPU images), else transformers; the choice is logged."""
-    if backend not in BACKENDS:
-        raise SqltuneError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "vllm" and not vllm_available():
         raise SqltuneError("backend 'vllm' needs the vllm package (pip install 'sqltune[vllm]' on a GPU image)")
     chosen = "vllm" if backend == "vllm" or (backend == "auto" and vllm_available()) else "hf"
@@ -92,10 +90,14 @@ def plan_prompts(records: Sequence[dict[str, Any]], tokenizer: Any, template: st
 
 
 def _setting(name: str, override: Any, adapter: Adapter | None, default: Any) -> Any:
-    """An explicit value, else the adapter's training parameter, else the default (logged when not explicit)."""
+    """An explicit value, else the adapter's training parameter, else the default (logged when not explicit).
+
+    Adapters trained before the setting was renamed `prompt_template` record it as `template`.
+    """
     if override is not None:
         return override
-    trained = adapter.parameters.get(name) if adapter else None
+    parameters = adapter.parameters if adapter else {}
+    trained = parameters.get(name, parameters.get("template") if name == "prompt_template" else None)
     value = trained if trained is not None else default
     log.info("%s: %s (%s)", name, value, "from the adapter's training parameters" if trained is not None else "default")
     return value
@@ -166,38 +168,29 @@ def predict(
     base_model: str,
     adapter: str | Path | None,
     out: str | Path,
-    backend: str = "auto",
-    batch_size: int = 16,
-    max_new_tokens: int = 128,
-    limit: int | None = None,
     *,
-    template: str | None = None,
-    max_seq_len: int | None = None,
-    quantize_4bit: bool = False,
-    base_name_check: bool = True,
+    config: PredictConfig | None = None,
     endpoint_url: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Predict one SQL query per record into the artifact directory `out`; returns predict_metrics."""
     from sqltune.models import load_tokenizer, resolve_base_model
 
-    if batch_size < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
-        raise SqltuneError(
-            f"batch_size, max_new_tokens and limit must be >= 1 (got {batch_size}, {max_new_tokens}, {limit})"
-        )
+    config = config or PredictConfig()
     check_output(out, inputs=[data, adapter], overwrite=overwrite)
-    chosen = choose_backend(backend)
-    records = load_records(data, limit)
+    chosen = choose_backend(config.backend)
+    records = load_records(data, config.limit)
     lora = read_adapter(localize(adapter, "adapter", endpoint_url)) if adapter else None
     base_dir = resolve_base_model(base_model, endpoint_url)
-    if lora and base_name_check:
+    if lora and config.base_name_check:
         check_base_name(lora, base_model, base_dir)
 
     tokenizer_dir = lora.path if lora and (lora.path / "tokenizer_config.json").is_file() else base_dir
     tokenizer = load_tokenizer(tokenizer_dir)
-    template = _setting("template", template, lora, "alpaca")
+    template = _setting("prompt_template", config.prompt_template, lora, "alpaca")
     model_context = _model_context(base_dir)
-    context_len = min(_setting("max_seq_len", max_seq_len, lora, model_context), model_context)
+    context_len = min(_setting("max_seq_len", config.max_seq_len, lora, model_context), model_context)
+    max_new_tokens = config.max_new_tokens
     if context_len <= max_new_tokens:
         raise SqltuneError(
             f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a {context_len}-token context"
@@ -228,23 +221,13 @@ def predict(
             adapter_rank=lora.rank if lora else 16,
         )
     else:
-        model, merged = _load_hf(base_dir, lora, quantize_4bit)
+        model, merged = _load_hf(base_dir, lora, config.quantize_4bit)
         generations, seconds = generate_hf(
-            model, tokenizer, todo_ids, batch_size=batch_size, max_new_tokens=max_new_tokens
+            model, tokenizer, todo_ids, batch_size=config.batch_size, max_new_tokens=max_new_tokens
         )
     rows = _rows(records, plan, dict(zip(todo, generations, strict=True)))
-    metrics = _metrics(rows, seconds, backend=chosen, merged=merged, template=template, context_len=context_len)
-    parameters = {
-        "base_model": base_model,
-        "adapter": str(adapter) if adapter else None,
-        "backend": backend,
-        "batch_size": batch_size,
-        "max_new_tokens": max_new_tokens,
-        "limit": limit,
-        "template": template,
-        "max_seq_len": context_len,
-        "quantize_4bit": quantize_4bit,
-    }
+    metrics = _metrics(rows, seconds, backend=chosen, merged=merged, prompt_template=template, context_len=context_len)
+    parameters = {**config.to_dict(), "base_model": base_model, "prompt_template": template, "max_seq_len": context_len}
     inputs = {"data": data, **({"adapter": lora.path} if lora else {})}
     with artifact_dir(
         out, "predictions", parameters=parameters, inputs=inputs, extra={"metrics": metrics}, overwrite=overwrite

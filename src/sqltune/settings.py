@@ -1,0 +1,136 @@
+"""One definition per step setting: a config dataclass field holds its name, type, default and help.
+
+A step's config (`TrainConfig`, `PredictConfig`, ...) declares each setting once with `setting()`. From it
+come the step's CLI options (`config_command`), the KFP component's parameters (same names, checked by a
+test) and the pipeline's: a setting is `learning_rate` in the config, `--learning-rate` on the CLI and
+`learning_rate` in the Kubeflow UI. Settings the UI form would drown in are marked `pipeline="options"`:
+the pipeline sets them through one validated dict parameter per step (`train_options`, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from enum import Enum
+from typing import Any, TypeVar
+
+import typer
+
+from sqltune.errors import SqltuneError
+
+# How the pipeline sets a setting: its own parameter, a key of `<step>_options`, or the component itself (FIXED).
+PARAM, OPTIONS, FIXED = "param", "options", "fixed"
+Config = TypeVar("Config")
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: type[Enum] | None = None,
+    aliases: tuple[str, ...] = (),
+    pipeline: str = PARAM,
+) -> Any:
+    """A config field with its CLI help, allowed values, extra CLI flags (today's short ones) and pipeline role.
+
+
+    A `default` of `...` makes the setting required (a required CLI option, a dataclass field without default).
+    """
+    if pipeline not in (PARAM, OPTIONS, FIXED):
+        raise ValueError(f"pipeline must be {PARAM!r}, {OPTIONS!r} or {FIXED!r}")
+    metadata = {"help": help, "choices": choices, "aliases": aliases, "pipeline": pipeline}
+    if default is ...:
+        return dataclasses.field(metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_choices(config: Any, step: str) -> None:
+    """Every setting declared with `choices` holds one of them (the CLI checks too; the library must)."""
+    for field in dataclasses.fields(config):
+        choices: type[Enum] | None = field.metadata.get("choices")
+        value = getattr(config, field.name)
+        if choices is not None and value is not None and value not in {c.value for c in choices}:
+            allowed = ", ".join(c.value for c in choices)
+            raise SqltuneError(f"{step} parameter {field.name}={value!r} is invalid: expected one of {allowed}")
+
+
+def settings_of(config: type) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(config))
+
+
+def pipeline_settings(config: type, role: str) -> list[str]:
+    """The names of the settings the pipeline sets as `role` (PARAM or OPTIONS)."""
+    return [f.name for f in settings_of(config) if f.metadata.get("pipeline", PARAM) == role]
+
+
+def build_config(config: type[Config], params: Mapping[str, Any], options: Mapping[str, Any], what: str) -> Config:
+    """The config from a component's own parameters plus its options dict; a wrong key names `what`."""
+    if not isinstance(options, Mapping):
+        raise SqltuneError(f"{what} must be a dict of settings, not {type(options).__name__}")
+    roles = {f.name: f.metadata.get("pipeline", PARAM) for f in settings_of(config)}
+    for key in options:
+        if key in params or roles.get(key) == PARAM:
+            raise SqltuneError(f"{what}: {key!r} is a pipeline parameter of its own; set it there")
+        if roles.get(key) != OPTIONS:
+            allowed = ", ".join(sorted(pipeline_settings(config, OPTIONS)))
+            raise SqltuneError(f"{what}: unknown setting {key!r}; expected one of {allowed}")
+    return config(**params, **options)
+
+
+def _cli_type(annotation: Any) -> Any:
+    """The type typer parses a setting as: `X | None` as X, `str | list[str]` (several names) as str."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return str if str in args else args[0]
+    return annotation
+
+
+def _option(field: dataclasses.Field, annotation: Any, default: Any) -> inspect.Parameter:
+    flag = "--" + field.name.replace("_", "-")
+    choices: type[Enum] | None = field.metadata.get("choices")
+    cli_type = choices or _cli_type(annotation)
+    default = ... if default is dataclasses.MISSING else default
+    if choices is not None and default not in (None, ...):
+        default = choices(default)
+    # Booleans are --x/--no-x; a None default is a third state: "decide at run time".
+    decls = [f"{flag}/--no-{flag[2:]}"] if cli_type is bool else [flag, *field.metadata.get("aliases", ())]
+    help_text = field.metadata.get("help", "")
+    option = typer.Option(default, *decls, help=help_text, show_default=default not in (None, ...))
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=cli_type)
+
+
+def config_command(
+    config: type, defaults: Mapping[str, Any] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Make a CLI function that takes `config=` into a typer command with one option per config setting.
+
+    The function declares its inputs and outputs as usual and a `config` parameter; the command's options
+    are those plus the config's settings (`--learning-rate`, with the field's help, default and choices).
+    `defaults` replaces some of the config's defaults for this command (a benchmark's recipe).
+    """
+    hints = typing.get_type_hints(config)
+    fields = settings_of(config)
+    defaults = dict(defaults or {})
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for name, p in inspect.signature(function).parameters.items() if name != "config"]
+        clash = {p.name for p in own} & {f.name for f in fields}
+        if clash:
+            raise TypeError(f"{function.__name__}: {', '.join(sorted(clash))} are settings of {config.__name__}")
+
+        @functools.wraps(function)
+        def command(**kwargs: Any) -> Any:
+            values = {f.name: kwargs.pop(f.name) for f in fields}
+            values = {name: v.value if isinstance(v, Enum) else v for name, v in values.items()}
+            return function(**kwargs, config=config(**values))
+
+        parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        parameters += [_option(f, hints[f.name], defaults.get(f.name, f.default)) for f in fields]
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        return command
+
+    return decorate

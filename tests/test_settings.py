@@ -1,0 +1,125 @@
+"""One name per setting: each step config's settings exist, under the same names, in its CLI, its KFP
+component and the pipeline; pipeline defaults differ from the library's only where that is listed."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+import typer
+from kfp.dsl.types.type_annotations import is_Input_Output_artifact_annotation
+from typer.main import get_command
+
+from sqltune.cli import app
+from sqltune.errors import SqltuneError
+from sqltune.pipeline.definition import PIPELINE_DEFAULTS, QUALIFIED, text2sql
+from sqltune.predict.component import predict as predict_component
+from sqltune.predict.config import PredictConfig
+from sqltune.preprocess.component import preprocess as preprocess_component
+from sqltune.preprocess.config import PreprocessConfig
+from sqltune.settings import FIXED, OPTIONS, PARAM, build_config, config_command, setting
+from sqltune.train.component import train as train_component
+from sqltune.train.config import TrainConfig
+
+STEPS = {
+    "preprocess": (PreprocessConfig, preprocess_component),
+    "train": (TrainConfig, train_component),
+    "predict": (PredictConfig, predict_component),
+}
+# Component parameters that are inputs or locations, not settings.
+NOT_SETTINGS = {"source_uri", "base_model", "checkpoint_uri", "run_id"}
+
+
+def _role(field: dataclasses.Field) -> str:
+    return field.metadata["pipeline"]
+
+
+def _component_parameters(component) -> dict[str, inspect.Parameter]:
+    """The component's plain parameters (artifacts are typed Input[...] / Output[...])."""
+    parameters = inspect.signature(component.python_func).parameters
+    return {n: p for n, p in parameters.items() if not is_Input_Output_artifact_annotation(p.annotation)}
+
+
+def _pipeline_names(step: str, name: str) -> tuple[str, ...]:
+    return QUALIFIED.get((step, name), (name,))
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_every_setting_is_a_cli_option_of_the_same_name(step):
+    config, _ = STEPS[step]
+    options = {opt for param in get_command(app).commands[step].params for opt in param.opts}
+    for field in dataclasses.fields(config):
+        assert "--" + field.name.replace("_", "-") in options, f"sqltune {step} has no option for {field.name}"
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_component_and_pipeline_take_every_setting_under_its_name(step):
+    config, component = STEPS[step]
+    own = _component_parameters(component)
+    pipeline = inspect.signature(text2sql.pipeline_func).parameters
+    settings = {f.name: f for f in dataclasses.fields(config)}
+    for name, field in settings.items():
+        if _role(field) == PARAM:
+            for qualified in _pipeline_names(step, name):
+                assert qualified in pipeline, f"the pipeline has no parameter {qualified} for {step}.{name}"
+                component_name = qualified if step == "preprocess" else name
+                assert component_name in own, f"the {step} component has no parameter {component_name}"
+        elif _role(field) == OPTIONS:
+            assert f"{step}_options" in own and f"{step}_options" in pipeline, f"{step}.{name} cannot be set"
+        else:
+            assert _role(field) == FIXED
+    for name in own:
+        known = name in settings or name == f"{step}_options" or name in NOT_SETTINGS
+        known = known or any(name in _pipeline_names(step, s) for s in settings)
+        assert known, f"the {step} component takes {name!r}, which is no {config.__name__} setting"
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_pipeline_defaults_are_the_librarys_unless_listed_with_a_reason(step):
+    config, _ = STEPS[step]
+    pipeline = inspect.signature(text2sql.pipeline_func).parameters
+    for field in dataclasses.fields(config):
+        if _role(field) != PARAM:
+            continue
+        for name in _pipeline_names(step, field.name):
+            default = pipeline[name].default
+            if name in PIPELINE_DEFAULTS:
+                value, reason = PIPELINE_DEFAULTS[name]
+                assert default == value and reason, name
+            else:
+                assert default == field.default, (
+                    f"pipeline {name}={default!r} but {config.__name__} has {field.default!r}"
+                )
+
+
+def test_options_dicts_are_validated_by_the_config():
+    config = build_config(TrainConfig, {"batch_size": 2}, {"packing": True}, "train_options")
+    assert (config.batch_size, config.packing) == (2, True)
+    with pytest.raises(SqltuneError, match="train_options: 'batch_size' is a pipeline parameter of its own"):
+        build_config(TrainConfig, {}, {"batch_size": 2}, "train_options")
+    with pytest.raises(SqltuneError, match="predict_options: unknown setting 'temperature'"):
+        build_config(PredictConfig, {}, {"temperature": 0.7}, "predict_options")
+    with pytest.raises(SqltuneError, match="train parameter keep_checkpoints=0 is invalid"):
+        build_config(TrainConfig, {}, {"keep_checkpoints": 0}, "train_options")
+
+
+@dataclasses.dataclass
+class Demo:
+    rate: float = setting(0.5, "A rate.", aliases=("-r",))
+    switch: bool | None = setting(None, "Three states.")
+    names: str | list[str] = setting("all", "Names.")
+
+
+def test_generated_options_parse_into_the_config():
+    seen = []
+
+    @config_command(Demo, defaults={"rate": 0.25})
+    def command(out: str = typer.Option(...), *, config: Demo) -> None:
+        seen.append((out, config))
+
+    runner = typer.Typer()
+    runner.command()(command)
+    runner(["--out", "x", "-r", "2", "--no-switch"], standalone_mode=False)
+    runner(["--out", "y"], standalone_mode=False)
+    assert seen == [("x", Demo(2.0, False, "all")), ("y", Demo(0.25, None, "all"))]
