@@ -28,7 +28,10 @@ PIPELINE_DEFAULTS = {
     "batch_size": (8, "a GPU node takes a larger micro-batch than a laptop"),
     "gradient_accumulation_steps": (2, "an effective batch of 16, the QLoRA paper's for 7B-13B models"),
     "max_seq_len": (1024, "predict uses the train step's value, so the base model is scored with the same context"),
-    "prompt_template": ("alpaca", "preprocess, train and predict share one; predict-base has no adapter to take it from"),
+    "prompt_template": (
+        "alpaca",
+        "preprocess, train and predict share one; predict-base has no adapter to take it from",
+    ),
 }
 # Settings two steps have under one name with different values: the pipeline parameter says which step.
 QUALIFIED = {("predict", "batch_size"): ("predict_batch_size",), ("preprocess", "limit"): ("train_limit", "eval_limit")}

@@ -22,6 +22,8 @@ from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 
+from sqlglot import exp
+
 from sqltune.log import get_logger
 from sqltune.sql.schema import DatabaseSchema
 
@@ -39,8 +41,8 @@ class SchemaStyle(str, Enum):
 STYLES = tuple(s.value for s in SchemaStyle)
 DEFAULT_STYLE = SchemaStyle.ddl.value
 SAMPLE_VALUES = 3
-_MAX_VALUE_CHARS = 40
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_VALUE_CHARS = 40
 
 
 def serialize_schema(schema: DatabaseSchema, style: str, db_path: Path | None = None) -> str:
@@ -82,7 +84,11 @@ def dbgpt_text(schema: DatabaseSchema) -> str:
 
 @lru_cache(maxsize=8192)
 def _bare_name_ok(name: str) -> bool:
-    """Whether SQLite itself accepts `name` unquoted as a column name (not for keywords such as ORDER or FROM)."""
+    """Whether SQLite itself accepts `name` unquoted as a column name (not for keywords such as ORDER or FROM).
+
+    SQLite decides, not sqlglot: sqlglot's SQLite dialect has no reserved-word list (its tokenizer reads
+    `order` as a plain name, and its generator quotes none), and SQLite is what runs the queries.
+    """
     if not _PLAIN_NAME.fullmatch(name):
         return False
     with closing(sqlite3.connect(":memory:")) as connection:
@@ -94,8 +100,8 @@ def _bare_name_ok(name: str) -> bool:
 
 
 def quote(name: str) -> str:
-    """An SQL identifier, double-quoted only when it needs to be (spaces, punctuation, keywords)."""
-    return name if _bare_name_ok(name) else '"' + name.replace('"', '""') + '"'
+    """An SQL identifier as sqlglot writes it for SQLite, double-quoted only when it needs to be."""
+    return exp.to_identifier(name, quoted=not _bare_name_ok(name)).sql(dialect="sqlite")
 
 
 def _primary_key_columns(schema: DatabaseSchema, table: int) -> list[int]:
