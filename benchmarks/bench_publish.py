@@ -22,7 +22,7 @@ os.environ.setdefault("SQLTUNE_PROGRESS", "0")
 
 from sqltune.artifacts import artifact_dir
 from sqltune.locals3 import local_s3
-from sqltune.publish import Registry, publish
+from sqltune.publish import PublishConfig, Registry, publish
 from sqltune.uri import download_dir
 
 
@@ -72,7 +72,13 @@ def main() -> None:
                 plain_up = timed(
                     lambda i=i: [client.upload_file(str(p), "bench", f"plain/{i}/{p.name}") for p in files]
                 )
-                ours_up = timed(lambda i=i: publish(adapter, evaluation, "bench", "ours", "m", version=f"v{i}"))
+                ours_up = timed(
+                    lambda i=i: publish(
+                        adapter,
+                        evaluation,
+                        config=PublishConfig(bucket="bench", prefix="ours", model_name="m", version=f"v{i}"),
+                    )
+                )
                 plain_down = timed(lambda i=i: download_dir(f"s3://bench/plain/{i}", root / f"plain-{i}"))
                 ours_down = timed(lambda i=i: Registry("bench", "ours", "m").pull(f"v{i}", root / f"pulled-{i}"))
                 rows.append((plain_up, ours_up, plain_down, ours_down))

@@ -48,3 +48,12 @@ def s3_server():
 
     with local_s3() as server:
         yield server
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The S3 server's endpoint and credentials in boto3's standard environment variables, for this test only
+    (steps that run as subprocesses, and code that reads no endpoint parameter, find the server there)."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server

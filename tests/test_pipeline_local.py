@@ -36,15 +36,13 @@ def sample_source(tmp_path_factory):
 
 
 @pytest.fixture
-def s3_env(s3_server, monkeypatch):
-    """The steps run as subprocesses: they find the S3 server and its credentials in the environment."""
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
-    s3_server.create_bucket(SMALL_RUN["bucket"])
-    return s3_server
+def e2e_bucket(s3_env):
+    """The run's bucket; the steps run as subprocesses and find the server in the environment (`s3_env`)."""
+    s3_env.create_bucket(SMALL_RUN["bucket"])
+    return s3_env
 
 
-def test_whole_pipeline_publishes_a_verified_adapter(tmp_path, sample_source, s3_env):
+def test_whole_pipeline_publishes_a_verified_adapter(tmp_path, sample_source, e2e_bucket):
     run = run_local(
         {**SMALL_RUN, "source_uri": str(sample_source), "min_ex": 0.0},
         pipeline_root=tmp_path / "runs",
@@ -69,15 +67,19 @@ def test_whole_pipeline_publishes_a_verified_adapter(tmp_path, sample_source, s3
     assert [p["id"] for p in predictions] == [r["id"] for r in eval_records]
     assert all(p["sql"].strip() for p in predictions)
 
-    for task in ("evaluate-finetuned", "evaluate-base"):
+    for task, predicted in (("evaluate-finetuned", "predict-finetuned"), ("evaluate-base", "predict-base")):
         metrics = json.loads((run.artifact(task, "evaluation") / "metrics.json").read_text())
         assert set(metrics["ex"]) >= {"easy", "medium", "hard", "extra", "all"}
-        assert 0.0 <= metrics["ex"]["all"] <= 1.0
+        rows = read_jsonl(run.artifact(task, "evaluation") / "results.jsonl")
+        sqls = [p["sql"] for p in read_jsonl(run.artifact(predicted, "predictions") / "predictions.jsonl")]
+        assert [r["sql"] for r in rows] == sqls, "each step scored the predictions wired into it"
+        scored = [r["ex"] for r in rows if r["ex"] is not None]
+        assert len(scored) == 6 and metrics["ex"]["all"] == sum(scored) / 6
     assert run.base is not None and "| base | EX |" in summary_table(run)
     assert "## " in run.artifact("evaluate-finetuned", "report").read_text()
 
     assert run.published_uri and run.published_uri.startswith("s3://e2e/adapters/tiny-text2sql/")
-    registry = Registry("e2e", "adapters", "tiny-text2sql", s3_env.endpoint_url)
+    registry = Registry("e2e", "adapters", "tiny-text2sql", e2e_bucket.endpoint_url)
     version = run.published_uri.rstrip("/").rsplit("/", 1)[1]
     published = registry.manifest(version)
     for name in ("adapter_config.json", "adapter_model.safetensors"):
@@ -104,8 +106,8 @@ def _follow_lineage_to_the_dataset(published: dict, run_dir, source) -> None:
     assert reached.count("records") >= 3  # train data (via the adapter), eval data (via predictions and evaluation)
 
 
-def test_publish_gate_skips_publishing_below_min_ex(tmp_path, sample_source, s3_env):
-    registry = Registry("e2e", "adapters", "tiny-text2sql", s3_env.endpoint_url)
+def test_publish_gate_skips_publishing_below_min_ex(tmp_path, sample_source, e2e_bucket):
+    registry = Registry("e2e", "adapters", "tiny-text2sql", e2e_bucket.endpoint_url)
     versions_before = registry.list_versions()
     run = run_local(
         {**SMALL_RUN, "source_uri": str(sample_source), "min_ex": 1.01},

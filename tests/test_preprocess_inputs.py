@@ -84,11 +84,9 @@ def test_multiturn_gives_one_record_per_turn_with_earlier_questions(sample, tmp_
     assert [r["hardness"] for r in records[3:]] == ["easy", "easy"]
 
 
-def test_s3_source_is_read_like_a_local_one(sample, tmp_path, s3_server, monkeypatch):
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
+def test_s3_source_is_read_like_a_local_one(sample, tmp_path, s3_env, monkeypatch):
     monkeypatch.setenv("SQLTUNE_CACHE", str(tmp_path / "cache"))
-    s3_server.create_bucket("datasets")
+    s3_env.create_bucket("datasets")
     upload_dir(sample, "s3://datasets/sample")
     preprocess(
         "s3://datasets/sample",

@@ -20,7 +20,7 @@ from safetensors.numpy import save_file
 from sqltune.artifacts import artifact_dir, sha256_file, verify_artifact
 from sqltune.errors import SqltuneError
 from sqltune.locals3 import LocalS3, local_s3
-from sqltune.publish import Registry, publish
+from sqltune.publish import PublishConfig, Registry, publish
 from sqltune.publish import registry as registry_module
 from sqltune.uri import path_inside
 
@@ -69,12 +69,10 @@ def make_eval(root: Path, ex_all: float) -> Path:
 
 
 @pytest.fixture
-def bucket(s3_server: LocalS3, monkeypatch) -> str:
-    """A fresh bucket, and the server's credentials in the standard environment variables."""
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
+def bucket(s3_env: LocalS3) -> str:
+    """A fresh bucket; the server's credentials are in the standard environment variables (`s3_env`)."""
     name = f"pub-{uuid.uuid4().hex[:10]}"
-    s3_server.create_bucket(name)
+    s3_env.create_bucket(name)
     return name
 
 
@@ -95,7 +93,13 @@ def all_objects(client: Any, bucket: str) -> dict[str, bytes]:
 def test_publish_and_pull_round_trip_with_checksums(s3_server, bucket, tmp_path) -> None:
     adapter = make_adapter(tmp_path, big=True)
     evaluation = make_eval(tmp_path, 0.55)
-    result = publish(adapter, evaluation, bucket, "team/text2sql", "smol-sql", run_id="run-42", **SMALL)
+    result = publish(
+        adapter,
+        evaluation,
+        config=PublishConfig(bucket=bucket, prefix="team/text2sql", model_name="smol-sql"),
+        run_id="run-42",
+        **SMALL,
+    )
     assert result.uri == f"s3://{bucket}/team/text2sql/smol-sql/run-run-42/" and not result.existed
 
     client = s3_server.client()
@@ -133,7 +137,7 @@ def test_publish_and_pull_round_trip_with_checksums(s3_server, bucket, tmp_path)
 
 
 def test_pull_detects_a_corrupted_object(s3_server, bucket, adapter, tmp_path) -> None:
-    result = publish(adapter, make_eval(tmp_path, 0.5), bucket, "", "m")
+    result = publish(adapter, make_eval(tmp_path, 0.5), config=PublishConfig(bucket=bucket, prefix="", model_name="m"))
     assert result.version.startswith("sha-"), "without a run id the version is a content hash"
     s3_server.client().put_object(Bucket=bucket, Key=f"m/{result.version}/tokenizer.json", Body=b"{}")
     with pytest.raises(SqltuneError, match=r"tokenizer.json does not match its sha256"):
@@ -145,35 +149,40 @@ def test_rerun_is_idempotent_and_a_different_adapter_is_never_written_over(
     s3_server, bucket, adapter, tmp_path
 ) -> None:
     evaluation = make_eval(tmp_path, 0.5)
-    first = publish(adapter, evaluation, bucket, "p", "m", run_id="abc")
+    first = publish(adapter, evaluation, config=PublishConfig(bucket=bucket, prefix="p", model_name="m"), run_id="abc")
     key = f"p/m/{first.version}/manifest.json"
     before = s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"]
 
-    again = publish(adapter, evaluation, bucket, "p", "m", run_id="abc")
+    again = publish(adapter, evaluation, config=PublishConfig(bucket=bucket, prefix="p", model_name="m"), run_id="abc")
     assert (again.uri, again.existed, again.uploaded) == (first.uri, True, [])
     assert (
-        publish(adapter, evaluation, bucket, "p", "m").version == publish(adapter, evaluation, bucket, "p", "m").version
+        publish(adapter, evaluation, config=PublishConfig(bucket=bucket, prefix="p", model_name="m")).version
+        == publish(adapter, evaluation, config=PublishConfig(bucket=bucket, prefix="p", model_name="m")).version
     )
 
     with pytest.raises(SqltuneError, match=r"already exists with different content.*eval/metrics.json"):
-        publish(adapter, make_eval(tmp_path, 0.7), bucket, "p", "m", run_id="abc")
+        publish(
+            adapter,
+            make_eval(tmp_path, 0.7),
+            config=PublishConfig(bucket=bucket, prefix="p", model_name="m"),
+            run_id="abc",
+        )
     assert s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"] == before
     assert Registry(bucket, "p", "m").manifest(first.version)["metrics"]["ex"]["all"] == 0.5
 
 
 def test_promotion_needs_a_better_ex_and_rollback_walks_back(bucket, adapter, tmp_path) -> None:
     def release(version: str, ex: float, **promotion: Any):
-        return publish(
-            adapter, make_eval(tmp_path, ex), bucket, "p", "m", version=version, promote="production", **promotion
-        )
+        config = PublishConfig(bucket, "m", "p", version, promote_channel="production", **promotion)
+        return publish(adapter, make_eval(tmp_path, ex), config=config)
 
     registry = Registry(bucket, "p", "m")
     assert release("v1", 0.50).promoted, "the first version on a channel is promoted"
     worse = release("v2", 0.40)
     assert not worse.promoted and "does not beat v1" in worse.promotion.reason
-    assert not release("v3", 0.52, margin=0.05).promoted, "+0.02 is below the margin"
+    assert not release("v3", 0.52, promote_margin=0.05).promoted, "+0.02 is below the margin"
     assert registry.resolve(channel="production") == "v1"
-    better = release("v4", 0.60, margin=0.05)
+    better = release("v4", 0.60, promote_margin=0.05)
     assert better.promoted and better.promotion.previous == "v1"
     assert registry.promote("v2", "production", force=True).promoted, "force promotes a worse version"
 
@@ -193,7 +202,11 @@ def test_promotion_needs_a_better_ex_and_rollback_walks_back(bucket, adapter, tm
 def test_concurrent_promotions_never_overwrite_each_other(bucket, adapter, tmp_path, first_on_channel) -> None:
     """Two promoters read the same channel state; the second to write loses with a clear error, not silently."""
     for version, ex in (("v1", 0.50), ("v2", 0.60), ("v3", 0.70)):
-        publish(adapter, make_eval(tmp_path, ex), bucket, "p", "m", version=version)
+        publish(
+            adapter,
+            make_eval(tmp_path, ex),
+            config=PublishConfig(bucket=bucket, prefix="p", model_name="m", version=version),
+        )
     ours, theirs = Registry(bucket, "p", "m"), Registry(bucket, "p", "m")
     if not first_on_channel:
         ours.promote("v1", "production")
@@ -216,10 +229,10 @@ def test_wrong_credentials_and_missing_bucket_are_clear_errors(
 ) -> None:
     evaluation = make_eval(tmp_path, 0.5)
     with pytest.raises(SqltuneError, match=rf"bucket 'no-such-bucket' at {s3_server.endpoint_url} does not exist"):
-        publish(adapter, evaluation, "no-such-bucket", "p", "m")
+        publish(adapter, evaluation, config=PublishConfig(bucket="no-such-bucket", prefix="p", model_name="m"))
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
     with pytest.raises(SqltuneError, match=r"access denied to bucket .* check the S3 credentials") as denied:
-        publish(adapter, evaluation, bucket, "p", "m")
+        publish(adapter, evaluation, config=PublishConfig(bucket=bucket, prefix="p", model_name="m"))
     assert "wrong-secret-value" not in str(denied.value)
     assert all_objects(s3_server.client(), bucket) == {}
 
@@ -229,15 +242,23 @@ def test_bad_inputs_name_the_file(bucket, adapter, tmp_path) -> None:
     plain.mkdir()
     (plain / "adapter_config.json").write_text("{}")
     with pytest.raises(SqltuneError, match=rf"{plain} is not a complete sqltune artifact"):
-        publish(plain, make_eval(tmp_path, 0.5), bucket, "p", "m")
+        publish(plain, make_eval(tmp_path, 0.5), config=PublishConfig(bucket=bucket, prefix="p", model_name="m"))
     with artifact_dir(tmp_path / "bad-eval", "evaluation") as out:
         (out / "metrics.json").write_text(json.dumps({"ex": {"easy": 1.0}}))
     with pytest.raises(SqltuneError, match=r"bad-eval/metrics.json: ex.all must be a number"):
-        publish(adapter, tmp_path / "bad-eval", bucket, "p", "m")
+        publish(adapter, tmp_path / "bad-eval", config=PublishConfig(bucket=bucket, prefix="p", model_name="m"))
     with pytest.raises(SqltuneError, match=r"version '../x' is invalid"):
-        publish(adapter, make_eval(tmp_path, 0.5), bucket, "p", "m", version="../x")
+        publish(
+            adapter,
+            make_eval(tmp_path, 0.5),
+            config=PublishConfig(bucket=bucket, prefix="p", model_name="m", version="../x"),
+        )
     with pytest.raises(SqltuneError, match=r"version 'channels' is reserved"):
-        publish(adapter, make_eval(tmp_path, 0.5), bucket, "p", "m", version="channels")
+        publish(
+            adapter,
+            make_eval(tmp_path, 0.5),
+            config=PublishConfig(bucket=bucket, prefix="p", model_name="m", version="channels"),
+        )
 
 
 def test_server_stopped_mid_upload_leaves_no_manifest_and_a_rerun_completes(tmp_path, monkeypatch) -> None:
@@ -246,7 +267,13 @@ def test_server_stopped_mid_upload_leaves_no_manifest_and_a_rerun_completes(tmp_
     with local_s3(tmp_path / "s3", buckets=["models"]) as server:
         monkeypatch.setattr(registry_module, "s3_client", lambda endpoint_url=None: crashing_client(server))
         with pytest.raises(SqltuneError) as failed:
-            publish(adapter, evaluation, "models", "p", "m", endpoint_url=server.endpoint_url, version="v1", **SMALL)
+            publish(
+                adapter,
+                evaluation,
+                config=PublishConfig(bucket="models", prefix="p", model_name="m", version="v1"),
+                endpoint_url=server.endpoint_url,
+                **SMALL,
+            )
         message = str(failed.value)
         assert "failed at adapter_model.safetensors" in message
         assert "On S3 and verified: ['README.md', 'adapter_config.json']" in message
@@ -264,7 +291,13 @@ def test_server_stopped_mid_upload_leaves_no_manifest_and_a_rerun_completes(tmp_
         with pytest.raises(SqltuneError, match="incomplete"):
             registry.promote("v1", "production")
 
-        done = publish(adapter, evaluation, "models", "p", "m", endpoint_url=server.endpoint_url, version="v1", **SMALL)
+        done = publish(
+            adapter,
+            evaluation,
+            config=PublishConfig(bucket="models", prefix="p", model_name="m", version="v1"),
+            endpoint_url=server.endpoint_url,
+            **SMALL,
+        )
         assert done.reused == ["README.md", "adapter_config.json"] and "adapter_model.safetensors" in done.uploaded
         assert not client.list_multipart_uploads(Bucket="models", Prefix="p/m/v1/").get("Uploads")
         verify_artifact(registry.pull("v1", tmp_path / "pulled"))
@@ -391,7 +424,11 @@ def test_one_corrupt_manifest_or_pointer_does_not_break_the_registry(s3_server, 
 
     for version, ex, channel in (("v1", 0.5, "production"), ("v2", 0.6, "production"), ("v3", 0.7, None),
                                  ("v4", 0.4, "staging"), ("v5", 0.8, None)):  # fmt: skip
-        publish(adapter, make_eval(tmp_path, ex), bucket, "", "m", version=version, promote=channel)
+        publish(
+            adapter,
+            make_eval(tmp_path, ex),
+            config=PublishConfig(bucket=bucket, prefix="", model_name="m", version=version, promote_channel=channel),
+        )
     client = s3_server.client()
     client.put_object(Bucket=bucket, Key="m/v3/manifest.json", Body=b'{"version": "v3", "files": ')  # cut short
     client.copy_object(Bucket=bucket, Key="m/v5/manifest.json", CopySource=f"{bucket}/m/v1/manifest.json")

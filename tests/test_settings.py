@@ -18,6 +18,8 @@ from sqltune.predict.component import predict as predict_component
 from sqltune.predict.config import PredictConfig
 from sqltune.preprocess.component import preprocess as preprocess_component
 from sqltune.preprocess.config import PreprocessConfig
+from sqltune.publish.component import publish as publish_component
+from sqltune.publish.config import PublishConfig
 from sqltune.settings import FIXED, OPTIONS, PARAM, build_config, config_command, setting
 from sqltune.train.component import train as train_component
 from sqltune.train.config import TrainConfig
@@ -26,9 +28,10 @@ STEPS = {
     "preprocess": (PreprocessConfig, preprocess_component),
     "train": (TrainConfig, train_component),
     "predict": (PredictConfig, predict_component),
+    "publish": (PublishConfig, publish_component),
 }
 # Component parameters that are inputs or locations, not settings.
-NOT_SETTINGS = {"source_uri", "base_model", "checkpoint_uri", "run_id"}
+NOT_SETTINGS = {"source_uri", "base_model", "checkpoint_uri", "run_id", "endpoint_url"}
 
 
 def _role(field: dataclasses.Field) -> str:

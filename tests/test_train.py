@@ -378,15 +378,13 @@ def test_a_restarted_run_prunes_the_checkpoints_it_skipped(tmp_path):
     assert state["step"] == 6 and loaded == {"weights.bin": b"w" * 10}
 
 
-def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_server, monkeypatch):
+def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_env):
     """Checkpoints under an s3:// prefix (real SeaweedFS): the latest two kept, a rerun resumes from the last."""
     from sqltune.train import train
     from sqltune.train.checkpoint import complete_steps
 
     root, data = env
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
-    s3_server.create_bucket("train-ckpt")
+    s3_env.create_bucket("train-ckpt")
     prefix = "s3://train-ckpt/runs/r1"
     first = train(
         data, "tiny-random-llama", root / "s3-a", config=config(max_steps=6, checkpoint_every=2), checkpoint_dir=prefix
@@ -407,20 +405,18 @@ def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_server, monkeypatch):
         )
 
 
-def test_a_damaged_checkpoint_on_s3_falls_back_and_leaves_no_download(env, s3_server, monkeypatch, tmp_path, caplog):
+def test_a_damaged_checkpoint_on_s3_falls_back_and_leaves_no_download(env, s3_env, monkeypatch, tmp_path, caplog):
     """On S3 too: the truncated newest is skipped; the local copies resume reads are removed, also on failure."""
     import tempfile
 
     from sqltune.train import train
 
     _, data = env
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    client = s3_server.client()
-    s3_server.create_bucket("train-damaged")
+    client = s3_env.client()
+    s3_env.create_bucket("train-damaged")
     prefix = "s3://train-damaged/runs/r1"
 
     def run(name: str) -> dict:

@@ -28,10 +28,11 @@ PIPELINE_DEFAULTS = {
     "batch_size": (8, "a GPU node takes a larger micro-batch than a laptop"),
     "gradient_accumulation_steps": (2, "an effective batch of 16, the QLoRA paper's for 7B-13B models"),
     "max_seq_len": (1024, "predict uses the train step's value, so the base model is scored with the same context"),
-    "prompt_template": (
-        "alpaca",
-        "preprocess, train and predict share one; predict-base has no adapter to take it from",
-    ),
+    "prompt_template": ("alpaca", "preprocess, train and predict share one; predict-base has no adapter to ask"),
+    "bucket": ("sqltune", "a bucket name to start from; the CLI makes users say it"),
+    "model_name": ("text2sql", "a model name to start from; the CLI makes users say it"),
+    "prefix": ("adapters", "keeps adapters apart from the data and checkpoints in a shared bucket"),
+    "promote_channel": ("", "KFP string parameters have no None: '' means do not promote"),
 }
 # Settings two steps have under one name with different values: the pipeline parameter says which step.
 QUALIFIED = {("predict", "batch_size"): ("predict_batch_size",), ("preprocess", "limit"): ("train_limit", "eval_limit")}
@@ -112,6 +113,7 @@ def text2sql(
     model_name: str = "text2sql",
     promote_channel: str = "",
     promote_margin: float = 0.0,
+    publish_options: dict = {},  # noqa: B006 (PublishConfig settings without a parameter of their own)
     s3_endpoint_url: str = "",
     s3_secret_name: str = "sqltune-s3",
     hf_token_secret_name: str = "sqltune-hf-token",
@@ -193,6 +195,7 @@ def text2sql(
             endpoint_url=s3_endpoint_url,
             promote_channel=promote_channel,
             promote_margin=promote_margin,
+            publish_options=publish_options,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         _configure(release, hours=1, cpu="1", memory="2Gi", s3_secret=s3_secret_name)

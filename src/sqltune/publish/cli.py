@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from sqltune.artifacts import OVERWRITE_HELP
+from sqltune.publish.config import PublishConfig
+from sqltune.settings import config_command
 
 if TYPE_CHECKING:
     from sqltune.publish import Registry
@@ -26,18 +28,14 @@ _PREFIX = typer.Option("", "--prefix", help="Key prefix inside the bucket.")
 _MODEL = typer.Option(..., "--model-name", help="Model name (a key segment).")
 
 
+@config_command(PublishConfig)
 def publish(
     adapter: Path = typer.Option(..., "--adapter", help="The train step's adapter artifact directory."),
     eval_dir: Path = typer.Option(..., "--eval", help="The evaluate step's artifact directory."),
-    bucket: str = _BUCKET,
-    prefix: str = _PREFIX,
-    model_name: str = _MODEL,
     endpoint_url: str = _ENDPOINT,
-    version: str = typer.Option(None, "--version", help="Version name (default: run-<run id>, else sha-<content>)."),
     run_id: str = typer.Option(None, "--run-id", envvar="SQLTUNE_RUN_ID", help="Pipeline run id (lineage, version)."),
-    promote: str = typer.Option(None, "--promote", help="Channel to promote the version to if it beats the current."),
-    margin: float = typer.Option(0.0, "--margin", min=0.0, help="EX (all) improvement needed to promote."),
-    force: bool = typer.Option(False, "--force", help="Promote even if it does not beat the current version."),
+    *,
+    config: PublishConfig,
 ) -> None:
     """Publish an adapter version to s3://BUCKET/PREFIX/MODEL/VERSION/ (verified, never overwritten); prints its URI."""
     from sqltune.publish import publish as run_publish
@@ -46,9 +44,7 @@ def publish(
     # removed and a multipart upload in flight aborted, instead of both being left behind.
     previous = signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     try:
-        result = run_publish(
-            adapter, eval_dir, bucket, prefix, model_name, endpoint_url, version, run_id, promote, margin, force
-        )
+        result = run_publish(adapter, eval_dir, config=config, endpoint_url=endpoint_url, run_id=run_id)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if result.promotion:

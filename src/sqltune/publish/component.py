@@ -16,22 +16,28 @@ def publish(
     endpoint_url: str,
     promote_channel: str,
     promote_margin: float,
+    publish_options: dict,
     run_id: str,
 ) -> str:
     """Publish a verified adapter version; returns its s3:// URI. Credentials come from the environment."""
     from pathlib import Path
 
+    from sqltune.publish import PublishConfig
     from sqltune.publish import publish as run_publish
+    from sqltune.settings import build_config
 
+    settings = dict(
+        bucket=bucket,
+        model_name=model_name,
+        prefix=prefix,
+        promote_channel=promote_channel or None,
+        promote_margin=promote_margin,
+    )
     result = run_publish(
         adapter=Path(adapter.path),
         eval_dir=Path(evaluation.path),
-        bucket=bucket,
-        prefix=prefix,
-        model_name=model_name,
+        config=build_config(PublishConfig, settings, publish_options, "publish_options"),
         endpoint_url=endpoint_url or None,
         run_id=run_id,
-        promote=promote_channel or None,
-        margin=promote_margin,
     )
     return result.uri

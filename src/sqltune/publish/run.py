@@ -23,6 +23,7 @@ from sqltune.artifacts import MANIFEST, artifact_dir, file_entries, read_manifes
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
 from sqltune.publish.card import render_card
+from sqltune.publish.config import PublishConfig
 from sqltune.publish.registry import PromotionResult, Registry
 from sqltune.publish.store import (
     MULTIPART_THRESHOLD,
@@ -145,32 +146,29 @@ def stage(
 def publish(
     adapter: str | Path,
     eval_dir: str | Path,
-    bucket: str,
-    prefix: str,
-    model_name: str,
-    endpoint_url: str | None = None,
-    version: str | None = None,
-    run_id: str | None = None,
-    promote: str | None = None,
-    margin: float = 0.0,
-    force: bool = False,
     *,
+    config: PublishConfig,
+    endpoint_url: str | None = None,
+    run_id: str | None = None,
     multipart_threshold: int = MULTIPART_THRESHOLD,
     part_size: int = PART_SIZE,
 ) -> PublishResult:
     """Publish the train step's adapter dir and the evaluate step's dir as `s3://bucket/prefix/model_name/<version>/`.
 
     Credentials come from boto3's standard chain; `endpoint_url` (else AWS_ENDPOINT_URL) selects the server.
-    With `promote`, the channel moves to this version when its EX beats the current one's by `margin`.
+    With `promote_channel`, the channel moves to this version when its EX beats the current one's by
+    `promote_margin`. `run_id` (the pipeline run) names the version and goes into its lineage.
     """
     adapter, eval_dir = Path(adapter), Path(eval_dir)
-    registry = Registry(bucket, prefix, model_name, endpoint_url)
+    registry = Registry(config.bucket, config.prefix, config.model_name, endpoint_url)
     with tempfile.TemporaryDirectory(prefix="sqltune-publish-") as tmp:
         staged = Path(tmp) / "version"
-        manifest = stage(adapter, eval_dir, model_name, staged, version, run_id)
+        manifest = stage(adapter, eval_dir, config.model_name, staged, config.version, run_id)
         result = _upload(registry, staged, manifest, multipart_threshold, part_size)
-    if promote:
-        promotion = registry.promote(result.version, promote, margin=margin, force=force)
+    if config.promote_channel:
+        promotion = registry.promote(
+            result.version, config.promote_channel, margin=config.promote_margin, force=config.force
+        )
         result = PublishResult(result.uri, result.version, result.existed, result.uploaded, result.reused, promotion)
     return result
 
