@@ -237,3 +237,24 @@ def test_evaluate_never_imports_torch(tiny):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads((tiny / "cli" / "metrics.json").read_text())["ex"]["all"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("file_name", "content", "message"),
+    [
+        ("preds.txt", b"SELECT name FROM singer WHERE name = '\xff'\n", r"preds.txt: not UTF-8 text"),
+        ("preds.jsonl", b'{"sql": "SELECT \xe9"}\n', r"preds.jsonl: not UTF-8 text"),
+        ("tables.json", b'{"music": {"db_id": "music"}}', r"tables.json: expected a JSON list of database schemas"),
+        ("tables.json", b'["music"]', r"tables.json: entry 0 is not a database schema"),
+        ("tables.json", b'[{"db_id": "caf\xe9"}]', r"tables.json: not UTF-8 text"),
+    ],
+)
+def test_unreadable_inputs_are_errors_naming_the_file(tiny, file_name, content, message):
+    gold = _gold(tiny, ["SELECT name FROM singer"])
+    preds = tiny / "preds.txt"
+    preds.write_text("SELECT name FROM singer\n")
+    (tiny / file_name).write_bytes(content)
+    preds = tiny / file_name if file_name.startswith("preds") else preds
+    with pytest.raises(SqltuneError, match=message):
+        evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "out", workers=1)
+    assert not (tiny / "out").exists()
