@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import random
+import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from sqltune.errors import SqltuneError
 from sqltune.evaluate.evaluator import evaluate
-from sqltune.evaluate.execution import remove_distinct, results_match
+from sqltune.evaluate.execution import QueryError, remove_distinct, results_match
 from sqltune.evaluate.values import plug_gold_values
 
 PREDICTION_FILES = [
@@ -237,3 +244,234 @@ def test_evaluate_never_imports_torch(tiny):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads((tiny / "cli" / "metrics.json").read_text())["ex"]["all"] == 1.0
+
+
+def _results(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def _run_python(script: str, timeout: float = 120, **limits: int) -> subprocess.CompletedProcess:
+    """Run `script` in a fresh interpreter (a crash there cannot take the test run down), under rlimits."""
+    import resource
+
+    def set_limits() -> None:
+        for name, value in limits.items():
+            resource.setrlimit(getattr(resource, name), (value, value))
+
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=set_limits,
+    )
+
+
+@pytest.mark.timeout(180)
+def test_functions_outside_the_allow_list_are_refused_and_the_process_survives(tiny):
+    # fts3_tokenizer plants a function pointer that the next query on a full-text table calls: a segfault.
+    with sqlite3.connect(tiny / "database" / "music" / "music.sqlite") as conn:
+        conn.execute("CREATE VIRTUAL TABLE docs USING fts4(body)")
+    conn.close()
+    questions = [
+        ("SELECT count(*) FROM singer", "SELECT fts3_tokenizer('simple', x'4141414141414141')"),
+        ("SELECT count(*) FROM singer", "SELECT count(*) FROM docs"),
+        ("SELECT count(*) FROM singer", "SELECT sqlite_compileoption_get(0)"),
+        ("SELECT 'x', 1, 2.0, 4", "SELECT iif(1, 'x', 'y'), strftime('%m', '2020-01-02') + 0, sqrt(4), max(4)"),
+        ("SELECT count(*) FROM singer", "SELECT count(*) FROM singer"),
+    ]
+    gold = _gold(tiny, [g for g, _ in questions])
+    preds = tiny / "preds.txt"
+    preds.write_text("".join(p + "\n" for _, p in questions))
+    result = _run_python(
+        f"""
+        from sqltune.evaluate.evaluator import evaluate
+        evaluate({str(gold)!r}, {str(preds)!r}, {str(tiny / "database")!r}, {str(tiny / "tables.json")!r},
+                 {str(tiny / "out")!r}, etype="exec", workers=1)
+        """
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = _results(tiny / "out")
+    assert [(r["ex"], r["error"]) for r in rows] == [(0, "execution error")] * 3 + [(1, None)] * 2
+    assert "fts3_tokenizer() is not allowed" in rows[0]["detail"]
+    assert "sqlite_compileoption_get() is not allowed" in rows[2]["detail"]
+
+
+def _kill_workers_holding(path: Path, stop: threading.Event, killed: list[int]) -> None:
+    """Plays the kernel's OOM killer: SIGKILL to every other process that has `path` open, until `stop`."""
+    while not stop.is_set():
+        for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+            pid = int(fd_dir.parent.name)
+            try:
+                if pid != os.getpid() and any(os.readlink(fd) == str(path) for fd in fd_dir.iterdir()):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+        stop.wait(0.01)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to find the workers")
+@pytest.mark.timeout(120)
+def test_a_worker_killed_mid_question_fails_that_question_and_the_run_goes_on(tiny):
+    # Every worker that opens victim.sqlite is killed while its (slow) question runs, as the OOM killer would kill
+    # a worker whose query grows too big: the question fails, the others keep their verdicts, in input order.
+    victim = tiny / "database" / "victim" / "victim.sqlite"
+    _make_db(victim, [(1, "v")])
+    slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    questions = [("music", "SELECT count(*) FROM singer", "SELECT count(*) FROM singer")] * 12
+    questions[3] = ("music", "SELECT name FROM singer WHERE singer_id = 3", "SELECT name FROM singer")
+    questions[7] = ("victim", "SELECT count(*) FROM singer", slow)
+    gold = tiny / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"db_id": d, "sql": g, "hardness": "easy"}) + "\n" for d, g, _ in questions))
+    preds = tiny / "preds.txt"
+    preds.write_text("".join(p + "\n" for _, _, p in questions))
+    stop, killed = threading.Event(), []
+    watchdog = threading.Thread(target=_kill_workers_holding, args=(victim, stop, killed))
+    watchdog.start()
+    try:
+        metrics = evaluate(gold, preds, tiny / "database", None, tiny / "out", etype="exec", timeout_s=60, workers=2)
+    finally:
+        stop.set()
+        watchdog.join()
+    rows = _results(tiny / "out")
+    assert [r["idx"] for r in rows] == list(range(12))
+    assert [(r["ex"], r["error"]) for r in rows] == [(1, None)] * 3 + [(0, "wrong result")] + [(1, None)] * 3 + [
+        (0, "worker crashed")
+    ] + [(1, None)] * 4
+    assert len(killed) >= 2  # once in the parallel pool, once more when run alone to find the culprit
+    assert metrics["errors"] == {"worker crashed": 1, "wrong result": 1}
+
+
+@pytest.mark.timeout(300)
+def test_memory_result_size_and_temporary_storage_are_capped(tiny):
+    # Default limits, in one process under an address-space and a file-size rlimit: before the caps, the first
+    # query held 6 GB and the last wrote 1.5 GB of temporary files.
+    hostile = [
+        "SELECT randomblob(1e9)",
+        "SELECT randomblob(1e8) FROM singer LIMIT 8",  # each value is allowed, the result is not
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 3000000) "
+        "SELECT x FROM c ORDER BY printf('%0500d', x)",
+        "SELECT name FROM singer",
+    ]
+    gold = _gold(tiny, ["SELECT name FROM singer"] * len(hostile))
+    preds = tiny / "preds.txt"
+    preds.write_text("".join(sql + "\n" for sql in hostile))
+    argv = ["sqltune", "evaluate", "--gold", str(gold), "--predictions", str(preds), "--etype", "exec"]
+    argv += ["--db-dir", str(tiny / "database"), "--tables", str(tiny / "tables.json"), "--out", str(tiny / "out")]
+    argv += ["--workers", "1"]
+    script = f"""
+        import sys
+        from sqltune.cli import main
+        sys.argv = {argv!r}
+        main()
+        """
+    result = _run_python(script, RLIMIT_AS=3 * 2**30, RLIMIT_FSIZE=64 * 2**20)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = _results(tiny / "out")
+    assert [(r["ex"], r["error"]) for r in rows] == [
+        (0, "result too large"),
+        (0, "result too large"),
+        (0, "memory limit"),
+        (1, None),
+    ]
+    assert "134217728 bytes" in rows[0]["detail"] and "536870912 bytes" in rows[2]["detail"]
+    # the option lowers the cap: 50 names are a wrong result by default, too large under 2000 bytes
+    gold = _gold(tiny, ["SELECT count(*) FROM singer"])
+    preds.write_text("SELECT name FROM singer\n")
+    for cap, error in ((None, "wrong result"), (2000, "result too large")):
+        kwargs = {"max_result_bytes": cap} if cap else {}
+        evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / f"cap{cap}", workers=1, **kwargs)
+        assert _results(tiny / f"cap{cap}")[0]["error"] == error
+
+
+@pytest.mark.timeout(60)
+def test_column_matching_of_wide_results_ends_within_the_timeout(tiny):
+    # 12 equal columns: 12^12 candidate permutations for the exhaustive search, one for the pruned one
+    gold = _gold(tiny, ["SELECT " + ", ".join(["name"] * 12) + " FROM singer"])
+    preds = tiny / "preds.txt"
+    preds.write_text("SELECT " + ", ".join(["name"] * 12) + " FROM singer ORDER BY name DESC\n")
+    start = time.monotonic()
+    metrics = evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "out", timeout_s=5, workers=1)
+    assert metrics["ex"]["all"] == 1.0 and time.monotonic() - start < 5
+    # past the deadline the search gives up as a timeout rather than run on
+    with pytest.raises(QueryError) as raised:
+        results_match([(1, 2), (3, 4)], [(2, 1), (4, 3)], order_matters=False, deadline=time.monotonic())
+    assert raised.value.category == "timeout"
+
+
+def _brute_force_match(gold: list[tuple], pred: list[tuple], order_matters: bool) -> bool:
+    """The definition: some permutation of pred's columns gives gold's rows (as a list, or as a bag)."""
+    if not gold or not pred:
+        return not gold and not pred
+    if len(gold) != len(pred) or len(gold[0]) != len(pred[0]):
+        return False
+    for perm in itertools.permutations(range(len(gold[0]))):
+        permuted = [tuple(row[j] for j in perm) for row in pred]
+        if permuted == gold if order_matters else Counter(permuted) == Counter(gold):
+            return True
+    return False
+
+
+def test_column_matching_gives_the_verdicts_of_the_exhaustive_search():
+    rng = random.Random(13)
+    checked = Counter()
+    for _ in range(3000):
+        width, height = rng.randint(1, 5), rng.randint(1, 6)
+        values = [1, 2, "a", None][: rng.randint(1, 4)]
+        gold = [tuple(rng.choice(values) for _ in range(width)) for _ in range(height)]
+        perm = rng.sample(range(width), width)
+        pred = [tuple(row[j] for j in perm) for row in gold]
+        if rng.random() < 0.5:
+            rng.shuffle(pred)
+        if rng.random() < 0.5:  # often a near miss: one value changed
+            i, j = rng.randrange(height), rng.randrange(width)
+            pred[i] = (*pred[i][:j], rng.choice(values), *pred[i][j + 1 :])
+        for order_matters in (False, True):
+            expected = _brute_force_match(gold, pred, order_matters)
+            assert results_match(gold, pred, order_matters) == expected, (gold, pred, order_matters)
+            checked[expected] += 1
+    assert min(checked.values()) > 500  # both verdicts are well represented
+
+
+@pytest.mark.parametrize(
+    ("file_name", "content", "message"),
+    [
+        ("preds.txt", b"SELECT name FROM singer WHERE name = '\xff'\n", r"preds.txt: not UTF-8 text"),
+        ("preds.jsonl", b'{"sql": "SELECT \xe9"}\n', r"preds.jsonl: not UTF-8 text"),
+        ("tables.json", b'{"music": {"db_id": "music"}}', r"tables.json: expected a JSON list of database schemas"),
+        ("tables.json", b'["music"]', r"tables.json: entry 0 is not a database schema"),
+        ("tables.json", b'[{"db_id": "caf\xe9"}]', r"tables.json: not UTF-8 text"),
+    ],
+)
+def test_unreadable_inputs_are_errors_naming_the_file(tiny, file_name, content, message):
+    gold = _gold(tiny, ["SELECT name FROM singer"])
+    preds = tiny / "preds.txt"
+    preds.write_text("SELECT name FROM singer\n")
+    (tiny / file_name).write_bytes(content)
+    preds = tiny / file_name if file_name.startswith("preds") else preds
+    with pytest.raises(SqltuneError, match=message):
+        evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "out", workers=1)
+    assert not (tiny / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [
+        ("timeout_s", -1.0),
+        ("timeout_s", 0.0),
+        ("max_rows", -1),
+        ("max_rows", 0),
+        ("max_result_bytes", 0),
+        ("max_heap_bytes", -5),
+        ("workers", -1),
+        ("ves_repeats", -2),
+    ],
+)
+def test_meaningless_limits_are_errors_naming_the_parameter(tiny, parameter, value):
+    gold = _gold(tiny, ["SELECT name FROM singer"])
+    preds = tiny / "preds.txt"
+    preds.write_text("SELECT name FROM singer\n")
+    with pytest.raises(SqltuneError, match=rf"{parameter} must be .*got {value}"):
+        evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "out", **{parameter: value})
+    assert not (tiny / "out").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from sqltune.artifacts import OVERWRITE_HELP
+from sqltune.evaluate.execution import Limits
 
 
 def evaluate_command(
@@ -21,8 +22,14 @@ def evaluate_command(
     keep_distinct: bool = typer.Option(False, help="Keep DISTINCT when comparing execution results."),
     plug_value: bool = typer.Option(False, help="Try gold values in the prediction's literals (lenient)."),
     ves_repeats: int = typer.Option(0, help="Time correct predictions N times for BIRD's R-VES (0: off)."),
-    timeout: float = typer.Option(30.0, help="Per-query time limit in seconds, enforced inside SQLite."),
-    max_rows: int = typer.Option(100_000, help="Results with more rows count as errors."),
+    timeout: float = typer.Option(Limits.timeout_s, help="Per-query time limit in seconds (also for comparing)."),
+    max_rows: int = typer.Option(Limits.max_rows, help="Results with more rows count as errors."),
+    max_result_bytes: int = typer.Option(
+        Limits.max_result_bytes, help="Results (or any string or blob) larger than this count as errors."
+    ),
+    max_heap_bytes: int = typer.Option(
+        Limits.max_heap_bytes, help="SQLite's memory per worker process, temporary storage included."
+    ),
     workers: int = typer.Option(0, help="Worker processes (0: one per CPU)."),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
@@ -42,6 +49,8 @@ def evaluate_command(
         ves_repeats=ves_repeats,
         timeout_s=timeout,
         max_rows=max_rows,
+        max_result_bytes=max_result_bytes,
+        max_heap_bytes=max_heap_bytes,
         workers=workers or None,
         overwrite=overwrite,
     )

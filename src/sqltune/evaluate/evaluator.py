@@ -2,7 +2,8 @@
 
 Each worker keeps its own database connections and gold results (`Executor`) and its parsed gold queries;
 questions are dealt out in contiguous chunks (questions of one database sit together), and results come back
-in input order, so a run is deterministic whatever the number of workers.
+in input order, so a run is deterministic whatever the number of workers. A worker that dies (a crash in SQLite,
+the OOM killer) fails only the question it was running, as "worker crashed": see `_pooled_rows`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import math
 import multiprocessing
 import os
 import threading
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,13 +71,19 @@ def _gold_parse(question: GoldQuestion, schema: DatabaseSchema) -> tuple[dict, b
     return cache[key]
 
 
+def _blank_row(task: _Task) -> dict[str, Any]:
+    question = task.question
+    row: dict[str, Any] = {"idx": task.idx, "id": question.id, "db_id": question.db_id, "hardness": question.level}
+    row.update(ex=None, em=None, error=None, pred_parse_ok=None, sql=task.pred, gold=question.sql)
+    return row
+
+
 def _evaluate_one(task: _Task) -> dict[str, Any]:
     options: Options = _state["options"]
     question, pred = task.question, task.pred
     # as the official Spider evaluator, a lower-case "value" placeholder in a prediction reads as 1
     pred = pred if options.bird else pred.replace("value", "1")
-    row: dict[str, Any] = {"idx": task.idx, "id": question.id, "db_id": question.db_id, "hardness": question.level}
-    row.update(ex=None, em=None, error=None, pred_parse_ok=None, sql=task.pred, gold=question.sql)
+    row = _blank_row(task)
     if options.etype in ("all", "match"):
         schema = _state["schemas"][question.db_id]
         gold_norm, gold_ok = _gold_parse(question, schema)
@@ -96,7 +106,7 @@ def _execute(row: dict[str, Any], question: GoldQuestion, pred: str, options: Op
         row.update(ex=0, error="empty prediction")
         return
     try:
-        row["ex"], row["error"], _ = execution_match(
+        verdict = execution_match(
             executor,
             files,
             question.sql,
@@ -108,6 +118,9 @@ def _execute(row: dict[str, Any], question: GoldQuestion, pred: str, options: Op
     except QueryError as exc:
         row.update(ex=None, error=exc.category, detail=str(exc))
         return
+    row.update(ex=verdict.correct, error=verdict.error)
+    if verdict.detail:
+        row["detail"] = verdict.detail
     if options.ves_repeats:
         row["time_ratio"] = 0.0
         if row["ex"]:
@@ -123,10 +136,84 @@ def _run(tasks: list[_Task], init_args: tuple, workers: int) -> list[dict[str, A
             return [_evaluate_one(t) for t in progress(tasks, desc="evaluate", total=len(tasks))]
         finally:
             _state["executor"].close()
+    context = multiprocessing.get_context(_start_method())  # before the progress bar starts its thread
+    rows = list(progress(_pooled_rows(tasks, init_args, workers, context), desc="evaluate", total=len(tasks)))
+    return sorted(rows, key=lambda row: row["idx"])
+
+
+def _evaluate_chunk(chunk: list[_Task]) -> list[dict[str, Any]]:
+    return [_evaluate_one(task) for task in chunk]
+
+
+def _crashed_row(task: _Task, options: Options) -> dict[str, Any]:
+    row = _blank_row(task)
+    row.update(error="worker crashed", detail="its worker process died on it (a crash, or killed: out of memory?)")
+    if options.etype in ("all", "exec"):
+        row["ex"] = 0
+    if options.etype in ("all", "match"):
+        row["em"] = 0
+    return row
+
+
+def _pooled_rows(
+    tasks: list[_Task], init_args: tuple, workers: int, context: multiprocessing.context.BaseContext
+) -> Iterator[dict[str, Any]]:
+    """Rows of all tasks, in completion order, from pools of `workers` processes.
+
+    When a worker dies, its pool is lost with the chunks in flight; those tasks are run again one at a time in a
+    single-worker pool, so the one whose worker dies again is known and fails as "worker crashed" while the others
+    get their normal verdicts; then the run goes on with a fresh pool of `workers`. `context` starts the first pool;
+    the ones after a death start as `_start_method` says then.
+    """
     chunksize = max(1, math.ceil(len(tasks) / (workers * 32)))
-    context = multiprocessing.get_context(_start_method())
-    with context.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-        return list(progress(pool.imap(_evaluate_one, tasks, chunksize), desc="evaluate", total=len(tasks)))
+    chunks = deque(tasks[i : i + chunksize] for i in range(0, len(tasks), chunksize))
+    options: Options = init_args[2]
+    while chunks:
+        lost: list[list[_Task]] = []
+        yield from _pool_pass(chunks, init_args, workers, context, lost)
+        context = multiprocessing.get_context(_start_method())
+        one_by_one = deque([task] for chunk in lost for task in chunk)
+        while one_by_one:
+            crashed: list[list[_Task]] = []
+            yield from _pool_pass(one_by_one, init_args, 1, context, crashed)
+            yield from (_crashed_row(task, options) for [task] in crashed)
+
+
+def _pool_pass(
+    chunks: deque[list[_Task]],
+    init_args: tuple,
+    workers: int,
+    context: multiprocessing.context.BaseContext,
+    lost: list[list[_Task]],
+) -> Iterator[dict[str, Any]]:
+    """Rows of `chunks`, taken in order with at most one per worker in flight, until none is left or a worker dies;
+    then the chunks in flight that had not finished go to `lost` (in order) and the pass ends."""
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init_args) as pool:
+        try:  # workers that die before any question would otherwise make every question a "worker crashed"
+            pool.submit(os.getpid).result()
+        except BrokenProcessPool:
+            raise SqltuneError(
+                f"evaluate: worker processes ({context.get_start_method()}) die as they start; with forkserver or "
+                "spawn, a script that calls evaluate must guard it with `if __name__ == '__main__':`"
+            ) from None
+        in_flight: dict[Future[list[dict[str, Any]]], list[_Task]] = {}
+        try:
+            while chunks or in_flight:
+                while chunks and len(in_flight) < workers:
+                    future = pool.submit(_evaluate_chunk, chunks[0])  # a dead pool refuses it: the chunk stays
+                    in_flight[future] = chunks.popleft()
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    rows = future.result()
+                    del in_flight[future]
+                    yield from rows
+        except BrokenProcessPool:
+            wait(in_flight)  # every future of a broken pool ends: with its rows if it finished in time
+            for future, chunk in in_flight.items():
+                if isinstance(future.exception(), BrokenProcessPool):
+                    lost.append(chunk)
+                else:
+                    yield from future.result()
 
 
 def _start_method() -> str:
@@ -185,8 +272,10 @@ def evaluate(
     keep_distinct: bool = False,
     plug_value: bool = False,
     ves_repeats: int = 0,
-    timeout_s: float = 30.0,
-    max_rows: int = 100_000,
+    timeout_s: float = Limits.timeout_s,
+    max_rows: int = Limits.max_rows,
+    max_result_bytes: int = Limits.max_result_bytes,
+    max_heap_bytes: int = Limits.max_heap_bytes,
     workers: int | None = None,
     cache: bool = True,
     overwrite: bool = False,
@@ -196,7 +285,8 @@ def evaluate(
     `db_dir` holds `<db_id>/*.sqlite` (Spider layout: pass the `database/` folder; all files of a db_id must
     match); `tables` is the tables.json EM and hardness need. `etype`: "exec", "match" or "all"; `dataset`:
     "spider" or "bird" (set-equality EX, difficulty levels, no EM). `workers` defaults to the CPU count;
-    `cache=False` (fresh connection per query, gold re-run) exists as the benchmark's naive baseline.
+    `cache=False` (fresh connection per query, gold re-run) exists as the benchmark's naive baseline. The
+    sandbox limits (`Limits`) apply to each query; they and `workers` must be positive.
     """
     if etype not in ETYPES:
         raise SqltuneError(f"etype must be one of {', '.join(ETYPES)}, not {etype!r}")
@@ -205,7 +295,12 @@ def evaluate(
     bird = dataset == "bird"
     if bird and etype != "exec":
         etype = "exec"  # BIRD has no exact-match metric
-    options = Options(etype, bird, keep_distinct, plug_value, ves_repeats, Limits(timeout_s, max_rows), cache)
+    if workers is not None and workers < 1:
+        raise SqltuneError(f"workers must be at least 1, got {workers}")
+    if ves_repeats < 0:
+        raise SqltuneError(f"ves_repeats must be 0 (off) or more, got {ves_repeats}")
+    limits = Limits(timeout_s, max_rows, max_result_bytes, max_heap_bytes)
+    options = Options(etype, bird, keep_distinct, plug_value, ves_repeats, limits, cache)
     inputs = {"gold": gold, "predictions": predictions, "db_dir": db_dir, "tables": tables}
     inputs = {name: path for name, path in inputs.items() if path is not None}
     check_output(out, inputs=inputs.values(), overwrite=overwrite)

@@ -1,8 +1,10 @@
 """Execution accuracy: run untrusted SQL in a sandbox and compare results the way the official evaluators do.
 
-Sandbox: databases are opened read-only (`mode=ro` URI), an authorizer allows only reads (no writes, ATTACH,
-PRAGMA, transactions or `load_extension`), extension loading is off, a progress handler enforces the time limit
-inside SQLite, and results beyond a row cap are refused.
+Sandbox (`Executor.run`): databases are opened read-only (`mode=ro` URI); an authorizer allows only reads (no
+writes, ATTACH, PRAGMA or transactions) and only the built-in functions a SELECT uses (`ALLOWED_FUNCTIONS`: not
+`load_extension`, nor `fts3_tokenizer`, which plants a function pointer that crashes the process); a progress
+handler enforces the time limit inside SQLite; and `Limits` caps rows, result bytes and SQLite's heap. Temporary
+storage (sorts, temporary b-trees) lives in that heap (`temp_store=MEMORY`), so no query writes to disk.
 
 Comparison (test-suite-sql-eval): `> =`-style operators are rejoined, DISTINCT is removed from both queries
 unless kept, result multisets are compared with row order only when the gold has ORDER BY, and columns may be
@@ -11,22 +13,42 @@ permuted. BIRD compares row sets instead, without any rewriting.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import sqlite3
+import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, NamedTuple
+
+from sqltune.errors import SqltuneError
 
 Rows = list[tuple]
 
 _CUR_YEAR = re.compile(r"YEAR\s*\(\s*CURDATE\s*\(\s*\)\s*\)\s*", re.IGNORECASE)
 # quoted strings/identifiers are skipped so that only the DISTINCT keyword is removed
 _DISTINCT = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\])|\bdistinct\b""", re.IGNORECASE)
-_ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+_ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE}
 _PROGRESS_STEPS = 1000
+
+# SQLite's built-in core, aggregate, window, date, math and JSON functions (also those of newer SQLite versions).
+# Left out: load_extension, fts3_tokenizer and other extension internals, and connection or build introspection.
+ALLOWED_FUNCTIONS = frozenset(
+    """
+    abs char coalesce concat concat_ws format glob hex ifnull iif instr length like likelihood likely lower ltrim
+    max min nullif octet_length printf quote random randomblob replace round rtrim sign soundex substr substring
+    trim typeof unhex unicode unlikely upper zeroblob
+    avg count group_concat string_agg sum total
+    cume_dist dense_rank first_value lag last_value lead nth_value ntile percent_rank rank row_number
+    date datetime julianday strftime time timediff unixepoch
+    acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log log10 log2 mod pi pow
+    power radians sin sinh sqrt tan tanh trunc
+    json json_array json_array_length json_error_position json_extract json_group_array json_group_object
+    json_insert json_object json_patch json_quote json_remove json_replace json_set json_type json_valid
+    """.split()  # noqa: SIM905 (one word list reads better than 110 quoted names)
+)
 
 
 class QueryError(Exception):
@@ -48,26 +70,65 @@ def remove_distinct(sql: str) -> str:
 
 @dataclass(frozen=True)
 class Limits:
+    """What one query may use; every limit must be positive.
+
+    `max_result_bytes` bounds the result as Python holds it (and any single string or blob SQLite builds);
+    `max_heap_bytes` is SQLite's hard heap limit, which also holds its temporary storage. The heap limit is
+    process-wide in SQLite and a PRAGMA can only lower it: in one process the lowest limit ever set applies.
+    """
+
     timeout_s: float = 30.0
     max_rows: int = 100_000
+    max_result_bytes: int = 128 * 2**20
+    max_heap_bytes: int = 512 * 2**20
+
+    def __post_init__(self) -> None:
+        for limit in fields(self):
+            value = getattr(self, limit.name)
+            if not value > 0:  # also catches NaN
+                raise SqltuneError(f"sandbox limit {limit.name} must be positive, got {value!r}")
 
 
-def _authorize(action: int, arg1: str | None, arg2: str | None, db_name: str | None, source: str | None) -> int:
-    if action not in _ALLOWED_ACTIONS:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() == "load_extension":
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
+class _Authorizer:
+    """Allows what a read-only SELECT needs; remembers a denied function so the error can name it."""
+
+    def __init__(self) -> None:
+        self.denied_function: str | None = None
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None) -> int:
+        if action == sqlite3.SQLITE_FUNCTION:
+            if (arg2 or "").lower() in ALLOWED_FUNCTIONS:
+                return sqlite3.SQLITE_OK
+            self.denied_function = arg2
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
 
 
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection that can only read: see the module docstring."""
+class _Sandbox(NamedTuple):
+    connection: sqlite3.Connection
+    authorizer: _Authorizer
+
+
+def _open_sandbox(path: Path, limits: Limits) -> _Sandbox:
+    """A read-only connection under `limits`: see the module docstring."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
     conn.text_factory = lambda b: b.decode(errors="ignore")  # as the official evaluator reads text
     if hasattr(conn, "enable_load_extension"):
         conn.enable_load_extension(False)
-    conn.set_authorizer(_authorize)
-    return conn
+    if hasattr(conn, "setlimit"):  # Python >= 3.11; before, the heap limit alone bounds a value
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_result_bytes)
+    # The authorizer denies PRAGMA, so these come first. Sorts and temporary tables stay in the heap, off the disk;
+    # past the soft limit (half) page caches stop growing, which leaves the rest of the heap to queries.
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute(f"PRAGMA hard_heap_limit = {limits.max_heap_bytes}")
+    conn.execute(f"PRAGMA soft_heap_limit = {limits.max_heap_bytes // 2}")
+    authorizer = _Authorizer()
+    conn.set_authorizer(authorizer)
+    return _Sandbox(conn, authorizer)
+
+
+def _row_bytes(row: tuple) -> int:
+    return sys.getsizeof(row) + sum(map(sys.getsizeof, row))
 
 
 @dataclass
@@ -76,38 +137,54 @@ class Executor:
 
     limits: Limits = field(default_factory=Limits)
     cache: bool = True
-    _connections: dict[Path, sqlite3.Connection] = field(default_factory=dict)
+    _sandboxes: dict[Path, _Sandbox] = field(default_factory=dict)
     _gold: dict[tuple[Path, str], Rows | QueryError] = field(default_factory=dict)
 
-    def _connection(self, path: Path) -> sqlite3.Connection:
+    def _sandbox(self, path: Path) -> _Sandbox:
         if not self.cache:
-            return open_readonly(path)
-        if path not in self._connections:
-            self._connections[path] = open_readonly(path)
-        return self._connections[path]
+            return _open_sandbox(path, self.limits)
+        if path not in self._sandboxes:
+            self._sandboxes[path] = _open_sandbox(path, self.limits)
+        return self._sandboxes[path]
 
     def run(self, path: Path, sql: str) -> tuple[Rows, float]:
-        """(rows, seconds); raises QueryError (syntax error / execution error / timeout / too many rows)."""
-        conn = self._connection(path)
+        """(rows, seconds); raises QueryError: syntax error, execution error (also a denied statement or
+        function), timeout, too many rows, result too large or memory limit."""
+        conn, authorizer = self._sandbox(path)
+        limits = self.limits
+        authorizer.denied_function = None
         start = time.monotonic()
-        deadline = start + self.limits.timeout_s
+        deadline = start + limits.timeout_s
         conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
         try:
-            cursor = conn.execute(_CUR_YEAR.sub("2020", sql))
             rows: Rows = []
-            while batch := cursor.fetchmany(1000):
-                rows.extend(batch)
-                if len(rows) > self.limits.max_rows:
-                    raise QueryError("too many rows", f"more than {self.limits.max_rows} rows")
+            size = 0
+            for row in conn.execute(_CUR_YEAR.sub("2020", sql)):
+                rows.append(row)
+                size += _row_bytes(row)
+                if len(rows) > limits.max_rows:
+                    raise QueryError("too many rows", f"more than {limits.max_rows} rows")
+                if size > limits.max_result_bytes:
+                    raise QueryError("result too large", f"result over {limits.max_result_bytes} bytes")
             return rows, time.monotonic() - start
+        except sqlite3.DataError as exc:  # SQLITE_TOOBIG: a string or blob over the length limit
+            raise QueryError("result too large", f"{exc} (limit: {limits.max_result_bytes} bytes)") from None
+        except MemoryError:  # SQLITE_NOMEM: the heap limit was reached
+            raise QueryError(
+                "memory limit", f"out of memory (SQLite heap limit: {limits.max_heap_bytes} bytes)"
+            ) from None
         except sqlite3.Error as exc:
             if time.monotonic() > deadline:
-                raise QueryError("timeout", f"no result within {self.limits.timeout_s:g} s") from None
+                raise QueryError("timeout", f"no result within {limits.timeout_s:g} s") from None
+            if authorizer.denied_function:
+                raise QueryError(
+                    "execution error", f"function {authorizer.denied_function}() is not allowed in the sandbox"
+                ) from None
             category = (
                 "syntax error" if "syntax error" in str(exc) or "incomplete input" in str(exc) else "execution error"
             )
             raise QueryError(category, f"{type(exc).__name__}: {exc}") from None
-        except (ValueError, OverflowError, MemoryError) as exc:  # e.g. several statements, huge integers
+        except (ValueError, OverflowError) as exc:  # e.g. several statements, huge integers
             raise QueryError("execution error", f"{type(exc).__name__}: {exc}") from None
         finally:
             if not self.cache:
@@ -129,17 +206,20 @@ class Executor:
         return result
 
     def close(self) -> None:
-        for conn in self._connections.values():
-            conn.close()
-        self._connections.clear()
+        for sandbox in self._sandboxes.values():
+            sandbox.connection.close()
+        self._sandboxes.clear()
 
 
 def _unordered(row: tuple) -> tuple:
     return tuple(sorted(row, key=lambda x: str(x) + str(type(x))))
 
 
-def results_match(gold: Rows, pred: Rows, order_matters: bool) -> bool:
-    """Test-suite denotation equality: same bag (or list) of rows under some permutation of the columns."""
+def results_match(gold: Rows, pred: Rows, order_matters: bool, deadline: float = math.inf) -> bool:
+    """Test-suite denotation equality: same bag (or list) of rows under some permutation of the columns.
+
+    Raises QueryError("timeout") when the column search passes `deadline` (a `time.monotonic()` value).
+    """
     if not gold and not pred:
         return True
     if len(gold) != len(pred) or len(gold[0]) != len(pred[0]):
@@ -147,18 +227,58 @@ def results_match(gold: Rows, pred: Rows, order_matters: bool) -> bool:
     gold_unordered, pred_unordered = [_unordered(r) for r in gold], [_unordered(r) for r in pred]
     if (gold_unordered != pred_unordered) if order_matters else (set(gold_unordered) != set(pred_unordered)):
         return False
-    width = len(gold[0])
-    gold_columns = [{row[i] for row in gold} for i in range(width)]
-    pred_columns = [{row[i] for row in pred} for i in range(width)]
-    # pred column j can stand for gold column i only if all its values occur there (prunes only impossible ones)
-    candidates = [[j for j in range(width) if pred_columns[j] <= gold_columns[i]] for i in range(width)]
-    gold_bag = None if order_matters else Counter(gold)
-    for perm in itertools.product(*candidates):
-        if len(set(perm)) != width:
+    gold_columns, pred_columns = list(zip(*gold, strict=True)), list(zip(*pred, strict=True))
+    if order_matters:  # the permuted rows equal gold's, in order, iff every gold column is some pred column
+        return Counter(gold_columns) == Counter(pred_columns)
+    return _column_bijection_exists(gold_columns, pred_columns, deadline)
+
+
+def _column_bijection_exists(gold_columns: list[tuple], pred_columns: list[tuple], deadline: float) -> bool:
+    """Is there a one-to-one map of gold columns to pred columns under which the two bags of rows are equal?
+
+    Depth-first over gold columns, most constrained first. A pred column can stand for a gold column only if both
+    hold the same multiset of values; identical pred columns are interchangeable, so each is tried once; and a
+    partial map survives only while the rows projected on the columns mapped so far form equal bags. Each
+    projected row is interned as an id (prefix id, value), so a projection costs one pass over the rows.
+    """
+    remaining = Counter(pred_columns)  # each distinct pred column, with how many times it may still be used
+    by_values: defaultdict[frozenset, list[tuple]] = defaultdict(list)
+    for column in remaining:
+        by_values[frozenset(Counter(column).items())].append(column)
+    candidates = [by_values.get(frozenset(Counter(column).items()), []) for column in gold_columns]
+    order = sorted(range(len(gold_columns)), key=lambda i: len(candidates[i]))
+    ids: dict[tuple[int, Any], int] = {}
+
+    def extend(prefix: list[int], column: tuple) -> list[int]:
+        return [ids.setdefault((p, value), len(ids)) for p, value in zip(prefix, column, strict=True)]
+
+    gold_bags, gold_prefix = [], [-1] * len(gold_columns[0])
+    for i in order:
+        gold_prefix = extend(gold_prefix, gold_columns[i])
+        gold_bags.append(Counter(gold_prefix))
+    pred_prefixes = [[-1] * len(pred_columns[0])]  # pred_prefixes[d]: pred rows projected on the first d choices
+    choices: list[tuple] = []
+    alternatives = [iter(candidates[order[0]])]  # alternatives[d]: the untried pred columns for gold column order[d]
+    while alternatives:
+        if time.monotonic() > deadline:
+            raise QueryError("timeout", f"no column permutation decided among {len(order)} columns in time")
+        depth = len(alternatives) - 1
+        column = next((c for c in alternatives[-1] if remaining[c]), None)
+        if column is None:  # backtrack
+            alternatives.pop()
+            pred_prefixes.pop()
+            if choices:
+                remaining[choices.pop()] += 1
             continue
-        permuted = [tuple(row[j] for j in perm) for row in pred]
-        if permuted == gold if order_matters else Counter(permuted) == gold_bag:
+        prefix = extend(pred_prefixes[-1], column)
+        if Counter(prefix) != gold_bags[depth]:
+            continue
+        if depth + 1 == len(order):
             return True
+        remaining[column] -= 1
+        choices.append(column)
+        pred_prefixes.append(prefix)
+        alternatives.append(iter(candidates[order[depth + 1]]))
     return False
 
 
@@ -185,6 +305,15 @@ def prepare(sql: str, keep_distinct: bool) -> str:
     return sql if keep_distinct else remove_distinct(sql)
 
 
+class Verdict(NamedTuple):
+    """One question's EX: `correct` 1/0; for a failure its category and, for a failed query, what went wrong."""
+
+    correct: int
+    error: str | None = None
+    detail: str | None = None
+    seconds: float = 0.0  # the correct prediction's time on the last database file
+
+
 def execution_match(
     executor: Executor,
     db_files: list[Path],
@@ -194,16 +323,17 @@ def execution_match(
     bird: bool = False,
     keep_distinct: bool = False,
     alternatives: list[str] | None = None,
-) -> tuple[int, str | None, float]:
-    """(1/0, error category or None, pred seconds on the last file) over every database file of the question.
+) -> Verdict:
+    """The verdict over every database file of the question; the first candidate's failure is the one reported.
 
     `alternatives` are extra candidate predictions (value plugging): the question counts as correct if any
-    candidate matches on every file. Gold failures raise QueryError with category "gold error".
+    candidate matches on every file. Gold failures raise QueryError with category "gold error". Comparing the
+    columns gets the same time limit as a query.
     """
     if not bird:
         gold_sql = prepare(gold_sql, keep_distinct)
     order_matters = "order by" in gold_sql.lower()
-    error: str | None = None
+    failure: Verdict | None = None
     for candidate in [pred_sql, *(alternatives or [])]:
         if not bird:
             candidate = prepare(candidate, keep_distinct)
@@ -215,15 +345,16 @@ def execution_match(
                 raise QueryError("gold error", str(exc)) from None
             try:
                 pred, elapsed = executor.run(path, candidate)
+                deadline = time.monotonic() + executor.limits.timeout_s
+                if not (bird_results_match(gold, pred) if bird else results_match(gold, pred, order_matters, deadline)):
+                    failure = failure or Verdict(0, "wrong result")
+                    break
             except QueryError as exc:
-                error = error or exc.category
-                break
-            if not (bird_results_match(gold, pred) if bird else results_match(gold, pred, order_matters)):
-                error = error or "wrong result"
+                failure = failure or Verdict(0, exc.category, str(exc))
                 break
         else:
-            return 1, None, elapsed
-    return 0, error, 0.0
+            return Verdict(1, seconds=elapsed)
+    return failure or Verdict(0)
 
 
 def db_files_for(db_dir: Path, db_id: str) -> list[Path]:

@@ -9,6 +9,8 @@ hence wrong, prediction, never a shift).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +37,25 @@ def _gold_from_record(record: Any, where: str) -> GoldQuestion:
     return GoldQuestion(record["db_id"], sql, level, record.get("id", record.get("question_id")))
 
 
+@contextmanager
+def _utf8_text(path: Path) -> Iterator[None]:
+    """Reading `path` within this block: a file that is not UTF-8 is an error naming it, not a traceback."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise SqltuneError(f"{path}: not UTF-8 text ({exc})") from None
+
+
 def load_gold(path: str | Path) -> list[GoldQuestion]:
     """Gold questions in file order; errors name the file and the record or line."""
     path = Path(path)
     if not path.is_file():
         raise SqltuneError(f"gold file not found: {path}")
+    with _utf8_text(path):
+        return _read_gold(path)
+
+
+def _read_gold(path: Path) -> list[GoldQuestion]:
     if path.suffix == ".jsonl":
         return [_gold_from_record(r, f"{path}: record {i}") for i, r in enumerate(read_jsonl(path))]
     if path.suffix == ".json":
@@ -66,6 +82,15 @@ def load_predictions(path: str | Path, gold: list[GoldQuestion]) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise SqltuneError(f"predictions file not found: {path}")
+    with _utf8_text(path):
+        preds, count = _read_predictions(path, gold)
+    if count != len(gold):
+        raise SqltuneError(f"{path}: {count} predictions for {len(gold)} gold questions; they must correspond 1:1")
+    return preds
+
+
+def _read_predictions(path: Path, gold: list[GoldQuestion]) -> tuple[list[str], int]:
+    """(one SQL per record or line, zipped with gold: no more than it; how many the file holds)."""
     if path.suffix == ".jsonl":
         records = read_jsonl(path)
         preds = []
@@ -85,6 +110,4 @@ def load_predictions(path: str | Path, gold: list[GoldQuestion]) -> list[str]:
             lines.pop()  # the final newline ends the last line; it is not an extra empty prediction
         preds = [line.strip().split("\t")[0] for line in lines]  # official: text before a tab
         count = len(preds)
-    if count != len(gold):
-        raise SqltuneError(f"{path}: {count} predictions for {len(gold)} gold questions; they must correspond 1:1")
-    return preds
+    return preds, count

@@ -63,8 +63,14 @@ def load_tables(path: str | Path) -> dict[str, DatabaseSchema]:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SqltuneError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise SqltuneError(f"{path}: not UTF-8 text ({exc})") from None
+    if not isinstance(entries, list):
+        raise SqltuneError(f"{path}: expected a JSON list of database schemas (one object per database)")
     schemas = {}
     for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise SqltuneError(f"{path}: entry {index} is not a database schema (a JSON object)")
         try:
             schema = DatabaseSchema.from_json(entry)
         except (KeyError, TypeError, IndexError, ValueError) as exc:
