@@ -208,7 +208,7 @@ def score(args: Bench, dev: Path, adapter: Path | None, out: Path) -> tuple[dict
     QLoRA adapters too are merged into the full-precision base, as the pipeline's predict step and
     DB-GPT-Hub do: the 4-bit base is a training-memory device, not the served model.
     """
-    from sqltune.evaluate.evaluator import evaluate
+    from sqltune.evaluate.run import evaluate
     from sqltune.predict import PredictConfig, predict
 
     predictions, evaluation = out / "predictions", out / "evaluation"

@@ -12,10 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqltune.evaluate.evaluator import evaluate
+from sqltune.evaluate.config import EvaluateConfig
+from sqltune.evaluate.run import evaluate
 
 
-def _timed(data: Path, out: Path, **kwargs) -> tuple[float, dict]:
+def _timed(data: Path, out: Path, workers: int, cache: bool = True) -> tuple[float, dict]:
     spider = data / "spider"
     start = time.perf_counter()
     metrics = evaluate(
@@ -24,7 +25,8 @@ def _timed(data: Path, out: Path, **kwargs) -> tuple[float, dict]:
         spider / "database",
         spider / "tables.json",
         out,
-        **kwargs,
+        config=EvaluateConfig(workers=workers),
+        cache=cache,
     )
     return time.perf_counter() - start, metrics
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from sqltune.errors import SqltuneError
-from sqltune.evaluate.evaluator import evaluate
+from sqltune.evaluate.config import EvaluateConfig
 from sqltune.evaluate.execution import QueryError, remove_distinct, results_match
+from sqltune.evaluate.run import evaluate
 from sqltune.evaluate.values import plug_gold_values
 
 PREDICTION_FILES = [
@@ -40,7 +41,7 @@ def test_per_question_verdicts_equal_the_official_evaluators(name, spider_dir, s
         spider_dir / "database",
         spider_dir / "tables.json",
         tmp_path / "eval",
-        workers=2,
+        config=EvaluateConfig(workers=2),
     )
     rows = [json.loads(line) for line in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
     labels = [json.loads(line) for line in (spider_predictions_dir / f"{name}.labels.jsonl").read_text().splitlines()]
@@ -132,9 +133,7 @@ def test_hostile_predictions_leave_databases_untouched_and_end_within_limits(tin
         tiny / "database",
         tiny / "tables.json",
         tiny / "out",
-        timeout_s=0.5,
-        max_rows=1000,
-        workers=2,
+        config=EvaluateConfig(timeout=0.5, max_rows=1000, workers=2),
     )
     assert db.read_bytes() == before
     assert sorted(p.name for p in db.parent.iterdir()) == ["music.sqlite"]
@@ -169,7 +168,9 @@ def test_every_database_file_must_match_and_missing_databases_are_skipped(tiny):
             for i, (r, s) in enumerate(zip(records, sqls, strict=True))
         )
     )
-    metrics = evaluate(gold, preds, tiny / "database", None, tiny / "out", etype="exec", workers=1)
+    metrics = evaluate(
+        gold, preds, tiny / "database", None, tiny / "out", config=EvaluateConfig(etype="exec", workers=1)
+    )
     rows = [json.loads(line) for line in (tiny / "out" / "results.jsonl").read_text().splitlines()]
     assert [(r["ex"], r["error"]) for r in rows] == [
         (1, None),
@@ -207,8 +208,17 @@ def test_plug_value_fills_prediction_literals_with_gold_values_only_when_asked(t
     gold = _gold(tiny, ["SELECT name FROM singer WHERE singer_id = 7", "SELECT name FROM singer WHERE name = 's3'"])
     preds = tiny / "preds.txt"
     preds.write_text("SELECT name FROM singer WHERE singer_id = 8\nSELECT name FROM singer WHERE singer_id = 4\n")
-    strict = evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "strict", workers=1)
-    lenient = evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "plug", workers=1, plug_value=True)
+    strict = evaluate(
+        gold, preds, tiny / "database", tiny / "tables.json", tiny / "strict", config=EvaluateConfig(workers=1)
+    )
+    lenient = evaluate(
+        gold,
+        preds,
+        tiny / "database",
+        tiny / "tables.json",
+        tiny / "plug",
+        config=EvaluateConfig(workers=1, plug_value=True),
+    )
     # The wrong value (8) is forgiven with gold's 7; the second has no gold number to plug: still wrong.
     assert (strict["ex"]["all"], lenient["ex"]["all"]) == (0.0, 0.5)
 
@@ -220,7 +230,14 @@ def test_bird_uses_row_set_equality(tiny):
     )
     preds = tiny / "preds.txt"
     preds.write_text("SELECT name FROM singer WHERE singer_id IN (1, 2, 2) UNION ALL SELECT 's1'\n")
-    metrics = evaluate(gold, preds, tiny / "database", None, tiny / "out", dataset="bird", ves_repeats=2, workers=1)
+    metrics = evaluate(
+        gold,
+        preds,
+        tiny / "database",
+        None,
+        tiny / "out",
+        config=EvaluateConfig(dataset="bird", ves_repeats=2, workers=1),
+    )
     assert metrics["ex"] == {"simple": 1.0, "moderate": None, "challenging": None, "all": 1.0}
     assert metrics["ves"]["all"] > 0
 
@@ -285,9 +302,10 @@ def test_functions_outside_the_allow_list_are_refused_and_the_process_survives(t
     preds.write_text("".join(p + "\n" for _, p in questions))
     result = _run_python(
         f"""
-        from sqltune.evaluate.evaluator import evaluate
+        from sqltune.evaluate.config import EvaluateConfig
+        from sqltune.evaluate.run import evaluate
         evaluate({str(gold)!r}, {str(preds)!r}, {str(tiny / "database")!r}, {str(tiny / "tables.json")!r},
-                 {str(tiny / "out")!r}, etype="exec", workers=1)
+                 {str(tiny / "out")!r}, config=EvaluateConfig(etype="exec", workers=1))
         """
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -330,7 +348,14 @@ def test_a_worker_killed_mid_question_fails_that_question_and_the_run_goes_on(ti
     watchdog = threading.Thread(target=_kill_workers_holding, args=(victim, stop, killed))
     watchdog.start()
     try:
-        metrics = evaluate(gold, preds, tiny / "database", None, tiny / "out", etype="exec", timeout_s=60, workers=2)
+        metrics = evaluate(
+            gold,
+            preds,
+            tiny / "database",
+            None,
+            tiny / "out",
+            config=EvaluateConfig(etype="exec", timeout=60, workers=2),
+        )
     finally:
         stop.set()
         watchdog.join()
@@ -380,8 +405,8 @@ def test_memory_result_size_and_temporary_storage_are_capped(tiny):
     gold = _gold(tiny, ["SELECT count(*) FROM singer"])
     preds.write_text("SELECT name FROM singer\n")
     for cap, error in ((None, "wrong result"), (2000, "result too large")):
-        kwargs = {"max_result_bytes": cap} if cap else {}
-        evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / f"cap{cap}", workers=1, **kwargs)
+        config = EvaluateConfig(workers=1, **({"max_result_bytes": cap} if cap else {}))
+        evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / f"cap{cap}", config=config)
         assert _results(tiny / f"cap{cap}")[0]["error"] == error
 
 
@@ -392,7 +417,9 @@ def test_column_matching_of_wide_results_ends_within_the_timeout(tiny):
     preds = tiny / "preds.txt"
     preds.write_text("SELECT " + ", ".join(["name"] * 12) + " FROM singer ORDER BY name DESC\n")
     start = time.monotonic()
-    metrics = evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "out", timeout_s=5, workers=1)
+    metrics = evaluate(
+        gold, preds, tiny / "database", tiny / "tables.json", tiny / "out", config=EvaluateConfig(timeout=5, workers=1)
+    )
     assert metrics["ex"]["all"] == 1.0 and time.monotonic() - start < 5
     # past the deadline the search gives up as a timeout rather than run on
     with pytest.raises(QueryError) as raised:
@@ -451,15 +478,15 @@ def test_unreadable_inputs_are_errors_naming_the_file(tiny, file_name, content, 
     (tiny / file_name).write_bytes(content)
     preds = tiny / file_name if file_name.startswith("preds") else preds
     with pytest.raises(SqltuneError, match=message):
-        evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "out", workers=1)
+        evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "out", config=EvaluateConfig(workers=1))
     assert not (tiny / "out").exists()
 
 
 @pytest.mark.parametrize(
     ("parameter", "value"),
     [
-        ("timeout_s", -1.0),
-        ("timeout_s", 0.0),
+        ("timeout", -1.0),
+        ("timeout", 0.0),
         ("max_rows", -1),
         ("max_rows", 0),
         ("max_result_bytes", 0),
@@ -472,6 +499,13 @@ def test_meaningless_limits_are_errors_naming_the_parameter(tiny, parameter, val
     gold = _gold(tiny, ["SELECT name FROM singer"])
     preds = tiny / "preds.txt"
     preds.write_text("SELECT name FROM singer\n")
-    with pytest.raises(SqltuneError, match=rf"{parameter} must be .*got {value}"):
-        evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "out", **{parameter: value})
+    with pytest.raises(SqltuneError, match=rf"evaluate parameter {parameter}={value} is invalid: expected "):
+        evaluate(
+            gold,
+            preds,
+            tiny / "database",
+            tiny / "tables.json",
+            tiny / "out",
+            config=EvaluateConfig(**{parameter: value}),
+        )
     assert not (tiny / "out").exists()

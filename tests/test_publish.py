@@ -51,7 +51,7 @@ def make_adapter(root: Path, *, big: bool = False, seed: int = 0) -> Path:
 
 
 def make_eval(root: Path, ex_all: float) -> Path:
-    """An evaluate-step artifact shaped like `sqltune.evaluate.evaluator.summarize` writes it, with its reports."""
+    """An evaluate-step artifact shaped like `sqltune.evaluate.run.summarize` writes it, with its reports."""
     metrics = {
         "ex": {"easy": 0.9, "medium": 0.6, "hard": 0.4, "extra": 0.2, "all": ex_all},
         "em": {"easy": 0.8, "medium": 0.5, "hard": 0.3, "extra": 0.1, "all": ex_all - 0.1},

@@ -13,6 +13,8 @@ from typer.main import get_command
 
 from sqltune.cli import app
 from sqltune.errors import SqltuneError
+from sqltune.evaluate.component import evaluate as evaluate_component
+from sqltune.evaluate.config import EvaluateConfig
 from sqltune.pipeline.definition import PIPELINE_DEFAULTS, QUALIFIED, text2sql
 from sqltune.predict.component import predict as predict_component
 from sqltune.predict.config import PredictConfig
@@ -28,6 +30,7 @@ STEPS = {
     "preprocess": (PreprocessConfig, preprocess_component),
     "train": (TrainConfig, train_component),
     "predict": (PredictConfig, predict_component),
+    "evaluate": (EvaluateConfig, evaluate_component),
     "publish": (PublishConfig, publish_component),
 }
 # Component parameters that are inputs or locations, not settings.

@@ -11,16 +11,23 @@ def evaluate(
     eval_data: Input[Dataset],
     predictions: Input[Dataset],
     databases: Input[Dataset],
+    dataset: str,
+    evaluate_options: dict,
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
     report: Output[Markdown],
     report_html: Output[HTML],
 ) -> float:
-    """Score the predictions against the gold SQL; returns overall EX for the publish gate."""
+    """Score the predictions against the gold SQL; returns overall EX for the publish gate.
+
+    `dataset` is the EvaluateConfig setting of that name; `evaluate_options` sets the others.
+    """
     import shutil
     from pathlib import Path
 
-    from sqltune.evaluate.evaluator import evaluate as run_evaluate
+    from sqltune.evaluate.config import EvaluateConfig
+    from sqltune.evaluate.run import evaluate as run_evaluate
+    from sqltune.settings import build_config
 
     db_dir = Path(databases.path)
     result = run_evaluate(
@@ -29,6 +36,7 @@ def evaluate(
         db_dir=db_dir / "database",
         tables=db_dir / "tables.json",
         out=evaluation.path,
+        config=build_config(EvaluateConfig, {"dataset": dataset}, evaluate_options, "evaluate_options"),
     )
     for measure in ("ex", "em"):
         for level, value in result.get(measure, {}).items():

@@ -103,6 +103,7 @@ def text2sql(
     predict_batch_size: int = 16,
     max_new_tokens: int = 128,
     predict_options: dict = {},  # noqa: B006 (PredictConfig settings without a parameter of their own)
+    evaluate_options: dict = {},  # noqa: B006 (EvaluateConfig settings without a parameter of their own)
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: int = 1,
     gpu_node_selector: dict = {"nvidia.com/gpu.present": "true"},  # noqa: B006 (a KFP parameter default)
@@ -176,6 +177,8 @@ def text2sql(
             eval_data=prep.outputs["eval_data"],
             predictions=predictions.outputs["predictions"],
             databases=prep.outputs["databases"],
+            dataset=dataset,
+            evaluate_options=evaluate_options,
         ).set_display_name(f"evaluate-{label}")
         return _configure(scored, hours=2, cpu="4", memory="8Gi")
 

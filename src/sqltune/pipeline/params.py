@@ -106,21 +106,33 @@ def load_params(config: str | Path | None, pairs: Iterable[str], spec: Mapping[s
     return values
 
 
-def check_step_options(params: Mapping[str, Any]) -> None:
-    """Validate each `<step>_options` dict as its step will, so a wrong setting fails before a run starts."""
+def check_step_options(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Validate each `<step>_options` dict as its step will, so a wrong setting fails before a run starts.
+
+    A config's required settings (publish's bucket, ...) are pipeline parameters of the same name.
+    """
+    from dataclasses import MISSING, fields
+
+    from sqltune.evaluate.config import EvaluateConfig
     from sqltune.predict.config import PredictConfig
+    from sqltune.publish.config import PublishConfig
     from sqltune.settings import build_config
     from sqltune.train.config import TrainConfig
 
-    for name, config in (("train_options", TrainConfig), ("predict_options", PredictConfig)):
+    values = {**defaults, **params}
+    steps = {"train": TrainConfig, "predict": PredictConfig, "evaluate": EvaluateConfig, "publish": PublishConfig}
+    for step, config in steps.items():
+        name = f"{step}_options"
         if name in params:
-            build_config(config, {}, params[name], name)
+            required = {f.name: values[f.name] for f in fields(config) if f.default is MISSING}
+            build_config(config, required, params[name], name)
 
 
 def pipeline_params(
     pipeline_file: str | Path, config: str | Path | None, pairs: Iterable[str] | None
 ) -> dict[str, Any]:
     """What every command that starts the pipeline takes: a YAML file and `--param` pairs, checked against it."""
-    params = load_params(config, pairs or [], load_pipeline_spec(pipeline_file))
-    check_step_options(params)
+    spec = load_pipeline_spec(pipeline_file)
+    params = load_params(config, pairs or [], spec)
+    check_step_options(params, parameter_defaults(spec))
     return params

@@ -16,14 +16,15 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, write_jsonl
 from sqltune.errors import SqltuneError
+from sqltune.evaluate.config import EvaluateConfig
 from sqltune.evaluate.exact_match import PARTIAL_TYPES, aggregate_partial, exact_match, parse_normalized
-from sqltune.evaluate.execution import Executor, Limits, QueryError, db_files_for, execution_match, time_query
+from sqltune.evaluate.execution import Executor, QueryError, db_files_for, execution_match, time_query
 from sqltune.evaluate.inputs import GoldQuestion, load_gold, load_predictions
 from sqltune.evaluate.values import plug_gold_values
 from sqltune.log import get_logger, progress
@@ -33,19 +34,7 @@ from sqltune.sql.schema import DatabaseSchema, load_tables
 
 log = get_logger(__name__)
 
-ETYPES = ("all", "exec", "match")
 BIRD_LEVELS = ("simple", "moderate", "challenging")
-
-
-@dataclass(frozen=True)
-class Options:
-    etype: str = "all"
-    bird: bool = False
-    keep_distinct: bool = False
-    plug_value: bool = False
-    ves_repeats: int = 0  # > 0: time correct predictions this many times for BIRD's R-VES
-    limits: Limits = field(default_factory=Limits)
-    cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,8 +47,8 @@ class _Task:
 _state: dict[str, Any] = {}
 
 
-def _init_worker(schemas: dict[str, DatabaseSchema], db_dir: Path | None, options: Options) -> None:
-    _state.update(schemas=schemas, db_dir=db_dir, options=options, executor=Executor(options.limits, options.cache))
+def _init_worker(schemas: dict[str, DatabaseSchema], db_dir: Path | None, config: EvaluateConfig, cache: bool) -> None:
+    _state.update(schemas=schemas, db_dir=db_dir, config=config, executor=Executor(config.limits, cache))
     _state["gold_parses"] = {}
 
 
@@ -79,29 +68,29 @@ def _blank_row(task: _Task) -> dict[str, Any]:
 
 
 def _evaluate_one(task: _Task) -> dict[str, Any]:
-    options: Options = _state["options"]
+    config: EvaluateConfig = _state["config"]
     question, pred = task.question, task.pred
     # as the official Spider evaluator, a lower-case "value" placeholder in a prediction reads as 1
-    pred = pred if options.bird else pred.replace("value", "1")
+    pred = pred if config.bird else pred.replace("value", "1")
     row = _blank_row(task)
-    if options.etype in ("all", "match"):
+    if config.etype in ("all", "match"):
         schema = _state["schemas"][question.db_id]
         gold_norm, gold_ok = _gold_parse(question, schema)
         pred_norm, row["pred_parse_ok"] = parse_normalized(pred, schema)
         if gold_ok:
             row["em"], row["partial"] = exact_match(pred_norm, gold_norm)
-    if options.etype in ("all", "exec"):
-        _execute(row, question, pred, options)
+    if config.etype in ("all", "exec"):
+        _execute(row, question, pred, config)
     return row
 
 
-def _execute(row: dict[str, Any], question: GoldQuestion, pred: str, options: Options) -> None:
+def _execute(row: dict[str, Any], question: GoldQuestion, pred: str, config: EvaluateConfig) -> None:
     files = db_files_for(_state["db_dir"], question.db_id)
     if not files:
         row["error"] = "missing database"
         return
     executor: Executor = _state["executor"]
-    alternatives = plug_gold_values(question.sql, pred) if options.plug_value else None
+    alternatives = plug_gold_values(question.sql, pred) if config.plug_value else None
     if not pred.strip():
         row.update(ex=0, error="empty prediction")
         return
@@ -111,8 +100,8 @@ def _execute(row: dict[str, Any], question: GoldQuestion, pred: str, options: Op
             files,
             question.sql,
             pred,
-            bird=options.bird,
-            keep_distinct=options.keep_distinct,
+            bird=config.bird,
+            keep_distinct=config.keep_distinct,
             alternatives=alternatives,
         )
     except QueryError as exc:
@@ -121,11 +110,11 @@ def _execute(row: dict[str, Any], question: GoldQuestion, pred: str, options: Op
     row.update(ex=verdict.correct, error=verdict.error)
     if verdict.detail:
         row["detail"] = verdict.detail
-    if options.ves_repeats:
+    if config.ves_repeats:
         row["time_ratio"] = 0.0
         if row["ex"]:
-            gold_time = time_query(executor, files[0], question.sql, options.ves_repeats)
-            pred_time = time_query(executor, files[0], pred, options.ves_repeats)
+            gold_time = time_query(executor, files[0], question.sql, config.ves_repeats)
+            pred_time = time_query(executor, files[0], pred, config.ves_repeats)
             row["time_ratio"] = gold_time / max(pred_time, 1e-9)
 
 
@@ -145,12 +134,12 @@ def _evaluate_chunk(chunk: list[_Task]) -> list[dict[str, Any]]:
     return [_evaluate_one(task) for task in chunk]
 
 
-def _crashed_row(task: _Task, options: Options) -> dict[str, Any]:
+def _crashed_row(task: _Task, config: EvaluateConfig) -> dict[str, Any]:
     row = _blank_row(task)
     row.update(error="worker crashed", detail="its worker process died on it (a crash, or killed: out of memory?)")
-    if options.etype in ("all", "exec"):
+    if config.etype in ("all", "exec"):
         row["ex"] = 0
-    if options.etype in ("all", "match"):
+    if config.etype in ("all", "match"):
         row["em"] = 0
     return row
 
@@ -167,7 +156,7 @@ def _pooled_rows(
     """
     chunksize = max(1, math.ceil(len(tasks) / (workers * 32)))
     chunks = deque(tasks[i : i + chunksize] for i in range(0, len(tasks), chunksize))
-    options: Options = init_args[2]
+    config: EvaluateConfig = init_args[2]
     while chunks:
         lost: list[list[_Task]] = []
         yield from _pool_pass(chunks, init_args, workers, context, lost)
@@ -176,7 +165,7 @@ def _pooled_rows(
         while one_by_one:
             crashed: list[list[_Task]] = []
             yield from _pool_pass(one_by_one, init_args, 1, context, crashed)
-            yield from (_crashed_row(task, options) for [task] in crashed)
+            yield from (_crashed_row(task, config) for [task] in crashed)
 
 
 def _pool_pass(
@@ -233,9 +222,9 @@ def _level_of(question: GoldQuestion, schemas: dict[str, DatabaseSchema], bird: 
         return "unknown"
 
 
-def summarize(rows: list[dict[str, Any]], options: Options) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], config: EvaluateConfig) -> dict[str, Any]:
     """metrics.json: EX/EM per level and overall, counts, skipped questions, error categories, component F1s."""
-    known = BIRD_LEVELS if options.bird else HARDNESS_LEVELS
+    known = BIRD_LEVELS if config.bird else HARDNESS_LEVELS
     # Every known level is reported (None when it has no questions), so consumers see a fixed shape.
     levels = [*known, *sorted({r["hardness"] for r in rows} - set(known))]
     groups = {lv: [r for r in rows if r["hardness"] == lv] for lv in levels} | {"all": rows}
@@ -250,7 +239,7 @@ def summarize(rows: list[dict[str, Any]], options: Options) -> dict[str, Any]:
     with_partial = {lv: [r["partial"] for r in group if "partial" in r] for lv, group in groups.items()}
     if any(with_partial.values()):
         metrics["partial"] = {lv: aggregate_partial(p) for lv, p in with_partial.items() if p}
-    if options.ves_repeats:
+    if config.ves_repeats:
         from sqltune.evaluate.execution import ves_reward, ves_score
 
         metrics["ves"] = {
@@ -267,40 +256,18 @@ def evaluate(
     tables: str | Path | None,
     out: str | Path,
     *,
-    etype: str = "all",
-    dataset: str = "spider",
-    keep_distinct: bool = False,
-    plug_value: bool = False,
-    ves_repeats: int = 0,
-    timeout_s: float = Limits.timeout_s,
-    max_rows: int = Limits.max_rows,
-    max_result_bytes: int = Limits.max_result_bytes,
-    max_heap_bytes: int = Limits.max_heap_bytes,
-    workers: int | None = None,
-    cache: bool = True,
+    config: EvaluateConfig | None = None,
     overwrite: bool = False,
+    cache: bool = True,
 ) -> dict[str, Any]:
     """Evaluate `predictions` against `gold`; writes an `evaluation` artifact to `out` and returns its metrics.
 
     `db_dir` holds `<db_id>/*.sqlite` (Spider layout: pass the `database/` folder; all files of a db_id must
-    match); `tables` is the tables.json EM and hardness need. `etype`: "exec", "match" or "all"; `dataset`:
-    "spider" or "bird" (set-equality EX, difficulty levels, no EM). `workers` defaults to the CPU count;
-    `cache=False` (fresh connection per query, gold re-run) exists as the benchmark's naive baseline. The
-    sandbox limits (`Limits`) apply to each query; they and `workers` must be positive.
+    match); `tables` is the tables.json EM and hardness need. `cache=False` (fresh connection per query, gold
+    re-run) exists as the benchmark's naive baseline.
     """
-    if etype not in ETYPES:
-        raise SqltuneError(f"etype must be one of {', '.join(ETYPES)}, not {etype!r}")
-    if dataset not in ("spider", "bird"):
-        raise SqltuneError(f"dataset must be 'spider' or 'bird', not {dataset!r}")
-    bird = dataset == "bird"
-    if bird and etype != "exec":
-        etype = "exec"  # BIRD has no exact-match metric
-    if workers is not None and workers < 1:
-        raise SqltuneError(f"workers must be at least 1, got {workers}")
-    if ves_repeats < 0:
-        raise SqltuneError(f"ves_repeats must be 0 (off) or more, got {ves_repeats}")
-    limits = Limits(timeout_s, max_rows, max_result_bytes, max_heap_bytes)
-    options = Options(etype, bird, keep_distinct, plug_value, ves_repeats, limits, cache)
+    config = config or EvaluateConfig()
+    etype, bird = config.etype, config.bird
     inputs = {"gold": gold, "predictions": predictions, "db_dir": db_dir, "tables": tables}
     inputs = {name: path for name, path in inputs.items() if path is not None}
     check_output(out, inputs=inputs.values(), overwrite=overwrite)
@@ -321,11 +288,11 @@ def evaluate(
         for i, q in enumerate(questions)
     ]
     tasks = [_Task(i, q, p) for i, (q, p) in enumerate(zip(questions, preds, strict=True))]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    workers = max(1, min(config.workers or os.cpu_count() or 1, len(tasks)))
     log.info("evaluating %d predictions (%s) with %d worker(s)", len(tasks), etype, workers)
-    rows = _run(tasks, (schemas, db_path, options), workers)
-    metrics = summarize(rows, options)
-    parameters = {k: v for k, v in asdict(options).items() if k != "cache"}
+    rows = _run(tasks, (schemas, db_path, config, cache), workers)
+    metrics = summarize(rows, config)
+    parameters = config.to_dict()
     with artifact_dir(
         out, "evaluation", parameters=parameters, inputs=inputs, extra={"metrics": metrics}, overwrite=overwrite
     ) as tmp:
