@@ -74,6 +74,14 @@ def config(**overrides):
     return TrainConfig(**{**base, **overrides})
 
 
+def train_checkpointed(data: Path, out: Path, checkpoints: str | Path) -> dict:
+    """Six steps of the tiny model, a checkpoint every two."""
+    from sqltune.train import train
+
+    settings = config(max_steps=6, checkpoint_every=2)
+    return train(data, "tiny-random-llama", out, config=settings, checkpoint_dir=str(checkpoints))
+
+
 def cli_args(data: Path, out: Path, *extra: str) -> list[str]:
     """The `sqltune train` arguments matching config(gradient_accumulation_steps=2)."""
     return [
@@ -296,12 +304,10 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(env, tmp_path, caplog
     ckpt = tmp_path / "ckpt"
     umask = os.umask(0o022)
     try:
-        first = train(
+        first = train_checkpointed(
             data,
-            "tiny-random-llama",
             tmp_path / "a",
-            config=config(max_steps=6, checkpoint_every=2),
-            checkpoint_dir=str(ckpt),
+            str(ckpt),
         )
     finally:
         os.umask(umask)
@@ -324,27 +330,22 @@ def test_with_no_usable_checkpoint_a_run_fails_unless_told_to_start_fresh(env, t
     from typer.testing import CliRunner
 
     from sqltune.cli import app
-    from sqltune.train import train
     from sqltune.train.checkpoint import complete_steps
 
     _, data = env
     ckpt = tmp_path / "ckpt"
-    first = train(
+    first = train_checkpointed(
         data,
-        "tiny-random-llama",
         tmp_path / "a",
-        config=config(max_steps=6, checkpoint_every=2),
-        checkpoint_dir=str(ckpt),
+        str(ckpt),
     )
     damage(ckpt / "step-00000006" / "optimizer.pt", "flip")
     damage(ckpt / "step-00000004" / "state.json", "truncate")
     with pytest.raises(SqltuneError) as error:
-        train(
+        train_checkpointed(
             data,
-            "tiny-random-llama",
             tmp_path / "b",
-            config=config(max_steps=6, checkpoint_every=2),
-            checkpoint_dir=str(ckpt),
+            str(ckpt),
         )
     message = str(error.value)
     assert f"no usable checkpoint under {ckpt}" in message and "--fresh-if-corrupt-checkpoint" in message
@@ -386,13 +387,9 @@ def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_env):
     root, data = env
     s3_env.create_bucket("train-ckpt")
     prefix = "s3://train-ckpt/runs/r1"
-    first = train(
-        data, "tiny-random-llama", root / "s3-a", config=config(max_steps=6, checkpoint_every=2), checkpoint_dir=prefix
-    )
+    first = train_checkpointed(data, root / "s3-a", prefix)
     assert complete_steps(prefix) == [4, 6]
-    again = train(
-        data, "tiny-random-llama", root / "s3-b", config=config(max_steps=6, checkpoint_every=2), checkpoint_dir=prefix
-    )
+    again = train_checkpointed(data, root / "s3-b", prefix)
     assert again["resumed_from_step"] == 6 and again["steps"] == 6
     assert again["final_loss"] == first["final_loss"]
     with pytest.raises(SqltuneError, match=r"different settings.*learning_rate"):
@@ -409,8 +406,6 @@ def test_a_damaged_checkpoint_on_s3_falls_back_and_leaves_no_download(env, s3_en
     """On S3 too: the truncated newest is skipped; the local copies resume reads are removed, also on failure."""
     import tempfile
 
-    from sqltune.train import train
-
     _, data = env
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -420,13 +415,7 @@ def test_a_damaged_checkpoint_on_s3_falls_back_and_leaves_no_download(env, s3_en
     prefix = "s3://train-damaged/runs/r1"
 
     def run(name: str) -> dict:
-        return train(
-            data,
-            "tiny-random-llama",
-            tmp_path / name,
-            config=config(max_steps=6, checkpoint_every=2),
-            checkpoint_dir=prefix,
-        )
+        return train_checkpointed(data, tmp_path / name, prefix)
 
     def truncate(step: int, name: str) -> None:
         key = f"runs/r1/step-{step:08d}/{name}"

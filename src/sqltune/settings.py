@@ -104,20 +104,21 @@ def _option(field: dataclasses.Field, annotation: Any, default: Any) -> inspect.
 
 
 def config_command(
-    config: type, defaults: Mapping[str, Any] | None = None
+    config: type, defaults: Mapping[str, Any] | None = None, name: str = "config"
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Make a CLI function that takes `config=` into a typer command with one option per config setting.
 
     The function declares its inputs and outputs as usual and a `config` parameter; the command's options
     are those plus the config's settings (`--learning-rate`, with the field's help, default and choices).
-    `defaults` replaces some of the config's defaults for this command (a benchmark's recipe).
+    `defaults` replaces some of the config's defaults for this command (a benchmark's recipe); `name` is the
+    parameter the function takes the config as.
     """
     hints = typing.get_type_hints(config)
     fields = settings_of(config)
     defaults = dict(defaults or {})
 
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
-        own = [p for name, p in inspect.signature(function).parameters.items() if name != "config"]
+        own = [p for key, p in inspect.signature(function).parameters.items() if key != name]
         clash = {p.name for p in own} & {f.name for f in fields}
         if clash:
             raise TypeError(f"{function.__name__}: {', '.join(sorted(clash))} are settings of {config.__name__}")
@@ -125,8 +126,8 @@ def config_command(
         @functools.wraps(function)
         def command(**kwargs: Any) -> Any:
             values = {f.name: kwargs.pop(f.name) for f in fields}
-            values = {name: v.value if isinstance(v, Enum) else v for name, v in values.items()}
-            return function(**kwargs, config=config(**values))
+            values = {key: v.value if isinstance(v, Enum) else v for key, v in values.items()}
+            return function(**kwargs, **{name: config(**values)})
 
         parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
         parameters += [_option(f, hints[f.name], defaults.get(f.name, f.default)) for f in fields]

@@ -7,25 +7,18 @@ import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from sqltune.artifacts import OVERWRITE_HELP
-from sqltune.publish.config import PublishConfig
+from sqltune.publish.config import ModelLocation, PublishConfig
 from sqltune.settings import config_command
-
-if TYPE_CHECKING:
-    from sqltune.publish import Registry
 
 models_app = typer.Typer(
     help="Published adapter versions on S3: list, show, pull, promote, roll back.", no_args_is_help=True
 )
 
 _ENDPOINT = typer.Option(None, "--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL, else AWS).")
-_BUCKET = typer.Option(..., "--bucket", help="S3 bucket.")
-_PREFIX = typer.Option("", "--prefix", help="Key prefix inside the bucket.")
-_MODEL = typer.Option(..., "--model-name", help="Model name (a key segment).")
 
 
 @config_command(PublishConfig)
@@ -53,18 +46,11 @@ def publish(
     typer.echo(result.uri)
 
 
-def _registry(bucket: str, prefix: str, model_name: str, endpoint_url: str | None) -> Registry:
-    from sqltune.publish import Registry
-
-    return Registry(bucket, prefix, model_name, endpoint_url)
-
-
 @models_app.command("list")
-def list_versions(
-    bucket: str = _BUCKET, prefix: str = _PREFIX, model_name: str = _MODEL, endpoint_url: str = _ENDPOINT
-) -> None:
+@config_command(ModelLocation, name="location")
+def list_versions(endpoint_url: str = _ENDPOINT, *, location: ModelLocation) -> None:
     """Versions of a model, oldest first, with EX (all) and channels; incomplete and corrupt ones are marked."""
-    registry = _registry(bucket, prefix, model_name, endpoint_url)
+    registry = location.registry(endpoint_url)
     for info in registry.list_versions():
         ex = f"{info.ex_all:.4f}" if info.ex_all is not None else "-"
         state = "complete" if info.complete else "INCOMPLETE (no manifest; rerun its publish)"
@@ -78,75 +64,75 @@ def list_versions(
 
 
 @models_app.command()
+@config_command(ModelLocation, name="location")
 def show(
     version: str = typer.Option(None, "--version", help="Version to show."),
     channel: str = typer.Option(None, "--channel", help="Or: the version this channel points at."),
-    bucket: str = _BUCKET,
-    prefix: str = _PREFIX,
-    model_name: str = _MODEL,
     endpoint_url: str = _ENDPOINT,
+    *,
+    location: ModelLocation,
 ) -> None:
     """Print a complete version's manifest (files, metrics, lineage) as JSON."""
-    registry = _registry(bucket, prefix, model_name, endpoint_url)
+    registry = location.registry(endpoint_url)
     typer.echo(json.dumps(registry.manifest(registry.resolve(version, channel)), indent=2, sort_keys=True))
 
 
 @models_app.command()
+@config_command(ModelLocation, name="location")
 def pull(
     dest: Path = typer.Option(..., "--dest", help="Local directory to create (an earlier pull there is replaced)."),
     version: str = typer.Option(None, "--version", help="Version to pull."),
     channel: str = typer.Option(None, "--channel", help="Or: the version this channel points at."),
-    bucket: str = _BUCKET,
-    prefix: str = _PREFIX,
-    model_name: str = _MODEL,
     endpoint_url: str = _ENDPOINT,
+    *,
+    location: ModelLocation,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Download a version and verify every file's sha256 against its manifest."""
-    registry = _registry(bucket, prefix, model_name, endpoint_url)
+    registry = location.registry(endpoint_url)
     typer.echo(registry.pull(registry.resolve(version, channel), dest, overwrite=overwrite))
 
 
 @models_app.command()
+@config_command(ModelLocation, name="location")
 def promote(
     version: str = typer.Option(..., "--version", help="Version to promote."),
     channel: str = typer.Option(..., "--channel", help="Channel, e.g. production or staging."),
     margin: float = typer.Option(0.0, "--margin", min=0.0, help="EX (all) improvement needed to promote."),
     force: bool = typer.Option(False, "--force", help="Promote even if it does not beat the current version."),
-    bucket: str = _BUCKET,
-    prefix: str = _PREFIX,
-    model_name: str = _MODEL,
     endpoint_url: str = _ENDPOINT,
+    *,
+    location: ModelLocation,
 ) -> None:
     """Move a channel to a version if its EX beats the current one's by the margin; exit 1 when refused."""
-    result = _registry(bucket, prefix, model_name, endpoint_url).promote(version, channel, margin, force)
+    result = location.registry(endpoint_url).promote(version, channel, margin, force)
     typer.echo(json.dumps(asdict(result), indent=2))
     if not result.promoted:
         raise typer.Exit(1)
 
 
 @models_app.command()
+@config_command(ModelLocation, name="location")
 def rollback(
     channel: str = typer.Option(..., "--channel", help="Channel to move back."),
     to: str = typer.Option(None, "--to", help="Version to go back to (default: the one before the current)."),
-    bucket: str = _BUCKET,
-    prefix: str = _PREFIX,
-    model_name: str = _MODEL,
     endpoint_url: str = _ENDPOINT,
+    *,
+    location: ModelLocation,
 ) -> None:
     """Point a channel back at the previous (or a given) version."""
-    result = _registry(bucket, prefix, model_name, endpoint_url).rollback(channel, to)
+    result = location.registry(endpoint_url).rollback(channel, to)
     typer.echo(json.dumps(asdict(result), indent=2))
 
 
 @models_app.command()
+@config_command(ModelLocation, name="location")
 def history(
     channel: str = typer.Option(..., "--channel", help="Channel whose moves to print."),
-    bucket: str = _BUCKET,
-    prefix: str = _PREFIX,
-    model_name: str = _MODEL,
     endpoint_url: str = _ENDPOINT,
+    *,
+    location: ModelLocation,
 ) -> None:
     """Every promotion and rollback of a channel, oldest first, one JSON object per line."""
-    for event in _registry(bucket, prefix, model_name, endpoint_url).history(channel):
+    for event in location.registry(endpoint_url).history(channel):
         typer.echo(json.dumps(event, sort_keys=True))

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqltune.errors import SqltuneError
 from sqltune.settings import FIXED, OPTIONS, setting
 
+if TYPE_CHECKING:
+    from sqltune.publish.registry import Registry
+
 
 @dataclass
-class PublishConfig:
+class ModelLocation:
+    """Where a model's versions live: `s3://bucket/prefix/model_name/` (every `sqltune models` command)."""
+
     bucket: str = setting(..., "S3 bucket.")
     model_name: str = setting(..., "Model name (a key segment).")
     prefix: str = setting("", "Key prefix inside the bucket.")
+
+    def registry(self, endpoint_url: str | None) -> Registry:
+        from sqltune.publish.registry import Registry
+
+        return Registry(self.bucket, self.prefix, self.model_name, endpoint_url)
+
+
+@dataclass
+class PublishConfig(ModelLocation):
+    """Where to publish (the location's settings) and how to promote."""
+
     version: str | None = setting(
         None, "Version name (default: run-<run id>, else sha-<content>); the pipeline names it after the run.",
         pipeline=FIXED,
