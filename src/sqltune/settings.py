@@ -34,15 +34,17 @@ def setting(
     choices: type[Enum] | None = None,
     aliases: tuple[str, ...] = (),
     pipeline: str = PARAM,
+    envvar: str | None = None,
 ) -> Any:
     """A config field with its CLI help, allowed values, extra CLI flags (today's short ones) and pipeline role.
 
 
-    A `default` of `...` makes the setting required (a required CLI option, a dataclass field without default).
+    A `default` of `...` makes the setting required (a required CLI option, a dataclass field without default);
+    `envvar` is an environment variable the CLI reads the setting from when the option is not given.
     """
     if pipeline not in (PARAM, OPTIONS, FIXED):
         raise ValueError(f"pipeline must be {PARAM!r}, {OPTIONS!r} or {FIXED!r}")
-    metadata = {"help": help, "choices": choices, "aliases": aliases, "pipeline": pipeline}
+    metadata = {"help": help, "choices": choices, "aliases": aliases, "pipeline": pipeline, "envvar": envvar}
     if default is ...:
         return dataclasses.field(metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -99,7 +101,9 @@ def _option(field: dataclasses.Field, annotation: Any, default: Any) -> inspect.
     # Booleans are --x/--no-x; a None default is a third state: "decide at run time".
     decls = [f"{flag}/--no-{flag[2:]}"] if cli_type is bool else [flag, *field.metadata.get("aliases", ())]
     help_text = field.metadata.get("help", "")
-    option = typer.Option(default, *decls, help=help_text, show_default=default not in (None, ...))
+    option = typer.Option(
+        default, *decls, help=help_text, show_default=default not in (None, ...), envvar=field.metadata.get("envvar")
+    )
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=cli_type)
 
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from sqltune.pipeline import DEMO_PARAMS, MANIFEST_FILE, PIPELINE_FILE
-from sqltune.pipeline.remote import DEFAULT_EXPERIMENT
+from sqltune.pipeline.remote import DEFAULT_EXPERIMENT, Connection
+from sqltune.settings import config_command
 
 if TYPE_CHECKING:
     from sqltune.pipeline.local import LocalRun
@@ -126,16 +127,8 @@ def s3_server(
         stop.wait()
 
 
-# Options both commands take (module-level so the two signatures cannot drift apart).
-_HOST = typer.Option(
-    None,
-    "--host",
-    envvar="KF_PIPELINES_ENDPOINT",
-    help="KFP API URL, e.g. http://localhost:8080 after `kubectl port-forward svc/ml-pipeline-ui`. "
-    "Without it, kfp.Client finds the cluster from the kube config.",
-)
-_NAMESPACE = typer.Option(None, "--namespace", "-n", help="Profile namespace (multi-user KFP).")
-_TOKEN = typer.Option(None, "--token", envvar="KF_PIPELINES_TOKEN", help="Bearer token for the KFP API.")
+# Options both commands take (module-level so the two signatures cannot drift apart); the connection's come
+# from `Connection`.
 _EXPERIMENT = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="Experiment for the run (created if missing).")
 _PARAM = typer.Option(None, "--param", "-p", help="A pipeline parameter as key=value (repeatable).")
 _CONFIG = typer.Option(None, "--config", help="A YAML file of pipeline parameters (--param overrides it).")
@@ -145,24 +138,24 @@ _SERVICE_ACCOUNT = typer.Option(
 )
 
 
+@config_command(Connection, name="connection")
 def submit(
-    host: str = _HOST,
-    namespace: str = _NAMESPACE,
-    token: str = _TOKEN,
     experiment: str = _EXPERIMENT,
     param: list[str] = _PARAM,
     config: Path = _CONFIG,
     pipeline_file: Path = _PIPELINE_FILE,
     run_name: str = typer.Option(None, "--run-name", help="Display name of the run (default: file name + time)."),
     service_account: str = _SERVICE_ACCOUNT,
+    *,
+    connection: Connection,
 ) -> None:
     """Start one run of the compiled pipeline on a KFP cluster."""
     from sqltune.pipeline.params import pipeline_params
-    from sqltune.pipeline.remote import Connection, submit_run
+    from sqltune.pipeline.remote import submit_run
 
     params = pipeline_params(pipeline_file, config, param)
     run = submit_run(
-        Connection(host, namespace, token),
+        connection,
         params,
         pipeline_file=pipeline_file,
         experiment=experiment,
@@ -172,14 +165,12 @@ def submit(
     typer.echo(f"run {run.id} started" + (f": {run.url}" if run.url else ""))
 
 
+@config_command(Connection, name="connection")
 def schedule(
     cron: str = typer.Option(
         ..., "--cron", help="Six fields, seconds first: '0 0 2 * * 0' = 02:00:00 every Sunday (or @daily, @every 24h)."
     ),
     name: str = typer.Option("sqltune-retrain", "--name", help="Display name of the recurring run."),
-    host: str = _HOST,
-    namespace: str = _NAMESPACE,
-    token: str = _TOKEN,
     experiment: str = _EXPERIMENT,
     param: list[str] = _PARAM,
     config: Path = _CONFIG,
@@ -187,16 +178,18 @@ def schedule(
     max_concurrency: int = typer.Option(1, "--max-concurrency", help="Runs of this schedule allowed at once."),
     catchup: bool = typer.Option(False, "--catchup/--no-catchup", help="Backfill runs missed while paused."),
     service_account: str = _SERVICE_ACCOUNT,
+    *,
+    connection: Connection,
 ) -> None:
     """Create a recurring run of the compiled pipeline (scheduled retraining)."""
     from sqltune.pipeline.cron import validate_cron
     from sqltune.pipeline.params import pipeline_params
-    from sqltune.pipeline.remote import Connection, schedule_run
+    from sqltune.pipeline.remote import schedule_run
 
     validate_cron(cron)  # before reading parameters or contacting the cluster
     params = pipeline_params(pipeline_file, config, param)
     recurring = schedule_run(
-        Connection(host, namespace, token),
+        connection,
         params,
         cron,
         name=name,

@@ -18,6 +18,7 @@ from sqltune.log import get_logger
 from sqltune.pipeline import PIPELINE_FILE
 from sqltune.pipeline.cron import validate_cron
 from sqltune.pipeline.params import coerce_params, load_pipeline_spec
+from sqltune.settings import setting
 
 log = get_logger(__name__)
 
@@ -28,9 +29,14 @@ DEFAULT_EXPERIMENT = "sqltune"
 class Connection:
     """Where the KFP API is and how to authenticate; host None means "from the kube config"."""
 
-    host: str | None = None
-    namespace: str | None = None
-    token: str | None = None
+    host: str | None = setting(
+        None,
+        "KFP API URL, e.g. http://localhost:8080 after `kubectl port-forward svc/ml-pipeline-ui`. Without it, "
+        "kfp.Client finds the cluster from the kube config.",
+        envvar="KF_PIPELINES_ENDPOINT",
+    )
+    namespace: str | None = setting(None, "Profile namespace (multi-user KFP).", aliases=("-n",))
+    token: str | None = setting(None, "Bearer token for the KFP API.", envvar="KF_PIPELINES_TOKEN")
 
     def client(self) -> Any:
         import kfp
