@@ -35,7 +35,7 @@ def test_wiring_follows_the_compiled_pipeline_into_the_publish_condition() -> No
 def test_executor_input_names_a_parameter_the_test_does_not_pass() -> None:
     comp, _ = component(load_pipeline(), "train")
     parameters = {k: v for k, v in PARAMETERS["train"].items() if k != "max_steps"}
-    with pytest.raises(SqltuneError, match="parameter\\(s\\) max_steps"):
+    with pytest.raises(SqltuneError, match=r"parameter\(s\) max_steps"):
         executor_input(comp, parameters, {}, {}, "minio://", "/tmp/kfp_outputs")
 
 
@@ -69,7 +69,7 @@ def test_a_failing_step_is_an_error_that_names_it(tmp_path: Path) -> None:
 def test_steps_and_bases_are_checked() -> None:
     assert parse_steps("publish, evaluate") == ["evaluate", "publish"], "pipeline order, commas or spaces"
     assert parse_steps("") == ["preprocess", "train", "predict", "evaluate", "publish"]
-    with pytest.raises(SqltuneError, match="unknown step\\(s\\) deploy"):
+    with pytest.raises(SqltuneError, match=r"unknown step\(s\) deploy"):
         parse_steps("evaluate deploy")
     assert parse_bases(["CUDA_IMAGE=localhost/u:24.04"]) == {"CUDA_IMAGE": "localhost/u:24.04"}
     with pytest.raises(SqltuneError, match="PYTHON_IMAGE"):
@@ -85,5 +85,5 @@ def test_podman_settings_stay_within_this_machine_limits(tmp_path: Path) -> None
 
 def test_no_engine_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(SqltuneError, match="no running container engine .*neither is installed"):
+    with pytest.raises(SqltuneError, match=r"no running container engine .*neither is installed"):
         find_engine(tmp_path / "state")

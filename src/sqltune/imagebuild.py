@@ -108,7 +108,11 @@ def find_engine(state_dir: Path) -> Engine:
         env = dict(os.environ)
         if name == "podman" and "CONTAINERS_CONF" not in env:
             env["CONTAINERS_CONF"] = str(podman_conf(state_dir))
-        probe = subprocess.run([binary, "info"], env=env, capture_output=True, text=True, timeout=120)
+        try:
+            probe = subprocess.run([binary, "info"], env=env, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            tried.append(f"{name}: `{name} info` did not answer within 120 s")
+            continue
         if probe.returncode == 0:
             return Engine(binary, env)
         tried.append(f"{name}: `{name} info` failed ({(probe.stderr.strip().splitlines() or ['?'])[-1]})")
