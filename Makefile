@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TORCH_VERSION := 2.13.0
 
-.PHONY: venv demo test lint format compile bench images manifests clean
+.PHONY: venv demo test lint format compile bench images image-test manifests clean
 
 venv: $(STAMP)
 
@@ -39,16 +39,20 @@ compile: venv
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
-# Component images, tagged as sqltune.images names them (SQLTUNE_IMAGE_* override). Needs docker or
-# podman, so it is not part of CI; without one it says so and skips.
+# Component images (sqltune.images names them and says what each holds), with docker or podman, whichever runs.
+# STEPS="evaluate publish" picks images (default: all five). PYTHON_IMAGE / CUDA_IMAGE override a base image;
+# CA_BUNDLE (default: the bundle the host's pip trusts, PIP_CERT) reaches pip and apt inside the build as a
+# secret, never a layer. `image-test` also makes stand-in bases where the real ones cannot be pulled, then runs
+# each step inside its image as the KFP launcher does (python -m sqltune.imagetest --help).
+CA_BUNDLE ?= $(PIP_CERT)
+IMAGE_OPTIONS = --steps "$(STEPS)" $(if $(PYTHON_IMAGE),--base PYTHON_IMAGE=$(PYTHON_IMAGE)) \
+	$(if $(CUDA_IMAGE),--base CUDA_IMAGE=$(CUDA_IMAGE)) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+
 images: venv
-	@engine=$$(command -v docker || command -v podman); \
-	if [ -z "$$engine" ] || ! $$engine info >/dev/null 2>&1; then \
-		echo "make images: no running docker or podman engine here; skipping the image builds"; exit 0; fi; \
-	$(BIN)/python -m sqltune.images | while read -r step image; do \
-		echo "building $$image"; \
-		$$engine build -f images/$$step/Dockerfile -t $$image . || exit 1; \
-	done
+	$(BIN)/python -m sqltune.imagebuild $(IMAGE_OPTIONS)
+
+image-test: venv
+	$(BIN)/python -m sqltune.imagetest $(IMAGE_OPTIONS)
 
 # The KFP Pipeline/PipelineVersion resources (GitOps) of the pipeline, after a fresh compile.
 manifests: compile

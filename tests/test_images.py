@@ -9,7 +9,7 @@ import pytest
 
 from sqltune import __version__
 from sqltune.errors import SqltuneError
-from sqltune.images import STEPS, all_images, image_for
+from sqltune.images import RECIPES, STEPS, all_images, image_for
 
 
 def test_defaults_use_registry_and_version() -> None:
@@ -44,5 +44,5 @@ def test_bad_step_and_tag_are_clear_errors() -> None:
 def test_compiled_pipeline_uses_the_default_images_we_build() -> None:
     repo = Path(__file__).resolve().parents[1]
     used = set(re.findall(r"^ +image: (\S+)$", (repo / "pipelines" / "text2sql.yaml").read_text(), flags=re.M))
-    assert used == set(all_images(env={}).values()), "every step runs an image built from images/<step>/Dockerfile"
-    assert all((repo / "images" / step / "Dockerfile").is_file() for step in STEPS)
+    assert used == set(all_images(env={}).values()), "every step runs an image that `make images` builds"
+    assert all((repo / RECIPES[step].dockerfile).is_file() for step in STEPS)

@@ -1,4 +1,4 @@
-"""The component Dockerfiles: hadolint-clean, pinned bases, non-root, and only the extras each step needs."""
+"""The component Dockerfiles and recipes: hadolint-clean, pinned bases, non-root, only the extras each step needs."""
 
 from __future__ import annotations
 
@@ -10,23 +10,17 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from sqltune.images import STEPS
+from sqltune.images import RECIPES, STEPS
 
 REPO = Path(__file__).resolve().parents[1]
 HADOLINT = Path(sys.executable).parent / "hadolint"
-DOCKERFILES = {step: REPO / "images" / step / "Dockerfile" for step in STEPS}
+DOCKERFILES = sorted({REPO / recipe.dockerfile for recipe in RECIPES.values()})
 GPU_STEPS = {"train", "predict"}
 
 
 def _hadolint(*paths: Path) -> subprocess.CompletedProcess[str]:
     args = [str(HADOLINT), "--no-color", "--config", str(REPO / ".hadolint.yaml"), *map(str, paths)]
     return subprocess.run(args, capture_output=True, text=True, timeout=60)
-
-
-def _extras(step: str) -> list[str]:
-    match = re.search(r'"/src\[([a-z,]+)\]"', DOCKERFILES[step].read_text())
-    assert match, f"{step}: no `pip install /src[extras]` line"
-    return match.group(1).split(",")
 
 
 def _requirements(extra: str, optional: dict[str, list[str]]) -> set[str]:
@@ -43,8 +37,8 @@ def _requirements(extra: str, optional: dict[str, list[str]]) -> set[str]:
 
 
 def test_hadolint_passes_on_every_dockerfile() -> None:
-    assert all(path.exists() for path in DOCKERFILES.values()), "one Dockerfile per pipeline step"
-    result = _hadolint(*DOCKERFILES.values())
+    assert set(RECIPES) == set(STEPS) and all(path.exists() for path in DOCKERFILES), "a recipe per pipeline step"
+    result = _hadolint(*DOCKERFILES)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -58,26 +52,32 @@ def test_hadolint_threshold_catches_findings(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("step", STEPS)
 def test_base_pinned_user_non_root_and_kfp_installed(step: str) -> None:
-    text = DOCKERFILES[step].read_text()
-    bases = re.findall(r"^ARG \w+_IMAGE=(\S+)$", text, flags=re.M)
-    assert bases and all(re.search(r"@sha256:[0-9a-f]{64}$", base) for base in bases), bases
+    recipe = RECIPES[step]
+    text = (REPO / recipe.dockerfile).read_text()
+    bases = re.findall(rf"^ARG {recipe.base_arg}=(\S+)$", text, flags=re.M)
+    assert bases and all(re.search(r"^docker\.io/.+@sha256:[0-9a-f]{64}$", base) for base in bases), bases
     users = re.findall(r"^USER (\S+)$", text, flags=re.M)
     assert users and users[-1] not in {"0", "root"}, "the final stage runs as a non-root user"
-    assert "kfp" in _extras(step), "components run the KFP executor: every image needs kfp"
+    assert "kfp" in recipe.extras, "components run the KFP executor: every image needs kfp"
+    declared = set(re.findall(r"^ARG (\w+)", text, flags=re.M))
+    assert set(recipe.build_args) <= declared, f"{step}: build args the Dockerfile does not declare"
+    assert '"/src[${EXTRAS' in text, "the recipe's extras are what pip installs"
 
 
 def test_extras_exist_and_cpu_images_stay_free_of_torch() -> None:
     optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for step in STEPS:
-        pulled = set().union(*(_requirements(extra, optional) for extra in _extras(step)))
+        pulled = set().union(*(_requirements(extra, optional) for extra in RECIPES[step].extras))
         assert "kfp-kubernetes" not in pulled, f"{step}: images do not need kfp-kubernetes"
         assert ("torch" in pulled) == (step in GPU_STEPS), f"{step}: torch only in the GPU images"
-    assert "vllm" in _requirements("vllm", optional) and "vllm" in _extras("predict")
+        assert (RECIPES[step].base_arg == "CUDA_IMAGE") == (step in GPU_STEPS), f"{step}: CUDA base only for torch"
+    assert "vllm" in _requirements("vllm", optional) and "vllm" in RECIPES["predict"].extras
+    assert "VLLM_VERSION" in RECIPES["predict"].build_args and "vllm" not in RECIPES["train"].extras
 
 
 def test_dockerignore_keeps_what_the_dockerfiles_copy() -> None:
     kept = {line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")}
-    for step, path in DOCKERFILES.items():
+    for path in DOCKERFILES:
         for line in re.findall(r"^COPY (?!--from)(.+)$", path.read_text(), flags=re.M):
             sources = line.split()[:-1]
-            assert set(sources) <= kept, f"{step}: COPY {sources} excluded by .dockerignore (keeps {kept})"
+            assert set(sources) <= kept, f"{path}: COPY {sources} excluded by .dockerignore (keeps {kept})"

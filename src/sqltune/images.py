@@ -1,4 +1,4 @@
-"""The one place that names the component images the pipeline runs.
+"""The one place that names the component images the pipeline runs, and says what each one holds.
 
 Components take `base_image=image_for("<step>")` at compile time, `make images` builds and tags the same
 names, and the checked-in pipeline YAML is compiled with the defaults (no environment overrides), so it is
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from sqltune import __version__
 from sqltune.errors import SqltuneError
@@ -23,6 +23,36 @@ STEPS: tuple[str, ...] = ("preprocess", "train", "predict", "evaluate", "publish
 DEFAULT_REGISTRY = "ghcr.io/sqltune"
 # A docker tag: https://docs.docker.com/reference/cli/docker/image/tag/ ('+' of a local version is not allowed).
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How `make images` builds a step's image: a shared Dockerfile plus the build arguments that make it this step's.
+
+    `base_arg` is the Dockerfile's base-image build argument (its default is the real, digest-pinned base).
+    """
+
+    dockerfile: str
+    base_arg: str
+    build_args: Mapping[str, str]
+
+    @property
+    def extras(self) -> list[str]:
+        """The sqltune extras pip installs into the image."""
+        return self.build_args["EXTRAS"].split(",")
+
+
+_CPU = ("images/cpu/Dockerfile", "PYTHON_IMAGE")
+_CUDA = ("images/cuda/Dockerfile", "CUDA_IMAGE")
+# What each image holds: only its step's extras (no torch in the CPU images; vLLM, which pins the CUDA
+# torch exactly, only in predict), and kfp for the executor that runs the component.
+RECIPES: dict[str, Recipe] = {
+    "preprocess": Recipe(*_CPU, {"EXTRAS": "preprocess,kfp"}),
+    "train": Recipe(*_CUDA, {"EXTRAS": "train,kfp"}),
+    "predict": Recipe(*_CUDA, {"EXTRAS": "predict,vllm,kfp", "VLLM_VERSION": "0.33.0"}),
+    "evaluate": Recipe(*_CPU, {"EXTRAS": "evaluate,kfp"}),
+    "publish": Recipe(*_CPU, {"EXTRAS": "publish,kfp"}),
+}
 
 
 def default_tag() -> str:
@@ -54,11 +84,3 @@ def image_for(step: str, env: Mapping[str, str] | None = None) -> str:
 def all_images(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Every step's image reference, in pipeline order."""
     return {step: image_for(step, env) for step in STEPS}
-
-
-if __name__ == "__main__":  # `python -m sqltune.images`: "<step> <image>" lines for `make images`
-    try:
-        for step, image in all_images().items():
-            print(step, image)
-    except SqltuneError as exc:
-        sys.exit(f"error: {exc}")
