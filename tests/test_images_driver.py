@@ -22,7 +22,7 @@ from sqltune.imagetest import (
     run_step,
     task_inputs,
 )
-from sqltune.preprocess.sample import write_sample_dataset
+from sqltune.sample_data import write_sample_dataset
 
 
 def test_wiring_follows_the_compiled_pipeline_into_the_publish_condition() -> None:

@@ -458,7 +458,7 @@ def image_test(
 ) -> None:
     """Build the selected images, run the pipeline's chain up to the last selected step, check it all."""
     from sqltune.locals3 import local_s3
-    from sqltune.preprocess.sample import write_sample_dataset
+    from sqltune.sample_data import write_sample_dataset
 
     bases = prepare_bases(engine, steps, bases, workspace.path)
     built = build_all(engine, steps, bases, ca_bundle)
