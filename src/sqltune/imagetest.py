@@ -468,6 +468,7 @@ def image_test(
     chain = STEPS[: max(STEPS.index(step) for step in steps) + 1]
     sample = workspace.path / "sample"
     write_sample_dataset(sample)
+    _run(["chmod", "-R", "a+rX", str(sample)], "making the sample dataset readable")  # mounted read-only, for any user
     produced: dict[tuple[str, str], Artifact] = {}
     results = []
     with local_s3(workspace.path / "s3", buckets=[BUCKET]) as server:
