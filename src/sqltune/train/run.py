@@ -30,8 +30,8 @@ from sqltune.uri import join, localize
 log = get_logger(__name__)
 
 RECORDS = "records.jsonl"
-# Settings a resumed run may change, as they do not change what is trained.
-_RESUMABLE_CHANGES = ("keep_checkpoints", "fresh_if_corrupt_checkpoint")
+# Settings a resumed run may change, as they do not change what is trained (the world size is checked itself).
+_RESUMABLE_CHANGES = ("keep_checkpoints", "fresh_if_corrupt_checkpoint", "nproc_per_node", "num_nodes")
 
 
 def train(
