@@ -174,11 +174,15 @@ def sharded_reader(model: Any, optimizer: Any) -> Any:
 
     def read(path: Path) -> None:
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import set_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         loaded = _sharded_state(model, optimizer)
-        dcp.load(loaded, checkpoint_id=path)
-        set_state_dict(model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
+        dcp.load(loaded, checkpoint_id=path)  # fails when the checkpoint lacks a tensor asked for
+        # The frozen base weights are not in a checkpoint: they come from the base model.
+        options = StateDictOptions(ignore_frozen_params=True, strict=False)
+        set_state_dict(
+            model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"], options=options
+        )
 
     return read
 

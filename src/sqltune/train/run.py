@@ -22,7 +22,7 @@ from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, rea
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
 from sqltune.models import load_model, load_tokenizer, resolve_base_model
-from sqltune.train import checkpoint
+from sqltune.train import checkpoint, memory
 from sqltune.train.config import TrainConfig
 from sqltune.train.data import Example, build_examples, collate, epoch_batches, step_batches, steps_per_epoch
 from sqltune.train.distributed import (
@@ -84,6 +84,12 @@ def train(
 
     device = torch.device(f"cuda:{dist.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # fail now, with the option that fits, rather than out of memory an hour in
+        gpus_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        memory.check_fits(
+            memory.model_shape(model_dir, config), config, dist.world_size, gpus_per_node, bf16,
+            torch.cuda.get_device_properties(device).total_memory, base_model,
+        )  # fmt: skip
     torch.manual_seed(config.seed)
     model = _peft_model(model_dir, config, device, bf16, base_model, dist.sharded)
     trainable, total_params = model.get_nb_trainable_parameters()
