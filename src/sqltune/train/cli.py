@@ -7,7 +7,7 @@ import json
 import typer
 
 from sqltune.artifacts import OVERWRITE_HELP
-from sqltune.settings import config_args, config_command
+from sqltune.settings import config_command
 from sqltune.train.config import TrainConfig
 
 
@@ -26,6 +26,10 @@ def train(
         "127.0.0.1", envvar="PET_MASTER_ADDR", help="Address of node 0, where the nodes meet (--num-nodes > 1)."
     ),
     master_port: int = typer.Option(29500, envvar="PET_MASTER_PORT", help="Port on node 0 where the nodes meet."),
+    print_trainjob: bool = typer.Option(
+        False, help="Print the Kubeflow TrainJob (YAML) that runs this on --num-nodes nodes, and exit."
+    ),
+    trainer_runtime: str = typer.Option("torch-distributed", help="Kubeflow Trainer runtime of --print-trainjob."),
     *,
     config: TrainConfig,
 ) -> None:
@@ -35,28 +39,40 @@ def train(
     """
     from sqltune.train import launch
 
-    num_nodes, per_node = launch.nodes(config.num_nodes), launch.workers_per_node(config.nproc_per_node)
-    if not launch.is_worker() and num_nodes * per_node > 1:
-        rendezvous = launch.Rendezvous(node_rank, master_addr, master_port)
-        inputs = [
-            "--data",
-            data,
-            "--base-model",
-            base_model,
-            "--out",
-            out,
-            "--overwrite" if overwrite else "--no-overwrite",
-        ]
-        inputs += ["--checkpoint-dir", checkpoint_dir] if checkpoint_dir else []
-        inputs += ["--endpoint-url", endpoint_url] if endpoint_url else []
-        launch.launch(
-            ["train", *inputs, *config_args(config)], num_nodes, per_node, rendezvous, base_model, endpoint_url
-        )
+    argv = launch.train_argv(
+        data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite
+    )
+    if print_trainjob:
+        typer.echo(_trainjob_yaml(argv, config, trainer_runtime, data, out, checkpoint_dir), nl=False)
         return
-    from sqltune.train.run import train as run_train
-
-    metrics = run_train(
-        data, base_model, out, config=config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url,
-        overwrite=overwrite,
+    rendezvous = launch.Rendezvous(node_rank, master_addr, master_port)
+    metrics = launch.train_here(
+        data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite,
+        rendezvous=rendezvous,
     )  # fmt: skip
+    if launch.launches(config):
+        return  # rank 0, a worker, printed the summary
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "dropped_ids"}, indent=2))
+
+
+def _trainjob_yaml(
+    argv: list[str], config: TrainConfig, runtime: str, data: str, out: str, checkpoint_dir: str | None
+) -> str:
+    """The TrainJob the pipeline would submit for this run: its pods share no disk, so every path is s3://."""
+    from sqltune.errors import SqltuneError
+    from sqltune.images import image_for
+    from sqltune.train import trainjob
+    from sqltune.uri import is_s3
+
+    paths = {"--data": data, "--out": out, "--checkpoint-dir": checkpoint_dir}
+    local = [f"{flag} {value}" for flag, value in paths.items() if not (value and is_s3(value))]
+    if local:
+        raise SqltuneError(
+            f"--print-trainjob: a TrainJob's pods see no local path; give s3:// locations ({', '.join(local)})"
+        )
+    gpus = config.nproc_per_node or 1
+    job = trainjob.build_trainjob(
+        ["sqltune", *argv], image=image_for("train"), num_nodes=config.num_nodes or 1, gpus_per_node=gpus,
+        runtime=runtime,
+    )  # fmt: skip
+    return trainjob.to_yaml(job)

@@ -15,6 +15,8 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
@@ -32,6 +34,48 @@ class Rendezvous:
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
+
+
+def train_argv(
+    data: str, base_model: str, out: str, config: Any, *, checkpoint_dir: str | None = None,
+    endpoint_url: str | None = None, overwrite: bool = False,
+) -> list[str]:  # fmt: skip
+    """`sqltune train` arguments for these inputs and settings: what the workers and a TrainJob's pods run."""
+    from sqltune.settings import config_args
+
+    argv = ["train", "--data", str(data), "--base-model", base_model, "--out", str(out)]
+    argv += ["--overwrite"] if overwrite else []
+    argv += ["--checkpoint-dir", checkpoint_dir] if checkpoint_dir else []
+    argv += ["--endpoint-url", endpoint_url] if endpoint_url else []
+    return argv + config_args(config)
+
+
+def train_here(
+    data: str, base_model: str, out: str, config: Any, *, checkpoint_dir: str | None = None,
+    endpoint_url: str | None = None, overwrite: bool = False, rendezvous: Rendezvous | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Train on this node: in this process for one worker, else through the launcher; what the CLI and the
+    KFP component both call. Returns the run's metrics (those of the adapter written to `out` when launched)."""
+    if not launches(config):
+        from sqltune.train.run import train
+
+        return train(
+            data, base_model, out, config=config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url,
+            overwrite=overwrite,
+        )  # fmt: skip
+    argv = train_argv(
+        data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite
+    )
+    num_nodes, per_node = nodes(config.num_nodes), workers_per_node(config.nproc_per_node)
+    launch(argv, num_nodes, per_node, rendezvous or Rendezvous(), base_model, endpoint_url)
+    if rendezvous and rendezvous.node_rank:
+        return {}  # node 0 writes the adapter
+    return json.loads((Path(out) / "train_metrics.json").read_text(encoding="utf-8"))
+
+
+def launches(config: Any) -> bool:
+    """Whether `config` trains through the launcher from here (several workers, and this is not one of them)."""
+    return not is_worker() and nodes(config.num_nodes) * workers_per_node(config.nproc_per_node) > 1
 
 
 def is_worker() -> bool:
