@@ -8,7 +8,12 @@ GPU mode (--gpu): a Qwen2.5-7B architecture with random weights (no download) at
 prints tokens/s, peak GiB (torch max allocated) and model FLOP utilization, counting 4·params FLOPs per
 trained token for LoRA (forward 2N + activation gradients 2N, no weight gradients for the frozen base).
 
+Workers mode (--workers, CPU): one process vs `sqltune train --nproc-per-node 2` with ddp and with fsdp, the
+same global batch (the single process accumulates 2 micro-batches): tokens/s, rank 0's peak RSS, and the
+weights + optimizer state one worker holds (fsdp's target: <= 0.6x the single process at 2 workers).
+
     .venv/bin/python benchmarks/bench_train.py [--steps 4] [--seq-len 512]
+    .venv/bin/python benchmarks/bench_train.py --workers [--steps 3] [--seq-len 256]
     python benchmarks/bench_train.py --gpu [--seq-len 2048] [--steps 10] [--peak-tflops 989]
 """
 
@@ -112,6 +117,7 @@ def gpu_model(root: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--workers", action="store_true", help="1 process vs 2 workers (ddp, fsdp) on the CPU")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seq-len", type=int, default=None)
@@ -121,9 +127,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.steps = args.steps or (10 if args.gpu else 4)
-    args.batch_size = args.batch_size or (4 if args.gpu else 8)
-    args.seq_len = args.seq_len or (2048 if args.gpu else 512)
+    args.steps = args.steps or (10 if args.gpu else 3 if args.workers else 4)
+    args.batch_size = args.batch_size or (4 if args.gpu or args.workers else 8)
+    args.seq_len = args.seq_len or (2048 if args.gpu else 256 if args.workers else 512)
     if args.one:
         run_one(args)
         return
@@ -132,6 +138,9 @@ def main() -> None:
     args.data = records(work, args.examples)
     if args.gpu:
         gpu_main(args, work)
+        return
+    if args.workers:
+        workers_main(args, work)
         return
     args.model = "smollm2-135m"
     print(f"SmolLM2-135M on CPU, {args.steps} steps x batch {args.batch_size}, max_seq_len {args.seq_len}; {args.data}")
@@ -146,6 +155,40 @@ def main() -> None:
         f"QLoRA / LoRA (both packed): step time x{lora['tokens_per_s'] / qlora['tokens_per_s']:.2f}, "
         f"peak memory x{qlora['peak_memory_gb'] / lora['peak_memory_gb']:.2f} (process RSS on CPU)"
     )
+
+
+WORKER_RUNS = {
+    "1 process, 2 micro-batches": ["--grad-accum", "2"],
+    "2 workers, ddp": ["--nproc-per-node", "2", "--parallelism", "ddp"],
+    "2 workers, fsdp": ["--nproc-per-node", "2", "--parallelism", "fsdp"],
+}
+
+
+def workers_main(args: argparse.Namespace, work: Path) -> None:
+    """Each run is one `sqltune train` command, as a user starts it; its JSON summary is rank 0's metrics."""
+    sqltune = str(Path(sys.executable).parent / "sqltune")
+    print(f"SmolLM2-135M on CPU, LoRA, {args.steps} steps x global batch {2 * args.batch_size}, "
+          f"max_seq_len {args.seq_len}; {args.data}")  # fmt: skip
+    results = {}
+    for name, extra in WORKER_RUNS.items():
+        command = [sqltune, "train", "--data", str(args.data), "--base-model", "smollm2-135m",
+                   "--out", str(work / name.replace(" ", "-").replace(",", "")), "--max-steps", str(args.steps),
+                   "--batch-size", str(args.batch_size), "--max-seq-len", str(args.seq_len), "--template", "chat",
+                   "--no-gradient-checkpointing", "--checkpoint-every", "0", "--warmup-ratio", "0", *extra]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode:
+            sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
+        results[name] = json.loads(done.stdout)
+    base = results["1 process, 2 micro-batches"]
+    print(f"{'run':28} {'tokens/s':>9} {'x 1 proc':>8} {'peak RSS GiB':>13} {'weights+optim GiB':>18} {'x 1 proc':>8} "
+          f"{'loss':>7}")  # fmt: skip
+    for name, m in results.items():
+        held = m["weights_and_optimizer_gb"]
+        print(f"{name:28} {m['tokens_per_s']:9.1f} {m['tokens_per_s'] / base['tokens_per_s']:8.2f} "
+              f"{m['peak_memory_gb']:13.2f} {held:18.3f} {held / base['weights_and_optimizer_gb']:8.2f} "
+              f"{m['final_loss']:7.3f}")  # fmt: skip
+    fsdp = results["2 workers, fsdp"]["weights_and_optimizer_gb"] / base["weights_and_optimizer_gb"]
+    print(f"fsdp weights + optimizer state per worker: x{fsdp:.2f} of one process (target <= 0.6)")
 
 
 def gpu_main(args: argparse.Namespace, work: Path) -> None:

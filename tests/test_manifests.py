@@ -19,7 +19,12 @@ from sqltune.pipeline.compile import version_name, write_pipeline_manifests
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
-ENTRY_POINTS = ("base", "overlays/model-cache", "pipeline")  # what docs/cluster.md tells users to apply
+ENTRY_POINTS = (
+    "base",
+    "overlays/model-cache",
+    "overlays/multi-node",
+    "pipeline",
+)  # what docs/cluster.md tells users to apply
 TEMPLATES = sorted(MANIFESTS.rglob("*.template.yaml"))  # applied by hand after filling in, never by -k
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 # Custom resources: kubernetes-validate has schemas for built-in kinds only.
@@ -137,3 +142,28 @@ def test_pipeline_version_carries_the_compiled_pipeline() -> None:
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", version["metadata"]["name"])
     assert version["spec"]["pipelineSpec"] == compiled[0]
     assert version["spec"]["platformSpec"] == compiled[1]
+
+
+def test_multi_node_grants_exactly_what_the_trainjob_step_uses() -> None:
+    """Only the multi-node overlay reaches beyond the namespace: reading ClusterTrainingRuntimes, nothing else."""
+    docs = _built("overlays/multi-node")
+    grants = {
+        (doc["kind"], group, resource, verb)
+        for doc in docs
+        if doc["kind"] in ("Role", "ClusterRole") and doc["metadata"]["name"] != "sqltune-pipeline-runner"
+        for rule in doc["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    trainer = "trainer.kubeflow.org"
+    assert grants == {
+        ("Role", trainer, "trainjobs", "create"), ("Role", trainer, "trainjobs", "get"),
+        ("Role", trainer, "trainingruntimes", "get"), ("Role", trainer, "trainingruntimes", "list"),
+        ("Role", "", "pods", "list"), ("Role", "", "events", "list"),
+        ("ClusterRole", trainer, "clustertrainingruntimes", "get"),
+        ("ClusterRole", trainer, "clustertrainingruntimes", "list"),
+    }  # fmt: skip
+    runner = next(doc for doc in docs if doc["kind"] == "ServiceAccount")["metadata"]["name"]
+    for binding in (doc for doc in docs if doc["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": runner, "namespace": "sqltune"}]

@@ -33,8 +33,10 @@ STEPS = {
     "evaluate": (EvaluateConfig, evaluate_component),
     "publish": (PublishConfig, publish_component),
 }
-# Component parameters that are inputs or locations, not settings.
+# Component parameters that are inputs or locations, not settings; and where a TrainJob's pods go.
 NOT_SETTINGS = {"source_uri", "base_model", "checkpoint_uri", "run_id", "endpoint_url"}
+TRAINJOB_PLACEMENT = {"trainer_runtime", "gpu_type", "gpu_node_selector", "gpu_tolerations", "s3_secret_name",
+                      "hf_token_secret_name"}  # fmt: skip
 
 
 def _role(field: dataclasses.Field) -> str:
@@ -77,6 +79,7 @@ def test_component_and_pipeline_take_every_setting_under_its_name(step):
             assert _role(field) == FIXED
     for name in own:
         known = name in settings or name == f"{step}_options" or name in NOT_SETTINGS
+        known = known or (step == "train" and name in TRAINJOB_PLACEMENT)
         known = known or any(name in _pipeline_names(step, s) for s in settings)
         assert known, f"the {step} component takes {name!r}, which is no {config.__name__} setting"
 

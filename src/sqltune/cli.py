@@ -65,8 +65,18 @@ app.command()(pipeline_cli.schedule)
 
 def main() -> None:
     """Entry point: user errors print one clear line and exit 2, without a traceback."""
+    from sqltune.train.launch import record_worker_error
+
     try:
         app()
     except SqltuneError as exc:
+        record_worker_error(exc)
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(2)
+    except Exception as exc:
+        record_worker_error(exc)
+        raise
+
+
+if __name__ == "__main__":  # how the training launcher starts each worker: python -m sqltune.cli train ...
+    main()

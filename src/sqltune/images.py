@@ -48,7 +48,7 @@ _CUDA = ("images/cuda/Dockerfile", "CUDA_IMAGE")
 # torch exactly, only in predict), and kfp for the executor that runs the component.
 RECIPES: dict[str, Recipe] = {
     "preprocess": Recipe(*_CPU, {"EXTRAS": "preprocess,kfp"}),
-    "train": Recipe(*_CUDA, {"EXTRAS": "train,kfp"}),
+    "train": Recipe(*_CUDA, {"EXTRAS": "train,kfp,trainer"}),
     "predict": Recipe(*_CUDA, {"EXTRAS": "predict,vllm,kfp", "VLLM_VERSION": "0.33.0"}),
     "evaluate": Recipe(*_CPU, {"EXTRAS": "evaluate,kfp"}),
     "publish": Recipe(*_CPU, {"EXTRAS": "publish,kfp"}),

@@ -27,8 +27,13 @@ def load_model(
     dtype: Any = None,
     attn_implementation: str | None = None,
     device_map: Any = None,
+    quant_storage: Any = None,
 ) -> Any:
-    """A causal LM from `path`; `quantize_4bit` loads it as QLoRA does (NF4, double quantization)."""
+    """A causal LM from `path`; `quantize_4bit` loads it as QLoRA does (NF4, double quantization).
+
+    `quant_storage` packs the 4-bit weights into tensors of that dtype, which FSDP can shard like any
+    other weight (the FSDP-QLoRA recipe of bitsandbytes and PEFT); by default they are uint8.
+    """
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -44,5 +49,6 @@ def load_model(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
+            **({"bnb_4bit_quant_storage": quant_storage} if quant_storage is not None else {}),
         )
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)

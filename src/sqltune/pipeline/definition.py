@@ -16,6 +16,7 @@ from sqltune.preprocess.component import preprocess
 from sqltune.preprocess.schema_text import DEFAULT_STYLE
 from sqltune.publish.component import publish
 from sqltune.train.component import train
+from sqltune.train.trainjob import DEFAULT_RUNTIME, GPU_NODE_SELECTOR, GPU_TOLERATIONS
 
 HOUR = 3600
 # Where a pipeline default deliberately differs from the step library's default, and why. The library's
@@ -33,9 +34,15 @@ PIPELINE_DEFAULTS = {
     "model_name": ("text2sql", "a model name to start from; the CLI makes users say it"),
     "prefix": ("adapters", "keeps adapters apart from the data and checkpoints in a shared bucket"),
     "promote_channel": ("", "KFP string parameters have no None: '' means do not promote"),
+    "num_nodes": (1, "KFP integer parameters have no None: the pipeline says 1 node, not Trainer's PET_NNODES"),
+    "gpu_count": (1, "GPUs of a pod, and a worker per GPU: the library's None means every visible GPU"),
 }
 # Settings two steps have under one name with different values: the pipeline parameter says which step.
-QUALIFIED = {("predict", "batch_size"): ("predict_batch_size",), ("preprocess", "limit"): ("train_limit", "eval_limit")}
+QUALIFIED = {
+    ("predict", "batch_size"): ("predict_batch_size",),
+    ("preprocess", "limit"): ("train_limit", "eval_limit"),
+    ("train", "nproc_per_node"): ("gpu_count",),  # a worker per GPU the pod gets
+}
 # Keys of the S3 credentials Secret, exposed to the steps under boto3's standard variable names.
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 
@@ -97,6 +104,9 @@ def text2sql(
     max_seq_len: int = 1024,
     gradient_checkpointing: bool = True,
     seed: int = 42,
+    parallelism: str = "ddp",
+    num_nodes: int = 1,
+    trainer_runtime: str = DEFAULT_RUNTIME,
     train_options: dict = {},  # noqa: B006 (TrainConfig settings without a parameter of their own)
     checkpoint_uri: str = "",
     backend: str = "auto",
@@ -106,8 +116,8 @@ def text2sql(
     evaluate_options: dict = {},  # noqa: B006 (EvaluateConfig settings without a parameter of their own)
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: int = 1,
-    gpu_node_selector: dict = {"nvidia.com/gpu.present": "true"},  # noqa: B006 (a KFP parameter default)
-    gpu_tolerations: list = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],  # noqa: B006
+    gpu_node_selector: dict = GPU_NODE_SELECTOR,
+    gpu_tolerations: list = GPU_TOLERATIONS,
     min_ex: float = 0.0,
     bucket: str = "sqltune",
     prefix: str = "adapters",
@@ -146,9 +156,19 @@ def text2sql(
         max_seq_len=max_seq_len,
         gradient_checkpointing=gradient_checkpointing,
         seed=seed,
+        parallelism=parallelism,
+        num_nodes=num_nodes,
+        nproc_per_node=gpu_count,
         train_options=train_options,
         checkpoint_uri=checkpoint_uri,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        trainer_runtime=trainer_runtime,
+        gpu_type=gpu_type,
+        gpu_node_selector=gpu_node_selector,
+        gpu_tolerations=gpu_tolerations,
+        s3_secret_name=s3_secret_name,
+        hf_token_secret_name=hf_token_secret_name,
+        endpoint_url=s3_endpoint_url,
     )
     _configure(fit, hours=24, cpu="8", memory="64Gi", s3_secret=s3_secret_name)
     # A preempted GPU pod is retried; the train step resumes from its last checkpoint under checkpoint_uri.

@@ -6,6 +6,10 @@ what makes it complete: locally the whole directory is renamed into place at onc
 uploaded after every other file. A run killed mid-save therefore leaves nothing that resume would mistake
 for a checkpoint, and a file damaged later (a truncated copy, a full disk) fails its checksum, so resume
 falls back to the checkpoint before it instead of failing every retry the same way.
+
+A sharded (fsdp) run's workers each contribute files: after `clear_staging`, each `stage`s its own into the
+step's staging place (a hidden sibling directory, or the step's S3 prefix, still without `state.json`), and
+rank 0 completes the checkpoint with `save(..., staged=...)`, recording every file's checksum.
 """
 
 from __future__ import annotations
@@ -54,19 +58,50 @@ def complete_steps(root: str, endpoint_url: str | None = None) -> list[int]:
     return sorted(int(m.group(1)) for name in names if (m := _NAME.match(name)))
 
 
+def _staging(root: str, step: int) -> str:
+    """Where workers put their files before checkpoint `step` is complete."""
+    return join(root, _name(step)) if is_s3(root) else str(Path(root) / f".{_name(step)}.staging")
+
+
+def clear_staging(root: str, step: int, endpoint_url: str | None = None) -> None:
+    """Remove what an interrupted save of `step` left (rank 0, before any worker stages)."""
+    if is_s3(root):
+        _delete(root, step, endpoint_url)
+    else:
+        shutil.rmtree(_staging(root, step), ignore_errors=True)
+
+
+def stage(root: str, step: int, local: Path, under: str, endpoint_url: str | None = None) -> dict[str, Any]:
+    """Put this worker's files (the tree under `local`) into checkpoint `step` as `under/...`; returns their
+    checksums for `save(..., staged=...)`."""
+    entries = {f"{under}/{name}": entry for name, entry in file_entries(local).items()}
+    target = join(_staging(root, step), under)
+    if is_s3(root):
+        upload_dir(local, target, endpoint_url)
+    else:
+        for name in file_entries(local):
+            Path(target, name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(local / name, Path(target, name))
+    return entries
+
+
 def save(
-    root: str, step: int, files: dict[str, Any], state: dict[str, Any], keep: int, endpoint_url: str | None = None
-) -> None:
+    root: str, step: int, files: dict[str, Any], state: dict[str, Any], keep: int, endpoint_url: str | None = None,
+    staged: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
     """Write checkpoint `step` under `root`: `files` maps file names to writers `f(path)`; then prune.
 
+    `staged` are the checksums of files the workers already `stage`d for this step: they become part of it.
     Pruning keeps the `keep` newest checkpoints up to `step` and removes those after it: they are what
     resume skipped as unusable, and would otherwise be taken for the newest again.
     """
     if is_s3(root):
-        _delete(root, step, endpoint_url)  # an incomplete or unusable leftover of the same step
+        if staged is None:
+            _delete(root, step, endpoint_url)  # an incomplete or unusable leftover of the same step
         with tempfile.TemporaryDirectory(prefix="sqltune-checkpoint-") as scratch:
             staging = Path(scratch)
             state = _write_files(staging, files, state)
+            state[FILES].update(staged or {})
             target = join(root, _name(step))
             upload_dir(staging, target, endpoint_url)
             atomic_write_json(staging / STATE, state)
@@ -74,7 +109,12 @@ def save(
             s3_client(endpoint_url).upload_file(str(staging / STATE), bucket, key)
     else:  # our own directory: a leftover of the same step is replaced
         with atomic_dir(Path(root) / _name(step), overwrite=True, option="checkpoint") as staging:
+            if staged is not None:
+                for part in Path(_staging(root, step)).iterdir():
+                    part.rename(staging / part.name)
             atomic_write_json(staging / STATE, _write_files(staging, files, state))
+        if staged is not None:
+            shutil.rmtree(_staging(root, step), ignore_errors=True)
     log.info("checkpoint %s written to %s", _name(step), root)
     steps = complete_steps(root, endpoint_url)
     older, newer = [s for s in steps if s < step], [s for s in steps if s > step]
@@ -88,9 +128,11 @@ def load_latest(
     *,
     fresh_if_corrupt: bool = False,
     endpoint_url: str | None = None,
+    accept: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(state, {file name: what its reader returned}) of the newest usable checkpoint; None to start fresh.
 
+    `accept(state)` runs before any reader and raises when the checkpoint belongs to another run.
     A checkpoint whose files do not match the sizes and sha256 in its `state.json`, or that a reader
     cannot read, is skipped with a warning naming it and the file, for the one before it. When there are
     checkpoints but none is usable, that is an error unless `fresh_if_corrupt`. Files under an s3://
@@ -104,6 +146,8 @@ def load_latest(
             local = download_dir(source, scratch / _name(step), endpoint_url) if scratch else Path(source)
             try:
                 state = _verified_state(local)
+                if accept:
+                    accept(state)
                 loaded = {name: _read(local / name, read) for name, read in readers.items()}
             except _Unusable as exc:
                 log.warning("checkpoint %s is unusable: %s; skipping it", source, exc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
@@ -18,18 +17,62 @@ def train(
     base_model: str = typer.Option(
         ..., help="Local dir, hf://org/name[@rev], s3:// prefix, smollm2-135m, tiny-random-llama, tiny-random-qwen2."
     ),
-    out: Path = typer.Option(..., help="Output adapter artifact directory."),
+    out: str = typer.Option(..., help="Output adapter artifact directory (or s3:// prefix)."),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     checkpoint_dir: str = typer.Option(None, help="Local dir or s3:// prefix for checkpoints; reruns resume."),
     endpoint_url: str = typer.Option(None, help="S3 endpoint (default: AWS_ENDPOINT_URL)."),
+    node_rank: int = typer.Option(0, envvar="PET_NODE_RANK", help="This node's rank when --num-nodes > 1."),
+    master_addr: str = typer.Option(
+        "127.0.0.1", envvar="PET_MASTER_ADDR", help="Address of node 0, where the nodes meet (--num-nodes > 1)."
+    ),
+    master_port: int = typer.Option(29500, envvar="PET_MASTER_PORT", help="Port on node 0 where the nodes meet."),
+    print_trainjob: bool = typer.Option(
+        False, help="Print the Kubeflow TrainJob (YAML) that runs this on --num-nodes nodes, and exit."
+    ),
+    trainer_runtime: str = typer.Option("torch-distributed", help="Kubeflow Trainer runtime of --print-trainjob."),
     *,
     config: TrainConfig,
 ) -> None:
-    """Fine-tune a base model with LoRA/QLoRA on preprocess records; writes a PEFT adapter artifact."""
-    from sqltune.train.run import train as run_train
+    """Fine-tune a base model with LoRA/QLoRA on preprocess records; writes a PEFT adapter artifact.
 
-    metrics = run_train(
-        data, base_model, out, config=config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url,
-        overwrite=overwrite,
+    With several workers (--nproc-per-node, --num-nodes) the command starts them through torchrun and waits.
+    """
+    from sqltune.train import launch
+
+    argv = launch.train_argv(
+        data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite
+    )
+    if print_trainjob:
+        typer.echo(_trainjob_yaml(argv, config, trainer_runtime, data, out, checkpoint_dir), nl=False)
+        return
+    rendezvous = launch.Rendezvous(node_rank, master_addr, master_port)
+    metrics = launch.train_here(
+        data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite,
+        rendezvous=rendezvous,
     )  # fmt: skip
+    if launch.launches(config):
+        return  # rank 0, a worker, printed the summary
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "dropped_ids"}, indent=2))
+
+
+def _trainjob_yaml(
+    argv: list[str], config: TrainConfig, runtime: str, data: str, out: str, checkpoint_dir: str | None
+) -> str:
+    """The TrainJob the pipeline would submit for this run: its pods share no disk, so every path is s3://."""
+    from sqltune.errors import SqltuneError
+    from sqltune.images import image_for
+    from sqltune.train import trainjob
+    from sqltune.uri import is_s3
+
+    paths = {"--data": data, "--out": out, "--checkpoint-dir": checkpoint_dir}
+    local = [f"{flag} {value}" for flag, value in paths.items() if not (value and is_s3(value))]
+    if local:
+        raise SqltuneError(
+            f"--print-trainjob: a TrainJob's pods see no local path; give s3:// locations ({', '.join(local)})"
+        )
+    gpus = config.nproc_per_node or 1
+    job = trainjob.build_trainjob(
+        ["sqltune", *argv], image=image_for("train"), num_nodes=config.num_nodes or 1, gpus_per_node=gpus,
+        runtime=runtime,
+    )  # fmt: skip
+    return trainjob.to_yaml(job)

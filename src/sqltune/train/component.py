@@ -1,4 +1,5 @@
-"""The train component: LoRA/QLoRA fine-tuning on a GPU node, resumable from checkpoints."""
+"""The train component: LoRA/QLoRA fine-tuning on every GPU of a node, or on several nodes as a Kubeflow
+Trainer TrainJob (num_nodes > 1), resumable from checkpoints."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
@@ -24,23 +25,37 @@ def train(
     max_seq_len: int,
     gradient_checkpointing: bool,
     seed: int,
+    parallelism: str,
+    num_nodes: int,
+    nproc_per_node: int,
     train_options: dict,
     checkpoint_uri: str,
     run_id: str,
+    trainer_runtime: str,
+    gpu_type: str,
+    gpu_node_selector: dict,
+    gpu_tolerations: list,
+    s3_secret_name: str,
+    hf_token_secret_name: str,
+    endpoint_url: str,
     adapter: Output[Model],
     metrics: Output[Metrics],
     loss_curve: Output[HTML],
 ):
     """Fine-tune `base_model` on the train records; checkpoints under `checkpoint_uri/run_id` for resume.
 
-    Each parameter is the TrainConfig setting of the same name; `train_options` sets the rarely changed ones.
+    Each setting is the TrainConfig setting of the same name (`nproc_per_node` is the pipeline's gpu_count);
+    `train_options` sets the rarely changed ones. With num_nodes > 1 the training runs as a TrainJob on the
+    runtime `trainer_runtime`, placed by the GPU parameters, with the Secrets' credentials.
     """
     import shutil
     from pathlib import Path
 
+    from sqltune.images import image_for
     from sqltune.settings import build_config
     from sqltune.train import TrainConfig
-    from sqltune.train import train as run_train
+    from sqltune.train.launch import train_here
+    from sqltune.train.trainjob import train_on_trainer
     from sqltune.uri import join
 
     settings = dict(
@@ -58,14 +73,24 @@ def train(
         max_seq_len=max_seq_len,
         gradient_checkpointing=gradient_checkpointing,
         seed=seed,
+        parallelism=parallelism,
+        num_nodes=num_nodes,
+        nproc_per_node=nproc_per_node,
     )
-    summary = run_train(
-        data=Path(train_data.path) / "records.jsonl",
-        base_model=base_model,
-        out=adapter.path,
-        config=build_config(TrainConfig, settings, train_options, "train_options"),
-        checkpoint_dir=join(checkpoint_uri, run_id) if checkpoint_uri else None,
-    )
+    config = build_config(TrainConfig, settings, train_options, "train_options")
+    records = Path(train_data.path) / "records.jsonl"
+    checkpoints = join(checkpoint_uri, run_id) if checkpoint_uri else None
+    if num_nodes > 1:
+        summary = train_on_trainer(
+            records, base_model, Path(adapter.path), config, work_uri=checkpoints or "",
+            endpoint_url=endpoint_url or None, image=image_for("train"), runtime=trainer_runtime,
+            gpu_resource=gpu_type, node_selector=gpu_node_selector, tolerations=gpu_tolerations,
+            s3_secret=s3_secret_name, hf_token_secret=hf_token_secret_name,
+        )  # fmt: skip
+    else:
+        summary = train_here(
+            records, base_model, adapter.path, config, checkpoint_dir=checkpoints, endpoint_url=endpoint_url or None
+        )
     for name in ("final_loss", "best_loss", "tokens_per_s", "steps", "trainable_params", "wall_time_s"):
         if summary.get(name) is not None:
             metrics.log_metric(name, float(summary[name]))

@@ -23,6 +23,11 @@ class Method(str, Enum):
     qlora = "qlora"  # the base model is loaded 4-bit NF4 with double quantization
 
 
+class Parallelism(str, Enum):
+    ddp = "ddp"  # every worker holds the whole model; gradients are averaged
+    fsdp = "fsdp"  # FSDP2: weights, LoRA weights and optimizer state sharded across the workers
+
+
 class Attention(str, Enum):
     auto = "auto"  # flash_attention_2 if installed on a GPU, else sdpa
     eager = "eager"
@@ -69,6 +74,16 @@ class TrainConfig:
     keep_checkpoints: int = setting(
         2, "Checkpoints kept; 2 or more leave one to fall back to when the newest is damaged.", pipeline=OPTIONS
     )
+    parallelism: str = setting(
+        "ddp", "How several workers share the model: ddp replicates it, fsdp shards it (models larger than a GPU).",
+        choices=Parallelism,
+    )  # fmt: skip
+    nproc_per_node: int | None = setting(
+        None, "Workers per node, one per GPU (default: PET_NPROC_PER_NODE, else the visible GPUs, 1 on a CPU)."
+    )
+    num_nodes: int | None = setting(
+        None, "Nodes training together (default: PET_NNODES as Kubeflow Trainer sets it, else 1)."
+    )
     fresh_if_corrupt_checkpoint: bool = setting(
         False, "When every checkpoint is damaged, train from step 0 instead of failing.", pipeline=OPTIONS
     )
@@ -92,6 +107,8 @@ class TrainConfig:
             "target_modules": (bool(self.target_modules), "'all-linear' or a non-empty list"),
             "checkpoint_every": (self.checkpoint_every >= 0, ">= 0"),
             "keep_checkpoints": (self.keep_checkpoints >= 1, ">= 1"),
+            "nproc_per_node": (self.nproc_per_node is None or self.nproc_per_node >= 1, ">= 1"),
+            "num_nodes": (self.num_nodes is None or self.num_nodes >= 1, ">= 1"),
         }
         for name, (ok, expected) in checks.items():
             if not ok:

@@ -1,4 +1,4 @@
-"""The training loop: LoRA/QLoRA on one device or data parallel under torchrun, resumable from checkpoints.
+"""The training loop: LoRA/QLoRA on one device, or on several workers (DDP or FSDP2), resumable from checkpoints.
 
 A plain PyTorch loop rather than transformers' Trainer, because the guarantees the pipeline relies on live
 here: checkpoints that are complete or absent (also on S3), resume that replays the exact batch order,
@@ -12,6 +12,7 @@ import json
 import math
 import os
 import resource
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,17 +22,25 @@ from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, rea
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
 from sqltune.models import load_model, load_tokenizer, resolve_base_model
-from sqltune.train import checkpoint
+from sqltune.train import checkpoint, memory
 from sqltune.train.config import TrainConfig
 from sqltune.train.data import Example, build_examples, collate, epoch_batches, step_batches, steps_per_epoch
+from sqltune.train.distributed import (
+    SHARDS,
+    Distributed,
+    full_adapter_state,
+    resident_bytes,
+    save_sharded,
+    sharded_reader,
+)
 from sqltune.train.plot import write_loss_curve
-from sqltune.uri import join, localize
+from sqltune.uri import is_s3, join, localize, upload_dir
 
 log = get_logger(__name__)
 
 RECORDS = "records.jsonl"
-# Settings a resumed run may change, as they do not change what is trained.
-_RESUMABLE_CHANGES = ("keep_checkpoints", "fresh_if_corrupt_checkpoint")
+# Settings a resumed run may change, as they do not change what is trained (the world size is checked itself).
+_RESUMABLE_CHANGES = ("keep_checkpoints", "fresh_if_corrupt_checkpoint", "nproc_per_node", "num_nodes")
 
 
 def train(
@@ -54,9 +63,10 @@ def train(
     import torch
 
     config = config or TrainConfig()
-    check_output(out, inputs=[data, checkpoint_dir], overwrite=overwrite)
+    if not is_s3(out):
+        check_output(out, inputs=[data, checkpoint_dir], overwrite=overwrite)
     started = time.perf_counter()
-    dist = _Distributed()
+    dist = Distributed(config.parallelism)
     model_dir = resolve_base_model(base_model, endpoint_url)
     tokenizer = load_tokenizer(model_dir)
     records = _read_records(data, endpoint_url)
@@ -74,10 +84,16 @@ def train(
 
     device = torch.device(f"cuda:{dist.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # fail now, with the option that fits, rather than out of memory an hour in
+        gpus_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        memory.check_fits(
+            memory.model_shape(model_dir, config), config, dist.world_size, gpus_per_node, bf16,
+            torch.cuda.get_device_properties(device).total_memory, base_model,
+        )  # fmt: skip
     torch.manual_seed(config.seed)
-    model = _peft_model(model_dir, config, device, bf16, base_model)
+    model = _peft_model(model_dir, config, device, bf16, base_model, dist.sharded)
     trainable, total_params = model.get_nb_trainable_parameters()
-    engine = dist.wrap(model, device)
+    engine = dist.wrap(model, device, bf16)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -93,7 +109,9 @@ def train(
     resumed = None
     if checkpoint_dir:
         fresh_if_corrupt = config.fresh_if_corrupt_checkpoint
-        resumed = _resume(checkpoint_dir, endpoint_url, model, optimizer, scheduler, fingerprint, fresh_if_corrupt)
+        resumed = _resume(
+            checkpoint_dir, endpoint_url, model, optimizer, scheduler, fingerprint, fresh_if_corrupt, dist
+        )
     if resumed:
         step, rows, train_time = resumed["step"], resumed["rows"], resumed["train_time"]
         log.info("resumed from checkpoint at step %d of %d", step, total_steps)
@@ -137,76 +155,20 @@ def train(
         )
         done = step + 1
         if checkpoint_dir and config.checkpoint_every and (done % config.checkpoint_every == 0 or done == total_steps):
-            if dist.is_main:
-                _save_checkpoint(
-                    checkpoint_dir,
-                    endpoint_url,
-                    done,
-                    model,
-                    optimizer,
-                    scheduler,
-                    rows,
-                    train_time,
-                    fingerprint,
-                    config,
-                )
-            dist.barrier()
+            _save_checkpoint(
+                checkpoint_dir, endpoint_url, done, model, optimizer, scheduler, rows, train_time, fingerprint, config,
+                dist,
+            )  # fmt: skip
 
     metrics = _metrics(rows, stats, config, base_model, trainable, total_params, train_time, device, dist, resumed)
     metrics["wall_time_s"] = time.perf_counter() - started
+    metrics["weights_and_optimizer_gb"] = resident_bytes(model, optimizer) / 2**30
+    adapter = full_adapter_state(model, dist) if dist.sharded else None
     if dist.is_main:
-        _write_adapter(out, model, tokenizer, config, metrics, rows, data, base_model, overwrite)
+        _write_adapter(out, model, adapter, tokenizer, config, metrics, rows, data, base_model, overwrite, endpoint_url)
     dist.barrier()
     dist.close()
     return metrics
-
-
-class _Distributed:
-    """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK): NCCL on GPUs, gloo on CPUs; a no-op alone."""
-
-    def __init__(self) -> None:
-        import torch
-        import torch.distributed as td
-
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.is_main = self.rank == 0
-        if self.world_size > 1 and not td.is_initialized():
-            if torch.cuda.is_available():
-                torch.cuda.set_device(self.local_rank)
-            td.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-    def wrap(self, model: Any, device: Any) -> Any:
-        if self.world_size == 1:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def mean_and_sum(self, mean: float, total: int, padded: int) -> tuple[float, int, int]:
-        """The loss averaged over processes, token counts summed."""
-        if self.world_size == 1:
-            return mean, total, padded
-        import torch
-        import torch.distributed as td
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        values = torch.tensor([mean, float(total), float(padded)], dtype=torch.float64, device=device)
-        td.all_reduce(values)
-        return values[0].item() / self.world_size, int(values[1].item()), int(values[2].item())
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as td
-
-            td.barrier()
-
-    def close(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as td
-
-            td.destroy_process_group()
 
 
 def _read_records(data: str | os.PathLike[str], endpoint_url: str | None) -> list[dict[str, Any]]:
@@ -242,8 +204,11 @@ def _attention(choice: str, device: Any) -> str:
     return "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
-def _peft_model(model_dir: Path, config: TrainConfig, device: Any, bf16: bool, base_model: str) -> Any:
-    """The base model (4-bit for QLoRA) with fresh LoRA adapters on the target modules."""
+def _peft_model(model_dir: Path, config: TrainConfig, device: Any, bf16: bool, base_model: str, sharded: bool) -> Any:
+    """The base model (4-bit for QLoRA) with fresh LoRA adapters on the target modules.
+
+    Sharded (fsdp), it stays where it loaded until `fully_shard` moves each worker's shard to its device.
+    """
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -254,8 +219,9 @@ def _peft_model(model_dir: Path, config: TrainConfig, device: Any, bf16: bool, b
         dtype=torch.bfloat16 if bf16 else torch.float32,
         attn_implementation=_attention(config.attn_implementation, device),
         device_map={"": device} if qlora else None,
+        quant_storage=torch.bfloat16 if qlora and sharded else None,
     )
-    if not qlora:
+    if not qlora and not sharded:
         model.to(device)
     _check_target_modules(model, config.target_modules, base_model)
     checkpointing = {"use_reentrant": False}
@@ -318,7 +284,7 @@ def _train_step(
     config: TrainConfig,
     device: Any,
     bf16: bool,
-    dist: _Distributed,
+    dist: Distributed,
 ) -> tuple[float, int, int]:
     """Forward and backward over this process's micro-batches; returns (mean loss, real tokens, padded tokens)."""
     import torch
@@ -330,8 +296,7 @@ def _train_step(
             k: v.to(device)
             for k, v in collate(examples, tokenizer.pad_token_id, packing=config.packing, pad_to=pad_to).items()
         }
-        last = index == len(micro_batches) - 1
-        sync = engine.no_sync() if dist.world_size > 1 and not last else nullcontext()
+        sync = dist.accumulating(engine, last=index == len(micro_batches) - 1)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         with sync:
             with autocast:
@@ -346,26 +311,33 @@ def _train_step(
 def _save_checkpoint(
     root: str, endpoint_url: str | None, step: int, model: Any, optimizer: Any, scheduler: Any,
     rows: list[dict[str, Any]], train_time: float, fingerprint: dict[str, Any], config: TrainConfig,
+    dist: Distributed,
 ) -> None:  # fmt: skip
+    """Rank 0 writes the checkpoint, or, sharded, every worker its part of the weights and optimizer state."""
     import torch
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
     rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     files = {
-        "adapter.safetensors": lambda p: save_file(adapter, str(p)),
-        "optimizer.pt": lambda p: torch.save(optimizer.state_dict(), p),
         "scheduler.pt": lambda p: torch.save(scheduler.state_dict(), p),
         "rng.pt": lambda p: torch.save(rng, p),
     }
     state = {"step": step, "rows": rows, "train_time": train_time, "fingerprint": fingerprint}
-    checkpoint.save(root, step, files, state, config.keep_checkpoints, endpoint_url)
+    if dist.sharded:
+        save_sharded(root, step, model, optimizer, files, state, config.keep_checkpoints, endpoint_url, dist)
+        return
+    if dist.is_main:
+        adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+        files["adapter.safetensors"] = lambda p: save_file(adapter, str(p))
+        files["optimizer.pt"] = lambda p: torch.save(optimizer.state_dict(), p)
+        checkpoint.save(root, step, files, state, config.keep_checkpoints, endpoint_url)
+    dist.barrier()
 
 
 def _resume(
     root: str, endpoint_url: str | None, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict[str, Any],
-    fresh_if_corrupt: bool,
+    fresh_if_corrupt: bool, dist: Distributed,
 ) -> dict[str, Any] | None:  # fmt: skip
     import torch
     from peft import set_peft_model_state_dict
@@ -374,23 +346,39 @@ def _resume(
     def load_torch(path: Path) -> Any:
         return torch.load(path, weights_only=True)
 
-    readers = {"adapter.safetensors": load_file, "optimizer.pt": load_torch, "scheduler.pt": load_torch,
-               "rng.pt": load_torch}  # fmt: skip
-    latest = checkpoint.load_latest(root, readers, fresh_if_corrupt=fresh_if_corrupt, endpoint_url=endpoint_url)
+    def same_run(state: dict[str, Any]) -> None:
+        saved = state.get("fingerprint", {})
+        if saved.get("world_size", fingerprint["world_size"]) != fingerprint["world_size"]:
+            # Each optimizer step takes one micro-batch per worker: another world size is another batch order.
+            raise SqltuneError(
+                f"checkpoint directory {root} holds a run of {saved['world_size']} workers, this run has "
+                f"{fingerprint['world_size']}: resume it with --nproc-per-node x --num-nodes = "
+                f"{saved['world_size']} workers, or use a new checkpoint directory"
+            )
+        changed = sorted(
+            k for k in set(saved) | set(fingerprint)
+            if k not in _RESUMABLE_CHANGES and saved.get(k) != fingerprint.get(k)
+        )  # fmt: skip
+        if changed:
+            raise SqltuneError(
+                f"checkpoint directory {root} holds a run with different settings ({', '.join(changed)}); "
+                "use a new checkpoint directory for a new run"
+            )
+
+    readers = {"scheduler.pt": load_torch, "rng.pt": load_torch}
+    if dist.sharded:
+        readers[SHARDS] = sharded_reader(model, optimizer)
+    else:
+        readers.update({"adapter.safetensors": load_file, "optimizer.pt": load_torch})
+    latest = checkpoint.load_latest(
+        root, readers, fresh_if_corrupt=fresh_if_corrupt, endpoint_url=endpoint_url, accept=same_run
+    )
     if latest is None:
         return None
     state, loaded = latest
-    saved = state.get("fingerprint", {})
-    changed = sorted(
-        k for k in set(saved) | set(fingerprint) if k not in _RESUMABLE_CHANGES and saved.get(k) != fingerprint.get(k)
-    )
-    if changed:
-        raise SqltuneError(
-            f"checkpoint directory {root} holds a run with different settings ({', '.join(changed)}); "
-            "use a new checkpoint directory for a new run"
-        )
-    set_peft_model_state_dict(model, loaded["adapter.safetensors"])
-    optimizer.load_state_dict(loaded["optimizer.pt"])
+    if not dist.sharded:
+        set_peft_model_state_dict(model, loaded["adapter.safetensors"])
+        optimizer.load_state_dict(loaded["optimizer.pt"])
     scheduler.load_state_dict(loaded["scheduler.pt"])
     rng = loaded["rng.pt"]
     torch.set_rng_state(rng["cpu"])
@@ -409,7 +397,7 @@ def _peak_memory_gb(device: Any) -> tuple[float, str]:
 
 def _metrics(
     rows: list[dict[str, Any]], stats: Any, config: TrainConfig, base_model: str, trainable: int, total_params: int,
-    train_time: float, device: Any, dist: _Distributed, resumed: dict[str, Any] | None,
+    train_time: float, device: Any, dist: Distributed, resumed: dict[str, Any] | None,
 ) -> dict[str, Any]:  # fmt: skip
     losses = [r["loss"] for r in rows]
     tokens = sum(r["tokens"] for r in rows)
@@ -437,21 +425,32 @@ def _metrics(
         "max_seq_len": config.max_seq_len,
         "base_model": base_model,
         "world_size": dist.world_size,
+        "parallelism": config.parallelism if dist.world_size > 1 else "none",
         "device": str(device.type),
         "resumed_from_step": resumed["step"] if resumed else None,
     }
 
 
 def _write_adapter(
-    out: str | os.PathLike[str], model: Any, tokenizer: Any, config: TrainConfig, metrics: dict[str, Any],
-    rows: list[dict[str, Any]], data: str | os.PathLike[str], base_model: str, overwrite: bool,
+    out: str | os.PathLike[str], model: Any, adapter: dict[str, Any] | None, tokenizer: Any, config: TrainConfig,
+    metrics: dict[str, Any], rows: list[dict[str, Any]], data: str | os.PathLike[str], base_model: str,
+    overwrite: bool, endpoint_url: str | None,
 ) -> None:  # fmt: skip
+    """The adapter artifact in `out`; an s3:// `out` (a Kubeflow TrainJob's) is built locally, then uploaded."""
+    if is_s3(out):
+        with tempfile.TemporaryDirectory(prefix="sqltune-adapter-") as scratch:
+            local = Path(scratch) / "adapter"
+            _write_adapter(local, model, adapter, tokenizer, config, metrics, rows, data, base_model, False, None)
+            upload_dir(local, str(out), endpoint_url)
+        log.info("adapter uploaded to %s", out)
+        return
     parameters = {"base_model": base_model, **config.to_dict()}
     inputs = {"data": data}
     with artifact_dir(
         out, "adapter", parameters=parameters, inputs=inputs, extra={"metrics": metrics}, overwrite=overwrite
     ) as tmp:
-        model.save_pretrained(tmp)
+        # Sharded, the LoRA weights come gathered (`adapter`); PEFT writes the same files either way.
+        model.save_pretrained(tmp, **({"state_dict": adapter} if adapter is not None else {}))
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "train_metrics.json", metrics)
         write_jsonl(tmp / "train_log.jsonl", rows)

@@ -1,0 +1,161 @@
+"""Start `sqltune train` as N workers per node through PyTorch's elastic launcher (`torch.distributed.run`).
+
+The command relaunches itself: `sqltune train --nproc-per-node 4 ...` on a pod, on a laptop or in a KFP step
+runs the same `sqltune train ...` in 4 worker processes, so every path trains the same way. Across nodes the
+rendezvous is torchrun's static one (node rank, master address and port), read from the environment Kubeflow
+Trainer's torch runtime gives its pods (PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR,
+PET_MASTER_PORT) unless given. A worker that fails stops the others; the command then fails with that
+worker's error, which the worker leaves in the error file the launcher names (TORCHELASTIC_ERROR_FILE).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqltune.errors import SqltuneError
+from sqltune.log import get_logger
+
+log = get_logger(__name__)
+
+# Set by torchrun in every worker it starts: a worker trains, it never launches again.
+WORKER_ENV = "TORCHELASTIC_RUN_ID"
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where the nodes of one run meet (torchrun's static rendezvous: node 0 hosts it)."""
+
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+
+def train_argv(
+    data: str, base_model: str, out: str, config: Any, *, checkpoint_dir: str | None = None,
+    endpoint_url: str | None = None, overwrite: bool = False,
+) -> list[str]:  # fmt: skip
+    """`sqltune train` arguments for these inputs and settings: what the workers and a TrainJob's pods run."""
+    from sqltune.settings import config_args
+
+    argv = ["train", "--data", str(data), "--base-model", base_model, "--out", str(out)]
+    argv += ["--overwrite"] if overwrite else []
+    argv += ["--checkpoint-dir", checkpoint_dir] if checkpoint_dir else []
+    argv += ["--endpoint-url", endpoint_url] if endpoint_url else []
+    return argv + config_args(config)
+
+
+def train_here(
+    data: str, base_model: str, out: str, config: Any, *, checkpoint_dir: str | None = None,
+    endpoint_url: str | None = None, overwrite: bool = False, rendezvous: Rendezvous | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Train on this node: in this process for one worker, else through the launcher; what the CLI and the
+    KFP component both call. Returns the run's metrics (those of the adapter written to `out` when launched)."""
+    if not launches(config):
+        from sqltune.train.run import train
+
+        return train(
+            data, base_model, out, config=config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url,
+            overwrite=overwrite,
+        )  # fmt: skip
+    argv = train_argv(
+        data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite
+    )
+    num_nodes, per_node = nodes(config.num_nodes), workers_per_node(config.nproc_per_node)
+    launch(argv, num_nodes, per_node, rendezvous or Rendezvous(), base_model, endpoint_url)
+    if rendezvous and rendezvous.node_rank:
+        return {}  # node 0 writes the adapter
+    return json.loads((Path(out) / "train_metrics.json").read_text(encoding="utf-8"))
+
+
+def launches(config: Any) -> bool:
+    """Whether `config` trains through the launcher from here (several workers, and this is not one of them)."""
+    return not is_worker() and nodes(config.num_nodes) * workers_per_node(config.nproc_per_node) > 1
+
+
+def is_worker() -> bool:
+    return WORKER_ENV in os.environ
+
+
+def nodes(configured: int | None) -> int:
+    """The number of nodes: the setting, else Kubeflow Trainer's PET_NNODES, else 1."""
+    if configured is not None:
+        return configured
+    return _env_int("PET_NNODES") or 1
+
+
+def workers_per_node(configured: int | None) -> int:
+    """Workers on this node: the setting, else PET_NPROC_PER_NODE, else one per visible GPU (1 on a CPU)."""
+    if configured is not None:
+        return configured
+    from_env = _env_int("PET_NPROC_PER_NODE")
+    if from_env:
+        return from_env
+    import torch
+
+    return torch.cuda.device_count() or 1
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        if name == "PET_NPROC_PER_NODE":  # Trainer may say "auto"/"gpu"/"cpu": one worker per device then
+            return None
+        raise SqltuneError(f"environment {name}={value!r} is invalid: expected a positive integer")
+    return int(value)
+
+
+def launch(
+    argv: Sequence[str], num_nodes: int, nproc_per_node: int, rendezvous: Rendezvous, base_model: str,
+    endpoint_url: str | None = None,
+) -> None:  # fmt: skip
+    """Run `sqltune <argv>` as `nproc_per_node` workers on this node, `num_nodes` nodes in all; raise if one fails.
+
+    Only local rank 0's output reaches the console (the others' is kept in the launcher's log directory):
+    rank 0 logs the run, a failing worker's error is reported here. The base model is resolved here first,
+    so a download or a build happens once per node, not once per worker.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    from sqltune.models import resolve_base_model
+
+    resolve_base_model(base_model, endpoint_url)
+    if num_nodes == 1:
+        where = ["--standalone"]  # a free port on this machine; nothing to meet
+    else:
+        where = ["--node-rank", str(rendezvous.node_rank), "--master-addr", rendezvous.master_addr,
+                 "--master-port", str(rendezvous.master_port)]  # fmt: skip
+    # Local rank 0 writes to this console as it is (its JSON summary stays parseable); the others to files.
+    quiet = ["--redirects", ",".join(f"{rank}:3" for rank in range(1, nproc_per_node))] if nproc_per_node > 1 else []
+    sizes = ["--nnodes", str(num_nodes), "--nproc-per-node", str(nproc_per_node), "--max-restarts", "0"]
+    args = get_args_parser().parse_args([*sizes, *where, *quiet, "--module", "sqltune.cli", *argv])
+    log.info(
+        "starting %d training workers on node %d of %d (%d in all)",
+        nproc_per_node, rendezvous.node_rank, num_nodes, num_nodes * nproc_per_node,
+    )  # fmt: skip
+    try:
+        run(args)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        raise SqltuneError(
+            f"training worker rank {rank} of {num_nodes * nproc_per_node} failed (exit code {failure.exitcode}): "
+            f"{failure.message}; the other workers were stopped"
+        ) from None
+
+
+def record_worker_error(exc: BaseException) -> None:
+    """In a worker, leave `exc` where the launcher reads the failing worker's error; elsewhere nothing."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path or not is_worker():
+        return
+    message = str(exc) if isinstance(exc, SqltuneError) else f"{type(exc).__name__}: {exc}"
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"message": message, "timestamp": int(time.time())}, handle)
