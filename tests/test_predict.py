@@ -394,6 +394,10 @@ def test_candidates_without_their_databases_are_refused_before_generating(record
     _databases(db_dir, db_ids=("db0", "db2"))
     with pytest.raises(SqltuneError, match=r"no SQLite file for database 'db1' under .*database"):
         _predict(records_file, tmp_path / "out", candidates=2, db_dir=db_dir)
+    (db_dir / "db1").mkdir()
+    (db_dir / "db1" / "db1.sqlite").write_text("not a database")
+    with pytest.raises(SqltuneError, match=r"db1\.sqlite: cannot read the database schema"):
+        _predict(records_file, tmp_path / "out", candidates=2, db_dir=db_dir)
     assert not (tmp_path / "out").exists()
     for bad, message in (({"candidates": 0}, "candidates=0"), ({"temperature": 0.0}, "temperature=0.0"),
                          ({"top_p": 1.5}, "top_p=1.5")):  # fmt: skip

@@ -118,6 +118,11 @@ class CandidateChecker:
             raise SqltuneError(f"no SQLite file for database {db_id!r} under {self.db_dir} (expected {db_id}/*.sqlite)")
         return files[0]
 
+    def schema(self, db_id: str) -> Schema:
+        if db_id not in self._schemas:
+            self._schemas[db_id] = read_schema(self.database(db_id))
+        return self._schemas[db_id]
+
     def check(self, db_id: str, sql: str) -> Outcome:
         """Parse, check the names, then run: the first failure is the outcome."""
         if sql == NO_SQL:
@@ -130,13 +135,10 @@ class CandidateChecker:
             kind = ", ".join(type(s).__name__ for s in statements if s is not None) or "nothing"
             return Outcome(False, f"not one SELECT query: {kind}")
         tree = statements[0]
-        path = self.database(db_id)
-        if db_id not in self._schemas:
-            self._schemas[db_id] = read_schema(path)
-        if reason := unknown_names(tree, self._schemas[db_id]):
+        if reason := unknown_names(tree, self.schema(db_id)):
             return Outcome(False, f"schema check: {reason}")
         try:
-            rows, _ = self.executor.run(path, sql)
+            rows, _ = self.executor.run(self.database(db_id), sql)
         except QueryError as exc:
             return Outcome(False, f"{exc.category}: {exc}")
         return Outcome(True, digest=result_digest(rows, ordered=tree.args.get("order") is not None), rows=len(rows))

@@ -184,7 +184,7 @@ def _rows(
 
 
 def _checker(db_dir: str | Path | None, records: Sequence[dict[str, Any]]) -> CandidateChecker:
-    """The checker of `db_dir`, once every record's database is known to be there (before the model loads)."""
+    """The checker of `db_dir`, once every record's database schema is read (before the model loads)."""
     if db_dir is None:
         raise SqltuneError("predict parameter candidates > 1 needs --db-dir (the databases to run candidates on)")
     path = Path(db_dir)
@@ -192,7 +192,7 @@ def _checker(db_dir: str | Path | None, records: Sequence[dict[str, Any]]) -> Ca
         raise SqltuneError(f"--db-dir {db_dir} is not a directory")
     checker = CandidateChecker(path)
     for db_id in sorted({str(record["db_id"]) for record in records}):
-        checker.database(db_id)
+        checker.schema(db_id)
     return checker
 
 
