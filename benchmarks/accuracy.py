@@ -9,10 +9,12 @@ variant is scored on the same questions and EX and EM count the same ones.
 
 The training options are TrainConfig's own (`sqltune train --help` lists them; `--seed` also seeds the subsets),
 with the benchmark's recipe defaults in RECIPE. Each variant is `NAME:key=value,...` over the TrainConfig
-settings plus `schema_style` (target modules joined with `+`), e.g. `--variant qlora:method=qlora --variant
-lora-ddl:schema_style=ddl`: an override of the command's TrainConfig, validated by it. Work artifacts live
-under `--work`, keyed by a hash of everything they depend on, so a rerun of the same command picks up
-finished steps.
+settings plus `schema_style` (target modules joined with `+`) and `candidates` (PredictConfig's: SQL candidates
+per question, executed and voted on), e.g. `--variant qlora:method=qlora --variant lora-ddl:schema_style=ddl
+--variant lora-c4:method=lora,candidates=4`: an override of the command's TrainConfig, validated by it. Variants
+that differ only in `candidates` share one adapter. `--base-candidates 1 --base-candidates 4` scores the base
+model twice. Work artifacts live under `--work`, keyed by a hash of everything they depend on, so a rerun of
+the same command picks up finished steps.
 
     .venv/bin/python benchmarks/accuracy.py --name full                   # the full recipe (GPU)
     .venv/bin/python benchmarks/accuracy.py --name cpu --train-size 400 --dev-size 100 ...   # see the results
@@ -76,6 +78,7 @@ class Bench:
     predict_batch_size: int
     variants: list[str]
     no_base: bool
+    base_candidates: list[int]
     results: Path
     work: Path
     train: TrainConfig
@@ -97,6 +100,9 @@ def command(
     predict_batch_size: int = typer.Option(16, help="PredictConfig.batch_size (named as the pipeline names it)."),
     variant: list[str] = typer.Option(None, help=f"NAME:key=value,... (repeatable); default: {_DEFAULTS_HELP}"),
     no_base: bool = typer.Option(False, "--no-base", help="Skip scoring the base model without an adapter."),
+    base_candidates: list[int] = typer.Option(
+        None, help="PredictConfig.candidates of the base model's rows, one row per value (repeatable); default: 1."
+    ),
     results: Path = typer.Option(HERE / "results", help="Where accuracy-<name>.md/.json go."),
     work: Path = typer.Option(WORK, help="Where finished steps are kept for reuse."),
     *,
@@ -105,23 +111,28 @@ def command(
     """Fine-tune on Spider and score base vs adapters on EX/EM per hardness; writes the results tables."""
     return Bench(
         name, spider, base_model, train_size, dev_size, schema_style.value, max_new_tokens, predict_batch_size,
-        list(variant or DEFAULT_VARIANTS), no_base, results, work, config,
+        list(variant or DEFAULT_VARIANTS), no_base, list(base_candidates or [1]), results, work, config,
     )  # fmt: skip
 
 
 def parse_variant(spec: str, bench: Bench) -> tuple[str, dict[str, Any]]:
-    """`NAME:key=value,...` -> (name, {"schema_style": ..., **TrainConfig settings}) over the command's config."""
+    """`NAME:key=value,...` -> (name, {"schema_style": ..., "candidates": ..., **TrainConfig settings}) over the
+    command's config."""
     name, _, body = spec.partition(":")
-    if not name or name == BASE:
-        raise SqltuneError(f"variant {spec!r} needs a name other than {BASE!r}")
+    if not name or name == BASE or name.startswith(f"{BASE}-c"):
+        raise SqltuneError(f"variant {spec!r} needs a name other than {BASE!r} or {BASE}-cN (the base model's rows)")
     types = {f.name: type(getattr(bench.train, f.name)) for f in fields(TrainConfig)}
-    schema_style, overrides = bench.schema_style, {}
+    schema_style, candidates, overrides = bench.schema_style, 1, {}
     for item in filter(None, body.split(",")):
         key, eq, value = item.partition("=")
-        if not eq or (key not in types and key != "schema_style"):
-            raise SqltuneError(f"variant {spec!r}: {item!r} is not key=value over TrainConfig settings or schema_style")
+        if not eq or (key not in types and key not in ("schema_style", "candidates")):
+            raise SqltuneError(
+                f"variant {spec!r}: {item!r} is not key=value over TrainConfig settings, schema_style or candidates"
+            )
         if key == "schema_style":
             schema_style = value
+        elif key == "candidates":
+            candidates = _candidates(value, spec)
         elif key == "target_modules":
             overrides[key] = value.replace("+", ",")
         elif types[key] is bool:
@@ -129,7 +140,17 @@ def parse_variant(spec: str, bench: Bench) -> tuple[str, dict[str, Any]]:
         else:
             overrides[key] = types[key](value)
     train = replace(bench.train, **overrides, checkpoint_every=0)
-    return name, {"schema_style": schema_style, **train.to_dict()}
+    return name, {"schema_style": schema_style, "candidates": candidates, **train.to_dict()}
+
+
+def _candidates(value: str | int, what: str) -> int:
+    """A PredictConfig.candidates value, validated by PredictConfig."""
+    from sqltune.predict import PredictConfig
+
+    try:
+        return PredictConfig(candidates=int(value)).candidates
+    except ValueError:
+        raise SqltuneError(f"{what}: candidates={value!r} is not an integer") from None
 
 
 def key_of(*parts: Any) -> str:
@@ -193,17 +214,30 @@ _TRAIN_CHILD = (
 )
 
 
+def base_name(candidates: int) -> str:
+    """The base model's row: `base` for greedy prediction, `base-cN` with N candidates."""
+    return BASE if candidates == 1 else f"{BASE}-c{candidates}"
+
+
+def training_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """What an adapter depends on: a variant's settings without the prediction ones (variants share adapters)."""
+    return {k: v for k, v in settings.items() if k != "candidates"}
+
+
 def train_variant(data: Path, base_model: str, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     if not done(out):
-        config = {k: v for k, v in settings.items() if k != "schema_style"}
+        config = {k: v for k, v in training_settings(settings).items() if k != "schema_style"}
         job = {"data": str(data), "base_model": base_model, "out": str(out), "config": config}
         if subprocess.run([sys.executable, "-c", _TRAIN_CHILD, json.dumps(job)], check=False).returncode:
             raise SqltuneError(f"training {out} failed; see its log above")
     return json.loads((out / "train_metrics.json").read_text())
 
 
-def score(args: Bench, dev: Path, adapter: Path | None, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Predict `dev` and evaluate; returns (predict metrics, evaluation metrics).
+def score(
+    args: Bench, dev: Path, adapter: Path | None, out: Path, candidates: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Predict `dev` (with `candidates` SQL candidates per question) and evaluate; returns (predict metrics,
+    evaluation metrics).
 
     QLoRA adapters too are merged into the full-precision base, as the pipeline's predict step and
     DB-GPT-Hub do: the 4-bit base is a training-memory device, not the served model.
@@ -215,9 +249,9 @@ def score(args: Bench, dev: Path, adapter: Path | None, out: Path) -> tuple[dict
     if not done(predictions):
         config = PredictConfig(
             batch_size=args.predict_batch_size, max_new_tokens=args.max_new_tokens,
-            prompt_template=args.train.prompt_template, max_seq_len=args.train.max_seq_len,
+            prompt_template=args.train.prompt_template, max_seq_len=args.train.max_seq_len, candidates=candidates,
         )  # fmt: skip
-        predict(dev, args.base_model, adapter, predictions, config=config)
+        predict(dev, args.base_model, adapter, predictions, config=config, db_dir=args.spider / "database")
     if not done(evaluation):
         evaluate(
             dev, predictions / "predictions.jsonl", args.spider / "database", args.spider / "tables.json", evaluation
@@ -231,6 +265,7 @@ def score(args: Bench, dev: Path, adapter: Path | None, out: Path) -> tuple[dict
 def run(args: Bench, command: str) -> dict[str, Any]:
     started = time.perf_counter()
     variants = dict(parse_variant(spec, args) for spec in args.variants)
+    bases = {} if args.no_base else {base_name(n): _candidates(n, "--base-candidates") for n in args.base_candidates}
     styles = sorted({s["schema_style"] for s in variants.values()} | {args.schema_style})
     db_dir = args.spider / "database"
     subsets: dict[str, dict[str, Path]] = {}
@@ -265,34 +300,71 @@ def run(args: Bench, command: str) -> dict[str, Any]:
         "max_seq_len": args.train.max_seq_len,
         "max_new_tokens": args.max_new_tokens,
         "runs": rows,
-        "pending": ([] if args.no_base else [BASE]) + list(variants),
+        "pending": list(bases) + list(variants),
     }
 
     def finished(name: str, row: dict[str, Any]) -> None:
         """Record a finished run and rewrite the results, so a run cut short still leaves what it measured."""
         rows[name] = row
+        compare_with_greedy(rows)
         result["pending"].remove(name)
         result["total_wall_s"] = time.perf_counter() - started
         save(args.results, result)
 
     scoring = (args.base_model, args.train.prompt_template, args.train.max_seq_len, args.max_new_tokens)
-    if not args.no_base:
+    for name, candidates in bases.items():
         data = subsets[args.schema_style]
-        out = args.work / "runs" / f"{BASE}-{key_of(scoring, args.schema_style, d_ids, str(args.spider))}"
+        settings = {"schema_style": args.schema_style, "candidates": candidates}
+        out = args.work / "runs" / f"{BASE}-{key_of(scoring, settings, d_ids, str(args.spider))}"
         tick = time.perf_counter()
-        predict_metrics, evaluation = score(args, data["dev"], None, out)
-        finished(BASE, {"settings": {"schema_style": args.schema_style}, "predict": predict_metrics,
+        predict_metrics, evaluation = score(args, data["dev"], None, out, candidates)
+        finished(name, {"settings": settings, "predict": predict_metrics,
                         "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)})  # fmt: skip
     for name, settings in variants.items():
         data = subsets[settings["schema_style"]]
+        trained = training_settings(settings)
+        adapter = args.work / "adapters" / key_of(args.base_model, trained, t_ids, str(args.spider))
         out = args.work / "runs" / f"{name}-{key_of(scoring, settings, t_ids, d_ids, str(args.spider))}"
         log.info("variant %s: %s", name, settings)
         tick = time.perf_counter()
-        train_metrics = train_variant(data["train"], args.base_model, out / "adapter", settings)
-        predict_metrics, evaluation = score(args, data["dev"], out / "adapter", out)
+        train_metrics = train_variant(data["train"], args.base_model, adapter, settings)
+        predict_metrics, evaluation = score(args, data["dev"], adapter, out, settings["candidates"])
         finished(name, {"settings": settings, "train": train_metrics, "predict": predict_metrics,
                         "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)})  # fmt: skip
     return result
+
+
+def prediction_s(row: dict[str, Any]) -> float:
+    """Seconds a run spent predicting: generating, and checking and running candidates."""
+    return row["predict"]["generation_s"] + row["predict"].get("check_s", 0.0)
+
+
+def compare_with_greedy(rows: dict[str, dict[str, Any]]) -> None:
+    """Pair each run with candidates with the greedy run of otherwise the same settings (the same adapter) in this
+    invocation: the questions only one of the two gets right (EX), and what the candidates cost in time."""
+
+    def others(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in row["settings"].items() if k != "candidates"}
+
+    for row in rows.values():
+        if row["settings"]["candidates"] == 1:
+            continue
+        greedy = next(
+            (n for n, r in rows.items() if r["settings"]["candidates"] == 1 and others(r) == others(row)), None
+        )
+        if greedy is None:
+            continue
+        mine, theirs = _ex_by_id(row), _ex_by_id(rows[greedy])
+        row["versus_greedy"] = {
+            "greedy": greedy,
+            "only_with_candidates": sum(1 for i, ex in mine.items() if ex and not theirs[i]),
+            "only_greedy": sum(1 for i, ex in mine.items() if theirs[i] and not ex),
+            "time_ratio": prediction_s(row) / max(prediction_s(rows[greedy]), 1e-9),
+        }
+
+
+def _ex_by_id(row: dict[str, Any]) -> dict[str, bool]:
+    return {str(r["id"]): bool(r["ex"]) for r in read_jsonl(Path(row["work"]) / "evaluation" / "results.jsonl")}
 
 
 def save(results: Path, result: dict[str, Any]) -> None:
@@ -349,35 +421,64 @@ def markdown(result: dict[str, Any]) -> str:
         f"({'all' if not result['dev_size_flag'] else 'seeded hardness-stratified subset'}, seed {seed}): "
         + ", ".join(f"{lv} {n}" for lv, n in result["dev_hardness"].items()),
         f"- prompts: template `{result['template']}`, max_seq_len {result['max_seq_len']}, "
-        f"max_new_tokens {result['max_new_tokens']}, greedy decoding; every adapter (QLoRA too) merged into the "
-        "full-precision base for prediction",
+        f"max_new_tokens {result['max_new_tokens']}; every adapter (QLoRA too) merged into the full-precision base "
+        "for prediction",
+        "- candidates: 1 is greedy decoding; N > 1 adds N-1 sampled candidates (PredictConfig's temperature, top-p "
+        "and seed), each checked against the schema and run on the question's database, and answers with the "
+        "result most of them share",
         "",
     ]
     for metric, title in (("ex", "Execution accuracy (EX, %)"), ("em", "Exact-set match (EM, %)")):
-        lines += [f"## {title}", "", "| variant | method | schema | " + " | ".join(levels) + " |"]
-        lines.append("|---|---|---|" + "---:|" * len(levels))
+        lines += [f"## {title}", "", "| variant | method | schema | candidates | " + " | ".join(levels) + " |"]
+        lines.append("|---|---|---|---:|" + "---:|" * len(levels))
         for name, row in runs.items():
-            method = row["settings"].get("method", "none")
+            settings = row["settings"]
             scores = row["evaluation"].get(metric, {})
             cells = " | ".join(_pct(scores.get(level)) for level in levels)
-            lines.append(f"| {name} | {method} | {row['settings']['schema_style']} | {cells} |")
+            lines.append(
+                f"| {name} | {settings.get('method', 'none')} | {settings['schema_style']} | "
+                f"{settings.get('candidates', 1)} | {cells} |"
+            )
         shown = counts.get(metric, {})
         if shown:
-            lines.append("| *questions* | | | " + " | ".join(str(shown.get(level, "-")) for level in levels) + " |")
+            lines.append("| *questions* | | | | " + " | ".join(str(shown.get(level, "-")) for level in levels) + " |")
+        lines.append("")
+    paired = {name: row for name, row in runs.items() if "versus_greedy" in row}
+    if paired:
+        lines += [
+            "## Candidates against greedy (same adapter, same questions)",
+            "",
+            "| variant | greedy run | EX | greedy EX | right only with candidates | right only greedy | "
+            "answer not greedy's | candidates run / rejected by schema / failed | prediction time (s) | "
+            "greedy's (s) | time ratio |",
+            "|---|---|" + "---:|" * 9,
+        ]
+        for name, row in paired.items():
+            versus, p = row["versus_greedy"], row["predict"]
+            greedy = runs[versus["greedy"]]
+            lines.append(
+                f"| {name} | {versus['greedy']} | {_pct(row['evaluation']['ex']['all'])} | "
+                f"{_pct(greedy['evaluation']['ex']['all'])} | {versus['only_with_candidates']} | "
+                f"{versus['only_greedy']} | {p['chosen_differs_from_greedy']} of {p['prompts']} | "
+                f"{p['candidates_ran']} / {p['candidates_rejected_by_schema']} / {p['candidates_failed']} | "
+                f"{prediction_s(row):.0f} | {prediction_s(greedy):.0f} | {versus['time_ratio']:.2f} |"
+            )
         lines.append("")
     lines += ["## Cost", "", "| variant | train steps | train time (s) | train tokens/s | peak memory (GiB) | "
-              "final loss | predict prompts/s | generated tokens/s |", "|---|" + "---:|" * 7]  # fmt: skip
+              "final loss | predict prompts/s | generated tokens/s | prediction time (s) |",
+              "|---|" + "---:|" * 8]  # fmt: skip
     for name, row in runs.items():
         t, p = row.get("train", {}), row["predict"]
         lines.append(
             f"| {name} | {t.get('steps', '-')} | {_num(t.get('train_time_s'))} | {_num(t.get('tokens_per_s'))} | "
             f"{_num(t.get('peak_memory_gb'), '.2f')} | {_num(t.get('final_loss'), '.3f')} | "
-            f"{_num(p.get('prompts_per_s'), '.2f')} | {_num(p.get('generated_tokens_per_s'))} |"
+            f"{_num(p.get('prompts_per_s'), '.2f')} | {_num(p.get('generated_tokens_per_s'))} | "
+            f"{prediction_s(row):.0f} |"
         )
     lines += ["", "## Variants (training settings that differ from TrainConfig's defaults)", ""]
     defaults = TrainConfig().to_dict()
     for name, row in runs.items():
-        if name != BASE:
+        if "method" in row["settings"]:  # a trained variant, not the base model
             changed = {k: v for k, v in row["settings"].items() if k not in defaults or defaults[k] != v}
             lines.append(f"- **{name}**: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
     versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items())

@@ -60,6 +60,11 @@ def test_variant_flags_override_the_defaults_and_bad_ones_name_the_variant(bench
         bench.parse_variant(":method=qlora", args)
     with pytest.raises(SqltuneError, match="train parameter lora_rank=0 is invalid"):  # TrainConfig validates it
         bench.parse_variant("zero:lora_rank=0", args)
+    assert bench.parse_variant("c4:candidates=4", args)[1]["candidates"] == 4  # a PredictConfig setting
+    with pytest.raises(SqltuneError, match="predict parameter candidates=0 is invalid"):
+        bench.parse_variant("c0:candidates=0", args)
+    with pytest.raises(SqltuneError, match="base-c4"):
+        bench.parse_variant("base-c4:method=lora", args)
 
 
 def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
@@ -69,24 +74,38 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
         "--name", "smoke", "--spider", str(source), "--base-model", "tiny-random-llama",
         "--train-size", "16", "--dev-size", "8", "--max-steps", "2", "--batch-size", "4", "--grad-accum", "1",
         "--max-seq-len", "384", "--max-new-tokens", "8", "--predict-batch-size", "8", "--template", "alpaca",
-        "--variant", "qlora:method=qlora",
+        "--variant", "qlora:method=qlora", "--variant", "qlora-c2:method=qlora,candidates=2",
+        "--base-candidates", "1", "--base-candidates", "2",
         "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
     ]  # fmt: skip
     bench.main(argv)
     result = json.loads((tmp_path / "results" / "accuracy-smoke.json").read_text())
-    assert list(result["runs"]) == ["base", "qlora"]
+    assert list(result["runs"]) == ["base", "base-c2", "qlora", "qlora-c2"]
     assert result["train_questions"] == 16 and result["dev_questions"] == 8
     assert sum(result["dev_hardness"].values()) == 8
     for name, run in result["runs"].items():
         assert run["evaluation"]["counts"]["ex"]["all"] == 8, name
         assert run["predict"]["prompts"] == 8
     assert result["runs"]["qlora"]["train"]["steps"] == 2
+    # The runs with candidates predicted with them, and are paired with the greedy run of the same adapter.
+    assert len(list((tmp_path / "work" / "adapters").iterdir())) == 1  # qlora and qlora-c2 share one
+    assert result["runs"]["qlora-c2"]["train"] == result["runs"]["qlora"]["train"]
+    for name, greedy in (("qlora-c2", "qlora"), ("base-c2", "base")):
+        run = result["runs"][name]
+        assert run["predict"]["candidates"] == 2 and run["predict"]["candidates_generated"] == 16
+        versus = run["versus_greedy"]
+        assert versus["greedy"] == greedy and versus["time_ratio"] > 0
+        assert versus["only_with_candidates"] - versus["only_greedy"] == round(
+            8 * (run["evaluation"]["ex"]["all"] - result["runs"][greedy]["evaluation"]["ex"]["all"])
+        )
+    assert "versus_greedy" not in result["runs"]["qlora"]
     markdown = (tmp_path / "results" / "accuracy-smoke.md").read_text()
-    assert "| qlora | qlora | ddl |" in markdown and "--train-size 16" in markdown
+    assert "| qlora | qlora | ddl | 1 |" in markdown and "| qlora-c2 | qlora | ddl | 2 |" in markdown
+    assert "| base-c2 | base |" in markdown and "--train-size 16" in markdown
     assert result["versions"]["torch"] and result["versions"]["peft"]
 
     # A rerun of the same command reuses every finished step: the adapters are not trained again.
-    adapter = next((tmp_path / "work" / "runs").glob("qlora-*")) / "adapter" / "manifest.json"
+    adapter = next((tmp_path / "work" / "adapters").iterdir()) / "manifest.json"
     before = adapter.stat().st_mtime_ns
     bench.main(argv)
     assert adapter.stat().st_mtime_ns == before

@@ -68,9 +68,30 @@ def adapter_dir(base_dir, tmp_path_factory) -> Path:
     return out
 
 
-def _predict(records_file: Path, out: Path, base_model="tiny-random-llama", adapter=None, **settings) -> dict:
+def _predict(
+    records_file: Path, out: Path, base_model="tiny-random-llama", adapter=None, db_dir=None, **settings
+) -> dict:
     settings = {"max_seq_len": 384, "max_new_tokens": 12, **settings}
-    return predict(records_file, base_model, adapter, out, config=PredictConfig(**settings))
+    return predict(records_file, base_model, adapter, out, config=PredictConfig(**settings), db_dir=db_dir)
+
+
+def _untimed(predictions: Path) -> list[dict]:
+    """The rows of a predictions artifact without their one varying field, the batch's wall time."""
+    return [
+        {k: v for k, v in row.items() if k != "batch_latency_s"}
+        for row in read_jsonl(predictions / "predictions.jsonl")
+    ]
+
+
+def _databases(db_dir: Path, db_ids=("db0", "db1", "db2")) -> dict[Path, bytes]:
+    """A real SQLite file per database of the `_record`s; returns each file's bytes."""
+    for db_id in db_ids:
+        path = db_dir / db_id / f"{db_id}.sqlite"
+        path.parent.mkdir(parents=True)
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, age INTEGER)")
+            db.execute("INSERT INTO singer VALUES (1, 'Joe', 52), (2, 'Ann', 29)")
+    return {path: path.read_bytes() for path in db_dir.rglob("*.sqlite")}
 
 
 @pytest.mark.parametrize(
@@ -269,3 +290,116 @@ def test_cli_predicts_and_prints_metrics(records_file, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["prompts"] == 2
     assert len((out / "predictions.txt").read_text().splitlines()) == 2
+
+
+def test_candidates_are_greedy_then_seeded_samples_with_their_log_likelihood(base_dir, tokenizer):
+    import torch
+
+    from sqltune.models import load_model
+    from sqltune.predict.generate import Sampling, generate_candidates_hf
+    from sqltune.prompt import encode_prompt
+
+    model = load_model(base_dir).eval()
+    prompts = [encode_prompt(tokenizer, _record(i)["schema"] + _record(i)["question"], "alpaca") for i in range(5)]
+    sampling = Sampling(candidates=3, temperature=1.0, top_p=0.9, seed=7)
+    outputs, _ = generate_candidates_hf(model, tokenizer, prompts, sampling, batch_size=6, max_new_tokens=10)
+    greedy, _ = generate_hf(model, tokenizer, prompts, batch_size=1, max_new_tokens=10)
+    assert [len(candidates) for candidates in outputs] == [3] * 5
+    assert [candidates[0].text for candidates in outputs] == [g.text for g in greedy]
+    assert any(c.text != candidates[0].text for candidates in outputs for c in candidates[1:])
+    again, _ = generate_candidates_hf(model, tokenizer, prompts, sampling, batch_size=6, max_new_tokens=10)
+    assert [[c.text for c in cs] for cs in again] == [[c.text for c in cs] for cs in outputs]
+    other_seed = Sampling(candidates=3, temperature=1.0, top_p=0.9, seed=8)
+    other, _ = generate_candidates_hf(model, tokenizer, prompts, other_seed, batch_size=6, max_new_tokens=10)
+    assert [[c.text for c in cs] for cs in other] != [[c.text for c in cs] for cs in outputs]
+    # The recorded log-likelihood is the model's (untempered) one of the tokens generated: for the greedy candidate,
+    # the sum over the most likely token at each step, recomputed here with whole forward passes.
+    for prompt, candidates in zip(prompts, outputs, strict=True):
+        ids, expected = list(prompt), 0.0
+        for _ in range(candidates[0].new_tokens):
+            with torch.inference_mode():
+                log_probs = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), dim=-1)
+            ids.append(int(log_probs.argmax()))
+            expected += log_probs[ids[-1]].item()
+        assert tokenizer.decode(ids[len(prompt) :], skip_special_tokens=True) == candidates[0].text
+        assert candidates[0].log_prob == pytest.approx(expected, abs=1e-3)
+        assert all(c.log_prob < 0 for c in candidates)
+
+
+def test_predict_with_candidates_runs_and_chooses_them(records_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from sqltune.cli import app
+
+    db_dir = tmp_path / "database"
+    databases = _databases(db_dir)
+    out = tmp_path / "c3"
+    args = ["predict", "--data", str(records_file), "--base-model", "tiny-random-llama", "--out", str(out)]
+    args += ["--backend", "hf", "--limit", "4", "--max-seq-len", "384", "--max-new-tokens", "12", "--batch-size", "6"]
+    result = CliRunner().invoke(app, [*args, "--candidates", "3", "--db-dir", str(db_dir), "--temperature", "1.0"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert len(rows) == 4
+    for row in rows:
+        assert len(row["candidates"]) == 3 and row["sql"] == row["candidates"][row["chosen"]]["sql"]
+        assert row["raw"] == row["candidates"][row["chosen"]]["raw"]
+        assert row["new_tokens"] == sum(c["new_tokens"] for c in row["candidates"]) > 0
+        for candidate in row["candidates"]:
+            assert set(candidate) == {"sql", "raw", "log_prob", "new_tokens", "ran", "error", "digest", "rows"}
+            assert candidate["ran"] == (candidate["digest"] is not None) == (candidate["error"] is None)
+    # A random model writes no runnable SQL: nothing runs, the greedy answer stays, and every candidate says why.
+    errors = [c["error"] for row in rows for c in row["candidates"]]
+    assert errors.count("no SQL in the model's output") >= 6 and all(errors)
+    assert all(row["chosen"] == 0 for row in rows)
+    assert len({c["raw"] for row in rows for c in row["candidates"]}) > 4  # the sampled candidates differ
+    assert (metrics["candidates"], metrics["candidates_generated"], metrics["candidates_ran"]) == (3, 12, 0)
+    assert metrics["candidates_failed"] == 12 and metrics["questions_without_runnable_candidate"] == 4
+    assert metrics["chosen_differs_from_greedy"] == 0 and metrics["candidates_per_s"] > 0
+    assert metrics["check_s"] >= 0 and metrics["generated_tokens"] == sum(r["new_tokens"] for r in rows)
+    assert verify_artifact(out)["inputs"].keys() >= {"data", "db_dir"}
+
+    # Seeded: a rerun writes the same predictions; the greedy candidate is what --candidates 1 predicts.
+    config = {"limit": 4, "batch_size": 6, "temperature": 1.0}
+    _predict(records_file, tmp_path / "again", db_dir=db_dir, candidates=3, **config)
+    assert _untimed(tmp_path / "again") == _untimed(out)
+    _predict(records_file, tmp_path / "greedy", limit=4, batch_size=2)
+    greedy = read_jsonl(tmp_path / "greedy" / "predictions.jsonl")
+    assert [r["candidates"][0]["raw"] for r in rows] == [r["raw"] for r in greedy]
+    assert {path: path.read_bytes() for path in databases} == databases
+
+
+def test_one_candidate_is_the_greedy_path_unchanged(records_file, tmp_path, base_dir, tokenizer):
+    """`--candidates 1` writes today's rows (no candidate fields) from plain greedy generation, needing no database."""
+    from sqltune.models import load_model
+    from sqltune.predict.run import plan_prompts
+
+    _predict(records_file, tmp_path / "one", candidates=1, batch_size=3, temperature=1.5, seed=3)
+    _predict(records_file, tmp_path / "default", batch_size=3)
+    assert _untimed(tmp_path / "one") == _untimed(tmp_path / "default")
+    rows = read_jsonl(tmp_path / "one" / "predictions.jsonl")
+    fields = {"id", "db_id", "sql", "raw", "prompt_tokens", "new_tokens", "batch_latency_s"}
+    assert all(set(row) == fields | {"schema_lines_dropped", "prompt_fits"} for row in rows)
+    plan = plan_prompts(read_jsonl(records_file), tokenizer, "alpaca", 384 - 12)
+    model = load_model(base_dir).eval()
+    expected, _ = generate_hf(model, tokenizer, plan.ids, batch_size=1, max_new_tokens=12, share_prefixes=False)
+    assert [row["raw"] for row in rows] == [g.text for g in expected]
+    assert [row["sql"] for row in rows] == [extract_sql(g.text) for g in expected]
+
+
+def test_candidates_without_their_databases_are_refused_before_generating(records_file, tmp_path):
+    with pytest.raises(SqltuneError, match="candidates > 1 needs --db-dir"):
+        _predict(records_file, tmp_path / "out", candidates=2)
+    db_dir = tmp_path / "database"
+    _databases(db_dir, db_ids=("db0", "db2"))
+    with pytest.raises(SqltuneError, match=r"no SQLite file for database 'db1' under .*database"):
+        _predict(records_file, tmp_path / "out", candidates=2, db_dir=db_dir)
+    (db_dir / "db1").mkdir()
+    (db_dir / "db1" / "db1.sqlite").write_text("not a database")
+    with pytest.raises(SqltuneError, match=r"db1\.sqlite: cannot read the database schema"):
+        _predict(records_file, tmp_path / "out", candidates=2, db_dir=db_dir)
+    assert not (tmp_path / "out").exists()
+    for bad, message in (({"candidates": 0}, "candidates=0"), ({"temperature": 0.0}, "temperature=0.0"),
+                         ({"top_p": 1.5}, "top_p=1.5")):  # fmt: skip
+        with pytest.raises(SqltuneError, match=f"predict parameter {message} is invalid"):
+            PredictConfig(**bad)

@@ -107,8 +107,8 @@ def test_options_dicts_are_validated_by_the_config():
     assert (config.batch_size, config.packing) == (2, True)
     with pytest.raises(SqltuneError, match="train_options: 'batch_size' is a pipeline parameter of its own"):
         build_config(TrainConfig, {}, {"batch_size": 2}, "train_options")
-    with pytest.raises(SqltuneError, match="predict_options: unknown setting 'temperature'"):
-        build_config(PredictConfig, {}, {"temperature": 0.7}, "predict_options")
+    with pytest.raises(SqltuneError, match="predict_options: unknown setting 'num_beams'"):
+        build_config(PredictConfig, {}, {"num_beams": 4}, "predict_options")
     with pytest.raises(SqltuneError, match="train parameter keep_checkpoints=0 is invalid"):
         build_config(TrainConfig, {}, {"keep_checkpoints": 0}, "train_options")
 

@@ -112,6 +112,7 @@ def text2sql(
     backend: str = "auto",
     predict_batch_size: int = 16,
     max_new_tokens: int = 128,
+    candidates: int = 1,
     predict_options: dict = {},  # noqa: B006 (PredictConfig settings without a parameter of their own)
     evaluate_options: dict = {},  # noqa: B006 (EvaluateConfig settings without a parameter of their own)
     gpu_type: str = "nvidia.com/gpu",
@@ -182,12 +183,14 @@ def text2sql(
         """Predict the eval set on a GPU (with the adapter, or the base model alone) and score it."""
         predictions = predict(
             eval_data=prep.outputs["eval_data"],
+            databases=prep.outputs["databases"],
             base_model=base_model,
             prompt_template=prompt_template,
             max_seq_len=max_seq_len,
             backend=backend,
             batch_size=predict_batch_size,
             max_new_tokens=max_new_tokens,
+            candidates=candidates,
             predict_options=predict_options,
             **adapter,
         ).set_display_name(f"predict-{label}")

@@ -1,4 +1,4 @@
-"""The predict component: greedy batched SQL generation for the eval records."""
+"""The predict component: batched SQL generation for the eval records (greedy, or voted among candidates)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
@@ -9,17 +9,20 @@ from sqltune.images import image_for
 @dsl.component(base_image=image_for("predict"), install_kfp_package=False)
 def predict(
     eval_data: Input[Dataset],
+    databases: Input[Dataset],
     base_model: str,
     prompt_template: str,
     max_seq_len: int,
     backend: str,
     batch_size: int,
     max_new_tokens: int,
+    candidates: int,
     predict_options: dict,
     predictions: Output[Dataset],
     adapter: Input[Model] = None,
 ):
-    """Generate one SQL query per eval record, with the fine-tuned adapter or (without one) the base model.
+    """Generate one SQL query per eval record, with the fine-tuned adapter or (without one) the base model; with
+    several candidates, each runs against the eval split's `databases` and the one most agree with is chosen.
 
     Each parameter is the PredictConfig setting of the same name; `predict_options` sets the rarely changed ones.
     """
@@ -35,6 +38,7 @@ def predict(
         backend=backend,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
+        candidates=candidates,
     )
     summary = run_predict(
         data=Path(eval_data.path) / "records.jsonl",
@@ -42,5 +46,6 @@ def predict(
         adapter=Path(adapter.path) if adapter is not None else None,
         out=predictions.path,
         config=build_config(PredictConfig, settings, predict_options, "predict_options"),
+        db_dir=Path(databases.path) / "database",
     )
     predictions.metadata.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})

@@ -20,8 +20,16 @@ class Backend(str, Enum):
 @dataclass
 class PredictConfig:
     backend: str = setting("auto", "auto: vLLM when installed, else transformers.", choices=Backend)
-    batch_size: int = setting(16, "Prompts per generate() call (HF backend).")
+    batch_size: int = setting(16, "Sequences per generate() call (HF backend): prompts times candidates.")
     max_new_tokens: int = setting(128, "Most tokens generated per question.")
+    candidates: int = setting(
+        1,
+        "SQL candidates per question: the greedy one and N-1 sampled, checked against the schema, run in the "
+        "sandbox against --db-dir and voted on by result (1: greedy only).",
+    )
+    temperature: float = setting(0.7, "Sampling temperature of the candidates after the greedy one.", pipeline=OPTIONS)
+    top_p: float = setting(0.95, "Nucleus (top-p) mass the sampled candidates are drawn from.", pipeline=OPTIONS)
+    seed: int = setting(0, "Seed of the sampled candidates: a rerun gives the same ones.", pipeline=OPTIONS)
     limit: int | None = setting(None, "Only the first N records.", pipeline=OPTIONS)
     prompt_template: str | None = setting(
         None, "Prompt template (default: the adapter's, else alpaca).", choices=PromptTemplate, aliases=("--template",)
@@ -34,12 +42,16 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         check_choices(self, "predict")
-        for name in ("batch_size", "max_new_tokens", "limit"):
+        for name in ("batch_size", "max_new_tokens", "limit", "candidates"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SqltuneError(f"predict parameter {name}={value!r} is invalid: expected >= 1")
         if self.max_seq_len is not None and self.max_seq_len < 16:
             raise SqltuneError(f"predict parameter max_seq_len={self.max_seq_len!r} is invalid: expected >= 16")
+        if not self.temperature > 0:  # also catches NaN
+            raise SqltuneError(f"predict parameter temperature={self.temperature!r} is invalid: expected > 0")
+        if not 0 < self.top_p <= 1:
+            raise SqltuneError(f"predict parameter top_p={self.top_p!r} is invalid: expected in (0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,10 +7,15 @@ Within a batch, rows are sorted by length and padded on the left of what follows
 every row's new tokens start at the same column and padding covers only the differing tails. Generation
 is greedy and stops at EOS or at the first `;` (the end of the statement: nothing after it is used).
 Results come back in input order.
+
+With several candidates per prompt (`generate_candidates_hf`), each prompt fills that many rows of one batch
+after the same shared-prefix pass: the first row decodes greedily, the others sample (temperature, top-p) from
+a generator seeded per batch, so a rerun gives the same candidates; each keeps its summed log-probability.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +34,57 @@ class Generation:
     prompt_tokens: int
     new_tokens: int
     batch_latency_s: float
+    log_prob: float | None = None  # the model's log-likelihood of the new tokens (candidates only)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How many candidates each prompt gets (the first greedy, the rest sampled) and how they are sampled."""
+
+    candidates: int
+    temperature: float
+    top_p: float
+    seed: int
+
+
+class _CandidateSampler:
+    """A logits processor for batches of `copies` rows per prompt: row r is candidate r % copies of its prompt.
+
+    Candidate 0 takes the most likely token, the others sample from the temperature- and top-p-shaped distribution
+    with their own generator; the chosen token is forced by masking every other one, so generate() itself stays
+    greedy and its global random state is never used. The raw model log-probability of each chosen token is kept.
+    """
+
+    def __init__(self, copies: int, sampling: Sampling, generator: Any) -> None:
+        self.copies, self.sampling, self.generator = copies, sampling, generator
+        self.token_log_probs: list[Any] = []  # one (rows,) tensor per generated position
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        chosen = scores.argmax(dim=-1)
+        sampled = torch.arange(len(scores), device=scores.device) % self.copies != 0
+        probs = torch.softmax(scores[sampled].float() / self.sampling.temperature, dim=-1)
+        ranked, order = probs.sort(dim=-1, descending=True)
+        ranked[ranked.cumsum(dim=-1) - ranked >= self.sampling.top_p] = 0.0  # outside the top-p nucleus
+        picks = torch.multinomial(ranked, 1, generator=self.generator)
+        chosen[sampled] = order.gather(-1, picks).squeeze(-1)
+        log_probs = torch.log_softmax(scores.float(), dim=-1)
+        self.token_log_probs.append(log_probs.gather(-1, chosen[:, None]).squeeze(-1))
+        forced = torch.full_like(scores, -torch.inf)
+        return forced.scatter_(-1, chosen[:, None], 0.0)
+
+    def log_prob(self, row: int, tokens: int) -> float:
+        """The summed log-probability of the first `tokens` tokens of `row`."""
+        return float(sum(step[row] for step in self.token_log_probs[:tokens]))
+
+
+def _batch_generator(seed: int, batch_number: int, device: Any) -> Any:
+    """A torch generator seeded by (seed, batch): reruns of the same batches sample the same tokens."""
+    import torch
+
+    digest = hashlib.sha256(f"{seed}:{batch_number}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -129,7 +185,13 @@ def _prefilled_cache(model: Any, prefix: Sequence[int], rows: int, max_cache_len
 
 
 def _generate_batch(
-    model: Any, tokenizer: Any, rows: list[Sequence[int]], share_prefix: bool, max_new_tokens: int, eos_ids: set[int]
+    model: Any,
+    tokenizer: Any,
+    rows: list[Sequence[int]],
+    share_prefix: bool,
+    max_new_tokens: int,
+    eos_ids: set[int],
+    sampler: _CandidateSampler | None = None,
 ) -> tuple[list[list[int]], float]:
     """New token ids per row and the batch's seconds: [shared prefix | left padding | own tail] per row.
 
@@ -161,6 +223,7 @@ def _generate_batch(
             eos_token_id=sorted(eos_ids),
             stop_strings=list(STOP_STRINGS),
             tokenizer=tokenizer,
+            **({"logits_processor": [sampler]} if sampler else {}),
         )
     return output[:, width:].tolist(), time.perf_counter() - started
 
@@ -178,19 +241,57 @@ def generate_hf(
 
     `share_prefixes=False` batches by length alone and runs every prompt whole (for comparisons).
     """
+    outputs, total = _generate(model, tokenizer, prompt_ids, batch_size, max_new_tokens, share_prefixes, None)
+    return [candidates[0] for candidates in outputs], total
+
+
+def generate_candidates_hf(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    sampling: Sampling,
+    *,
+    batch_size: int = 16,
+    max_new_tokens: int = 128,
+) -> tuple[list[list[Generation]], float]:
+    """`sampling.candidates` outputs per prompt (the greedy one first, each with its log-probability), in input
+    order, and the seconds spent generating. `batch_size` counts rows: batch_size // candidates prompts per batch."""
+    return _generate(model, tokenizer, prompt_ids, batch_size, max_new_tokens, True, sampling)
+
+
+def _generate(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    max_new_tokens: int,
+    share_prefixes: bool,
+    sampling: Sampling | None,
+) -> tuple[list[list[Generation]], float]:
+    """The outputs of every prompt in input order: one greedy, or `sampling.candidates` with their log-probabilities."""
+    _check_batch_size(batch_size)
+    copies = sampling.candidates if sampling else 1
+    prompts_per_batch = max(1, batch_size // copies)
     eos_ids = _eos_ids(model, tokenizer)
-    results: list[Generation | None] = [None] * len(prompt_ids)
+    results: list[list[Generation]] = [[] for _ in prompt_ids]
     if share_prefixes:
-        batches = prefix_batches(prompt_ids, batch_size)
+        batches = prefix_batches(prompt_ids, prompts_per_batch)
     else:
-        batches = length_sorted_batches([len(ids) for ids in prompt_ids], batch_size)
+        batches = length_sorted_batches([len(ids) for ids in prompt_ids], prompts_per_batch)
     total = 0.0
-    for batch in progress(batches, desc="predict", unit="batch"):
-        rows = [prompt_ids[i] for i in batch]
-        new_ids, elapsed = _generate_batch(model, tokenizer, rows, share_prefixes, max_new_tokens, eos_ids)
+    for number, batch in enumerate(progress(batches, desc="predict", unit="batch")):
+        rows = [prompt_ids[i] for i in batch for _ in range(copies)]
+        sampler = (
+            _CandidateSampler(copies, sampling, _batch_generator(sampling.seed, number, model.device))
+            if sampling
+            else None
+        )
+        new_ids, elapsed = _generate_batch(model, tokenizer, rows, share_prefixes, max_new_tokens, eos_ids, sampler)
         total += elapsed
-        for index, new in zip(batch, new_ids, strict=True):
+        for row, new in enumerate(new_ids):
+            index = batch[row // copies]
             count = _new_token_count(new, eos_ids, tokenizer.pad_token_id)
             text = tokenizer.decode(new[:count], skip_special_tokens=True)
-            results[index] = Generation(text, len(prompt_ids[index]), count, elapsed)
-    return [result for result in results if result is not None], total
+            log_prob = sampler.log_prob(row, count) if sampler else None
+            results[index].append(Generation(text, len(prompt_ids[index]), count, elapsed, log_prob))
+    return results, total

@@ -4,10 +4,15 @@ Every prompt is rebuilt from the record's fields with the shared `build_prompt`,
 budget of training, and this model's tokenizer: the record's stored `prompt` may have been made for
 another model. A prompt that does not fit even with its whole schema dropped is not generated: its
 prediction is the `NO_SQL` placeholder and it is counted, so the evaluation still covers every question.
+
+With `candidates` > 1, every question gets the greedy answer and `candidates - 1` sampled ones; each is checked
+and run against the question's database (`sqltune.predict.candidates`) and the one most candidates agree with
+by result becomes the prediction. `candidates` = 1 is the plain greedy path, its output unchanged.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +20,12 @@ from typing import Any
 
 from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, read_jsonl, write_jsonl
 from sqltune.errors import SqltuneError
-from sqltune.log import get_logger
+from sqltune.log import get_logger, progress
 from sqltune.predict.adapter import Adapter, check_base_name, check_shapes, read_adapter
+from sqltune.predict.candidates import CandidateChecker, Outcome, choose
 from sqltune.predict.config import PredictConfig
 from sqltune.predict.extract import NO_SQL, extract_sql
-from sqltune.predict.generate import Generation, generate_hf
+from sqltune.predict.generate import Generation, Sampling, generate_candidates_hf, generate_hf
 from sqltune.predict.vllm_backend import generate_vllm, vllm_available
 from sqltune.prompt import build_prompt
 from sqltune.uri import localize
@@ -142,25 +148,73 @@ def _load_hf(base_dir: Path, adapter: Adapter | None, quantize_4bit: bool) -> tu
     return model.eval(), merged
 
 
-def _rows(records: Sequence[dict[str, Any]], plan: PromptPlan, outputs: dict[int, Generation]) -> list[dict[str, Any]]:
+def _rows(
+    records: Sequence[dict[str, Any]], plan: PromptPlan, outputs: dict[int, list[Generation]], candidates: bool
+) -> list[dict[str, Any]]:
+    """One row per record from its outputs (the greedy one first); with `candidates`, every output is listed."""
     rows = []
     for index, record in enumerate(records):
-        out = outputs.get(index)
+        generations = outputs.get(index, [])
+        out = generations[0] if generations else None
         raw = out.text if out else ""
-        rows.append(
-            {
-                "id": record["id"],
-                "db_id": record["db_id"],
-                "sql": extract_sql(raw) if out else NO_SQL,
-                "raw": raw,
-                "prompt_tokens": out.prompt_tokens if out else len(plan.ids[index]),
-                "new_tokens": out.new_tokens if out else 0,
-                "batch_latency_s": round(out.batch_latency_s, 4) if out else 0.0,
-                "schema_lines_dropped": plan.schema_lines_dropped[index],
-                "prompt_fits": plan.fits[index],
-            }
-        )
+        row = {
+            "id": record["id"],
+            "db_id": record["db_id"],
+            "sql": extract_sql(raw) if out else NO_SQL,
+            "raw": raw,
+            "prompt_tokens": out.prompt_tokens if out else len(plan.ids[index]),
+            "new_tokens": sum(g.new_tokens for g in generations),
+            "batch_latency_s": round(out.batch_latency_s, 4) if out else 0.0,
+            "schema_lines_dropped": plan.schema_lines_dropped[index],
+            "prompt_fits": plan.fits[index],
+        }
+        if candidates:
+            row["candidates"] = [
+                {
+                    "sql": extract_sql(g.text),
+                    "raw": g.text,
+                    "log_prob": round(g.log_prob or 0.0, 4),
+                    "new_tokens": g.new_tokens,
+                }
+                for g in generations
+            ]
+            row["chosen"] = None
+        rows.append(row)
     return rows
+
+
+def _checker(db_dir: str | Path | None, records: Sequence[dict[str, Any]]) -> CandidateChecker:
+    """The checker of `db_dir`, once every record's database schema is read (before the model loads)."""
+    if db_dir is None:
+        raise SqltuneError("predict parameter candidates > 1 needs --db-dir (the databases to run candidates on)")
+    path = Path(db_dir)
+    if not path.is_dir():
+        raise SqltuneError(f"--db-dir {db_dir} is not a directory")
+    checker = CandidateChecker(path)
+    for db_id in sorted({str(record["db_id"]) for record in records}):
+        checker.schema(db_id)
+    return checker
+
+
+def _choose_answers(rows: list[dict[str, Any]], checker: CandidateChecker) -> float:
+    """Check and run every candidate, then make the chosen one each row's answer; returns the seconds it took."""
+    started = time.perf_counter()
+    try:
+        for row in progress(rows, desc="candidates", unit="question"):
+            known: dict[str, Outcome] = {}  # a candidate repeated is checked and run once
+            outcomes = []
+            for candidate in row["candidates"]:
+                if candidate["sql"] not in known:
+                    known[candidate["sql"]] = checker.check(row["db_id"], candidate["sql"])
+                outcome = known[candidate["sql"]]
+                candidate.update(ran=outcome.ran, error=outcome.error, digest=outcome.digest, rows=outcome.rows)
+                outcomes.append(outcome)
+            if outcomes:
+                chosen = choose(outcomes, [candidate["log_prob"] for candidate in row["candidates"]])
+                row.update(sql=row["candidates"][chosen]["sql"], raw=row["candidates"][chosen]["raw"], chosen=chosen)
+    finally:
+        checker.close()
+    return time.perf_counter() - started
 
 
 def predict(
@@ -172,14 +226,22 @@ def predict(
     config: PredictConfig | None = None,
     endpoint_url: str | None = None,
     overwrite: bool = False,
+    db_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Predict one SQL query per record into the artifact directory `out`; returns predict_metrics."""
+    """Predict one SQL query per record into the artifact directory `out`; returns predict_metrics.
+
+    `db_dir` holds `<db_id>/*.sqlite` (the databases artifact's `database/` folder): the candidates run there.
+    """
     from sqltune.models import load_tokenizer, resolve_base_model
 
     config = config or PredictConfig()
-    check_output(out, inputs=[data, adapter], overwrite=overwrite)
+    check_output(out, inputs=[data, adapter, db_dir if config.candidates > 1 else None], overwrite=overwrite)
     chosen = choose_backend(config.backend)
     records = load_records(data, config.limit)
+    sampling, checker = None, None
+    if config.candidates > 1:
+        sampling = Sampling(config.candidates, config.temperature, config.top_p, config.seed)
+        checker = _checker(db_dir, records)
     lora = read_adapter(localize(adapter, "adapter", endpoint_url)) if adapter else None
     base_dir = resolve_base_model(base_model, endpoint_url)
     if lora and config.base_name_check:
@@ -208,10 +270,10 @@ def predict(
         _check_adapter_fits(base_dir, lora)
     merged = False
     todo_ids = [plan.ids[i] for i in todo]
-    if not todo_ids:
-        generations, seconds = [], 0.0
-    elif chosen == "vllm":
-        generations, seconds = generate_vllm(
+    outputs: list[list[Generation]] = []
+    seconds = 0.0
+    if todo_ids and chosen == "vllm":
+        outputs, seconds = generate_vllm(
             base_dir,
             tokenizer_dir,
             todo_ids,
@@ -219,16 +281,24 @@ def predict(
             context_len=context_len,
             adapter_dir=lora.path if lora else None,
             adapter_rank=lora.rank if lora else 16,
+            sampling=sampling,
         )
-    else:
+    elif todo_ids:
         model, merged = _load_hf(base_dir, lora, config.quantize_4bit)
-        generations, seconds = generate_hf(
-            model, tokenizer, todo_ids, batch_size=config.batch_size, max_new_tokens=max_new_tokens
-        )
-    rows = _rows(records, plan, dict(zip(todo, generations, strict=True)))
+        settings = {"batch_size": config.batch_size, "max_new_tokens": max_new_tokens}
+        if sampling:
+            outputs, seconds = generate_candidates_hf(model, tokenizer, todo_ids, sampling, **settings)
+        else:
+            greedy, seconds = generate_hf(model, tokenizer, todo_ids, **settings)
+            outputs = [[generation] for generation in greedy]
+    rows = _rows(records, plan, dict(zip(todo, outputs, strict=True)), candidates=sampling is not None)
+    check_s = _choose_answers(rows, checker) if checker else 0.0
     metrics = _metrics(rows, seconds, backend=chosen, merged=merged, prompt_template=template, context_len=context_len)
-    parameters = {**config.to_dict(), "base_model": base_model, "prompt_template": template, "max_seq_len": context_len}
     inputs = {"data": data, **({"adapter": lora.path} if lora else {})}
+    if checker:
+        metrics.update(_candidate_metrics(rows, seconds, check_s))
+        inputs["db_dir"] = db_dir
+    parameters = {**config.to_dict(), "base_model": base_model, "prompt_template": template, "max_seq_len": context_len}
     with artifact_dir(
         out, "predictions", parameters=parameters, inputs=inputs, extra={"metrics": metrics}, overwrite=overwrite
     ) as tmp:
@@ -244,7 +314,41 @@ def predict(
         metrics["trimmed_prompts"],
         metrics["no_sql_outputs"],
     )
+    if checker:
+        log.info(
+            "%d candidates (%.2f/s): %d ran, %d rejected by the schema check; checked in %.1f s; "
+            "%d answers are not the greedy one",
+            metrics["candidates_generated"],
+            metrics["candidates_per_s"],
+            metrics["candidates_ran"],
+            metrics["candidates_rejected_by_schema"],
+            check_s,
+            metrics["chosen_differs_from_greedy"],
+        )
     return metrics
+
+
+def _candidate_metrics(rows: Sequence[dict[str, Any]], generation_s: float, check_s: float) -> dict[str, Any]:
+    """How many candidates were made, how fast, what became of them, and how often the answer is not greedy's."""
+    candidates = [c for row in rows for c in row["candidates"]]
+    rejected = sum(1 for c in candidates if (c["error"] or "").startswith("schema check:"))
+    ran = sum(1 for c in candidates if c["ran"])
+    differs = sum(1 for row in rows if row["candidates"] and row["sql"] != row["candidates"][0]["sql"])
+    with_candidates = sum(1 for row in rows if row["candidates"])
+    return {
+        "candidates": max((len(row["candidates"]) for row in rows), default=0),
+        "candidates_generated": len(candidates),
+        "candidates_per_s": round(len(candidates) / generation_s, 3) if generation_s else 0.0,
+        "candidates_ran": ran,
+        "candidates_rejected_by_schema": rejected,
+        "candidates_failed": len(candidates) - ran - rejected,
+        "questions_without_runnable_candidate": sum(
+            1 for row in rows if row["candidates"] and not any(c["ran"] for c in row["candidates"])
+        ),
+        "chosen_differs_from_greedy": differs,
+        "chosen_differs_from_greedy_rate": round(differs / with_candidates, 4) if with_candidates else 0.0,
+        "check_s": round(check_s, 3),
+    }
 
 
 def _metrics(rows: Sequence[dict[str, Any]], seconds: float, **settings: Any) -> dict[str, Any]:
