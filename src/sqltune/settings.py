@@ -70,36 +70,22 @@ def pipeline_settings(config: type, role: str) -> list[str]:
 
 
 def build_config(config: type[Config], params: Mapping[str, Any], options: Mapping[str, Any], what: str) -> Config:
-    """The config from a component's own parameters plus its options dict; a wrong key names `what`."""
+    """The config from a component's parameters (its `locals()`: other names are ignored) plus its options dict.
+
+    A component takes each pipeline-parameter setting under the setting's own name, so its locals hold them;
+    an options key that is such a setting, or no setting at all, is an error naming `what`.
+    """
     if not isinstance(options, Mapping):
         raise SqltuneError(f"{what} must be a dict of settings, not {type(options).__name__}")
     roles = {f.name: f.metadata.get("pipeline", PARAM) for f in settings_of(config)}
     for key in options:
-        if key in params or roles.get(key) == PARAM:
+        if roles.get(key) == PARAM:
             raise SqltuneError(f"{what}: {key!r} is a pipeline parameter of its own; set it there")
         if roles.get(key) != OPTIONS:
             allowed = ", ".join(sorted(pipeline_settings(config, OPTIONS)))
             raise SqltuneError(f"{what}: unknown setting {key!r}; expected one of {allowed}")
-    return config(**params, **options)
-
-
-def config_args(config: Any) -> list[str]:
-    """The CLI options that give `config` back (the inverse of `config_command`): to start the same step
-    elsewhere, as the training launcher's workers and a Kubeflow TrainJob do. None ("decide at run time")
-    is left out, so the other side decides."""
-    args = []
-    for field in settings_of(type(config)):
-        value = getattr(config, field.name)
-        flag = "--" + field.name.replace("_", "-")
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            args.append(flag if value else f"--no-{flag[2:]}")
-        elif isinstance(value, list):
-            args += [flag, ",".join(value)]
-        else:
-            args += [flag, str(value.value if isinstance(value, Enum) else value)]
-    return args
+    own = {name: params[name] for name, role in roles.items() if role == PARAM and name in params}
+    return config(**own, **options)
 
 
 def _cli_type(annotation: Any) -> Any:

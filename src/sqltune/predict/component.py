@@ -32,20 +32,12 @@ def predict(
     from sqltune.predict import predict as run_predict
     from sqltune.settings import build_config
 
-    settings = dict(
-        prompt_template=prompt_template,
-        max_seq_len=max_seq_len,
-        backend=backend,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        candidates=candidates,
-    )
     summary = run_predict(
         data=Path(eval_data.path) / "records.jsonl",
         base_model=base_model,
         adapter=Path(adapter.path) if adapter is not None else None,
         out=predictions.path,
-        config=build_config(PredictConfig, settings, predict_options, "predict_options"),
+        config=build_config(PredictConfig, locals(), predict_options, "predict_options"),
         db_dir=Path(databases.path) / "database",
     )
     predictions.metadata.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})

@@ -58,26 +58,7 @@ def train(
     from sqltune.train.trainjob import train_on_trainer
     from sqltune.uri import join
 
-    settings = dict(
-        method=method,
-        prompt_template=prompt_template,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        target_modules=target_modules,
-        learning_rate=learning_rate,
-        num_epochs=num_epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        max_seq_len=max_seq_len,
-        gradient_checkpointing=gradient_checkpointing,
-        seed=seed,
-        parallelism=parallelism,
-        num_nodes=num_nodes,
-        nproc_per_node=nproc_per_node,
-    )
-    config = build_config(TrainConfig, settings, train_options, "train_options")
+    config = build_config(TrainConfig, locals(), train_options, "train_options")
     records = Path(train_data.path) / "records.jsonl"
     checkpoints = join(checkpoint_uri, run_id) if checkpoint_uri else None
     if num_nodes > 1:
