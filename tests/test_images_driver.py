@@ -29,7 +29,8 @@ def test_wiring_follows_the_compiled_pipeline_into_the_publish_condition() -> No
     wiring = task_inputs(load_pipeline())
     assert wiring["publish"] == {"adapter": ("train", "adapter"), "evaluation": ("evaluate", "evaluation")}
     assert wiring["evaluate"]["predictions"] == ("predict", "predictions")
-    assert wiring["predict-2"] == {"eval_data": ("preprocess", "eval_data")}, "the base-model branch has no adapter"
+    base = {"eval_data": ("preprocess", "eval_data"), "databases": ("preprocess", "databases")}
+    assert wiring["predict-2"] == base, "the base-model branch has no adapter"
 
 
 def test_executor_input_names_a_parameter_the_test_does_not_pass() -> None:

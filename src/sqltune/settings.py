@@ -88,6 +88,25 @@ def build_config(config: type[Config], params: Mapping[str, Any], options: Mappi
     return config(**own, **options)
 
 
+def config_args(config: Any) -> list[str]:
+    """The CLI options that give `config` back (the inverse of `config_command`): to start the same step
+    elsewhere, as the training launcher's workers and a Kubeflow TrainJob do. None ("decide at run time")
+    is left out, so the other side decides."""
+    args = []
+    for field in settings_of(type(config)):
+        value = getattr(config, field.name)
+        flag = "--" + field.name.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, list):
+            args += [flag, ",".join(value)]
+        else:
+            args += [flag, str(value.value if isinstance(value, Enum) else value)]
+    return args
+
+
 def _cli_type(annotation: Any) -> Any:
     """The type typer parses a setting as: `X | None` as X, `str | list[str]` (several names) as str."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
