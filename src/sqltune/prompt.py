@@ -75,6 +75,14 @@ def render(
     raise ValueError(f"unknown prompt template {template!r}; expected one of {', '.join(TEMPLATES)}")
 
 
+def prompt_messages(record: Mapping[str, Any], schema_lines_dropped: int = 0) -> Messages:
+    """The chat messages of `record`'s prompt with its schema trimmed as `build_prompt` trimmed it: what a
+    library that applies the chat template itself (TRL) takes to build exactly `build_prompt`'s text."""
+    lines = record.get("schema", "").split("\n")
+    schema = "\n".join(lines[: len(lines) - schema_lines_dropped])
+    return chat_messages(_context(schema, record.get("evidence"), record.get("history") or ()), record["question"])
+
+
 def chat_messages(context: str, question: str) -> Messages:
     return [
         {"role": "system", "content": SYSTEM_MESSAGE},

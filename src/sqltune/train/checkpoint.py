@@ -122,6 +122,31 @@ def save(
         _delete(root, old, endpoint_url)
 
 
+def same_run(root: str, fingerprint: dict[str, Any], may_change: tuple[str, ...]) -> Callable[[dict[str, Any]], None]:
+    """`load_latest`'s `accept`: the checkpoint must come from a run with these settings (`fingerprint`), up to
+    the settings in `may_change`, and with as many workers."""
+
+    def accept(state: dict[str, Any]) -> None:
+        saved = state.get("fingerprint", {})
+        if saved.get("world_size", fingerprint.get("world_size")) != fingerprint.get("world_size"):
+            # Each optimizer step takes one micro-batch per worker: another world size is another batch order.
+            raise SqltuneError(
+                f"checkpoint directory {root} holds a run of {saved['world_size']} workers, this run has "
+                f"{fingerprint['world_size']}: resume it with --nproc-per-node x --num-nodes = "
+                f"{saved['world_size']} workers, or use a new checkpoint directory"
+            )
+        changed = sorted(
+            k for k in set(saved) | set(fingerprint) if k not in may_change and saved.get(k) != fingerprint.get(k)
+        )
+        if changed:
+            raise SqltuneError(
+                f"checkpoint directory {root} holds a run with different settings ({', '.join(changed)}); "
+                "use a new checkpoint directory for a new run"
+            )
+
+    return accept
+
+
 def load_latest(
     root: str,
     readers: Mapping[str, Callable[[Path], Any]],

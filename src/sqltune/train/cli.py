@@ -21,6 +21,8 @@ def train(
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     checkpoint_dir: str = typer.Option(None, help="Local dir or s3:// prefix for checkpoints; reruns resume."),
     endpoint_url: str = typer.Option(None, help="S3 endpoint (default: AWS_ENDPOINT_URL)."),
+    init_adapter: str = typer.Option(None, help="--method grpo: the SFT adapter artifact to continue from."),
+    db_dir: str = typer.Option(None, help="--method grpo: the databases (<db_id>/<db_id>.sqlite) the reward runs on."),
     node_rank: int = typer.Option(0, envvar="PET_NODE_RANK", help="This node's rank when --num-nodes > 1."),
     master_addr: str = typer.Option(
         "127.0.0.1", envvar="PET_MASTER_ADDR", help="Address of node 0, where the nodes meet (--num-nodes > 1)."
@@ -39,17 +41,14 @@ def train(
     """
     from sqltune.train import launch
 
-    argv = launch.train_argv(
-        data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite
-    )
+    inputs = {"checkpoint_dir": checkpoint_dir, "endpoint_url": endpoint_url, "init_adapter": init_adapter,
+              "db_dir": db_dir}  # fmt: skip
+    argv = launch.train_argv(data, base_model, out, config, overwrite=overwrite, **inputs)
     if print_trainjob:
         typer.echo(_trainjob_yaml(argv, config, trainer_runtime, data, out, checkpoint_dir), nl=False)
         return
     rendezvous = launch.Rendezvous(node_rank, master_addr, master_port)
-    metrics = launch.train_here(
-        data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite,
-        rendezvous=rendezvous,
-    )  # fmt: skip
+    metrics = launch.train_here(data, base_model, out, config, overwrite=overwrite, rendezvous=rendezvous, **inputs)
     if launch.launches(config):
         return  # rank 0, a worker, printed the summary
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "dropped_ids"}, indent=2))

@@ -21,6 +21,7 @@ from sqltune.settings import OPTIONS, check_choices, setting
 class Method(str, Enum):
     lora = "lora"
     qlora = "qlora"  # the base model is loaded 4-bit NF4 with double quantization
+    grpo = "grpo"  # reinforcement learning from an SFT adapter (--init-adapter) with an execution reward
 
 
 class Parallelism(str, Enum):
@@ -37,7 +38,10 @@ class Attention(str, Enum):
 
 @dataclass
 class TrainConfig:
-    method: str = setting("lora", "lora, or qlora (4-bit NF4 base model).", choices=Method)
+    method: str = setting(
+        "lora", "lora, qlora (4-bit NF4 base model), or grpo (RL from --init-adapter, rewarded by execution).",
+        choices=Method,
+    )  # fmt: skip
     prompt_template: str = setting(
         "alpaca", "Prompt template, saved with the adapter so predict uses the same one.",
         choices=PromptTemplate, aliases=("--template",),
@@ -84,6 +88,19 @@ class TrainConfig:
     num_nodes: int | None = setting(
         None, "Nodes training together (default: PET_NNODES as Kubeflow Trainer sets it, else 1)."
     )
+    num_generations: int = setting(
+        4, "GRPO: completions sampled per prompt, the group they are compared in.", pipeline=OPTIONS
+    )
+    kl_coef: float = setting(
+        0.04, "GRPO: weight of the KL penalty that keeps the policy near the SFT adapter (TRL's beta).",
+        pipeline=OPTIONS,
+    )  # fmt: skip
+    reward_correct: float = setting(1.0, "GRPO: reward of SQL whose result matches the gold result.", pipeline=OPTIONS)
+    reward_executes: float = setting(
+        0.1, "GRPO: reward of SQL that runs but returns another result (0: correctness alone).", pipeline=OPTIONS
+    )
+    temperature: float = setting(1.0, "GRPO: sampling temperature of the completions.", pipeline=OPTIONS)
+    max_completion_length: int = setting(128, "GRPO: most tokens per sampled completion.", pipeline=OPTIONS)
     fresh_if_corrupt_checkpoint: bool = setting(
         False, "When every checkpoint is damaged, train from step 0 instead of failing.", pipeline=OPTIONS
     )
@@ -109,6 +126,12 @@ class TrainConfig:
             "keep_checkpoints": (self.keep_checkpoints >= 1, ">= 1"),
             "nproc_per_node": (self.nproc_per_node is None or self.nproc_per_node >= 1, ">= 1"),
             "num_nodes": (self.num_nodes is None or self.num_nodes >= 1, ">= 1"),
+            "num_generations": (self.num_generations >= 2, ">= 2 (GRPO compares completions within a group)"),
+            "kl_coef": (0 <= self.kl_coef < math.inf, "finite and >= 0"),
+            "reward_correct": (0 < self.reward_correct < math.inf, "finite and > 0"),
+            "reward_executes": (0 <= self.reward_executes < self.reward_correct, "in [0, reward_correct)"),
+            "temperature": (0 < self.temperature < math.inf, "finite and > 0"),
+            "max_completion_length": (1 <= self.max_completion_length < self.max_seq_len, ">= 1 and < max_seq_len"),
         }
         for name, (ok, expected) in checks.items():
             if not ok:

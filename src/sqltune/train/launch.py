@@ -38,7 +38,8 @@ class Rendezvous:
 
 def train_argv(
     data: str, base_model: str, out: str, config: Any, *, checkpoint_dir: str | None = None,
-    endpoint_url: str | None = None, overwrite: bool = False,
+    endpoint_url: str | None = None, overwrite: bool = False, init_adapter: str | None = None,
+    db_dir: str | None = None,
 ) -> list[str]:  # fmt: skip
     """`sqltune train` arguments for these inputs and settings: what the workers and a TrainJob's pods run."""
     from sqltune.settings import config_args
@@ -47,12 +48,15 @@ def train_argv(
     argv += ["--overwrite"] if overwrite else []
     argv += ["--checkpoint-dir", checkpoint_dir] if checkpoint_dir else []
     argv += ["--endpoint-url", endpoint_url] if endpoint_url else []
+    argv += ["--init-adapter", str(init_adapter)] if init_adapter else []
+    argv += ["--db-dir", str(db_dir)] if db_dir else []
     return argv + config_args(config)
 
 
 def train_here(
     data: str, base_model: str, out: str, config: Any, *, checkpoint_dir: str | None = None,
-    endpoint_url: str | None = None, overwrite: bool = False, rendezvous: Rendezvous | None = None,
+    endpoint_url: str | None = None, overwrite: bool = False, init_adapter: str | None = None,
+    db_dir: str | None = None, rendezvous: Rendezvous | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Train on this node: in this process for one worker, else through the launcher; what the CLI and the
     KFP component both call. Returns the run's metrics (those of the adapter written to `out` when launched)."""
@@ -61,11 +65,12 @@ def train_here(
 
         return train(
             data, base_model, out, config=config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url,
-            overwrite=overwrite,
+            overwrite=overwrite, init_adapter=init_adapter, db_dir=db_dir,
         )  # fmt: skip
     argv = train_argv(
-        data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite
-    )
+        data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite,
+        init_adapter=init_adapter, db_dir=db_dir,
+    )  # fmt: skip
     num_nodes, per_node = nodes(config.num_nodes), workers_per_node(config.nproc_per_node)
     launch(argv, num_nodes, per_node, rendezvous or Rendezvous(), base_model, endpoint_url)
     if rendezvous and rendezvous.node_rank:

@@ -1,4 +1,5 @@
-"""The loss curve as a PNG and as a self-contained HTML page (the Kubeflow UI shows HTML artifacts)."""
+"""The loss curve (and, for GRPO, the reward curve beside it) as a PNG and as a self-contained HTML page (the
+Kubeflow UI shows HTML artifacts)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,22 @@ def write_loss_curve(rows: Sequence[dict[str, Any]], png: Path, page: Path, titl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2)
-    ax.set(xlabel="optimizer step", ylabel="training loss (response tokens)", title=title)
-    ax.grid(alpha=0.3)
+    steps = [r["step"] for r in rows]
+    rewarded = "reward" in rows[0]
+    fig, axes = plt.subplots(1, 2 if rewarded else 1, figsize=(12 if rewarded else 7, 4), dpi=100, squeeze=False)
+    loss = axes[0][0]
+    loss.plot(steps, [r["loss"] for r in rows], lw=1.2)
+    loss.set(xlabel="optimizer step", ylabel="GRPO loss" if rewarded else "training loss (response tokens)")
+    if rewarded:
+        reward = axes[0][1]
+        reward.plot(steps, [r["reward"] for r in rows], lw=1.2, label="mean reward")
+        hits = [(r["step"], r["correct_groups"]) for r in rows if r.get("correct_groups") is not None]
+        reward.plot([s for s, _ in hits], [h for _, h in hits], lw=1.2, label="groups with a correct completion")
+        reward.set(xlabel="optimizer step", ylabel="execution reward / share")
+        reward.legend(loc="best")
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(png, format="png")
     plt.close(fig)

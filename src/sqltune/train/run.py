@@ -52,24 +52,37 @@ def train(
     checkpoint_dir: str | None = None,
     endpoint_url: str | None = None,
     overwrite: bool = False,
+    init_adapter: str | None = None,
+    db_dir: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `base_model` on the records in `data` and write the adapter artifact to `out`.
 
     `data` is a records JSONL file or a preprocess artifact directory (local or s3://). With
     `checkpoint_dir` (local or s3://), checkpoints are written every `config.checkpoint_every` steps and a
     rerun continues from the latest complete one. Under torchrun every process calls this; rank 0 writes
-    the artifact. Returns the metrics also written to `train_metrics.json`.
+    the artifact. With `config.method` grpo, `init_adapter` (the SFT adapter) is trained further by GRPO,
+    rewarded by running its SQL against the databases under `db_dir` (`sqltune.train.grpo`). Returns the
+    metrics also written to `train_metrics.json`.
     """
     import torch
 
     config = config or TrainConfig()
+    if config.method == "grpo":
+        from sqltune.train.grpo import train_grpo
+
+        return train_grpo(
+            data, base_model, out, config=config, init_adapter=init_adapter, db_dir=db_dir,
+            checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite,
+        )  # fmt: skip
+    if init_adapter or db_dir:
+        raise SqltuneError("--init-adapter and --db-dir are inputs of --method grpo; LoRA/QLoRA start fresh")
     if not is_s3(out):
         check_output(out, inputs=[data, checkpoint_dir], overwrite=overwrite)
     started = time.perf_counter()
     dist = Distributed(config.parallelism)
     model_dir = resolve_base_model(base_model, endpoint_url)
     tokenizer = load_tokenizer(model_dir)
-    records = _read_records(data, endpoint_url)
+    records = read_records(data, endpoint_url)
     examples, stats = build_examples(records, tokenizer, config.prompt_template, config.max_seq_len)
     if not examples:
         raise SqltuneError(
@@ -165,13 +178,18 @@ def train(
     metrics["weights_and_optimizer_gb"] = resident_bytes(model, optimizer) / 2**30
     adapter = full_adapter_state(model, dist) if dist.sharded else None
     if dist.is_main:
-        _write_adapter(out, model, adapter, tokenizer, config, metrics, rows, data, base_model, overwrite, endpoint_url)
+        # Sharded, the LoRA weights come gathered (`adapter`); PEFT writes the same files either way.
+        gathered = {"state_dict": adapter} if adapter is not None else {}
+        write_adapter(
+            out, model, tokenizer, config, metrics, rows, {"data": data}, base_model, overwrite, endpoint_url,
+            **gathered,
+        )  # fmt: skip
     dist.barrier()
     dist.close()
     return metrics
 
 
-def _read_records(data: str | os.PathLike[str], endpoint_url: str | None) -> list[dict[str, Any]]:
+def read_records(data: str | os.PathLike[str], endpoint_url: str | None) -> list[dict[str, Any]]:
     path, source = localize(data, "train data", endpoint_url), str(data)
     if path.is_dir():
         path, source = path / RECORDS, join(source, RECORDS)
@@ -346,32 +364,17 @@ def _resume(
     def load_torch(path: Path) -> Any:
         return torch.load(path, weights_only=True)
 
-    def same_run(state: dict[str, Any]) -> None:
-        saved = state.get("fingerprint", {})
-        if saved.get("world_size", fingerprint["world_size"]) != fingerprint["world_size"]:
-            # Each optimizer step takes one micro-batch per worker: another world size is another batch order.
-            raise SqltuneError(
-                f"checkpoint directory {root} holds a run of {saved['world_size']} workers, this run has "
-                f"{fingerprint['world_size']}: resume it with --nproc-per-node x --num-nodes = "
-                f"{saved['world_size']} workers, or use a new checkpoint directory"
-            )
-        changed = sorted(
-            k for k in set(saved) | set(fingerprint)
-            if k not in _RESUMABLE_CHANGES and saved.get(k) != fingerprint.get(k)
-        )  # fmt: skip
-        if changed:
-            raise SqltuneError(
-                f"checkpoint directory {root} holds a run with different settings ({', '.join(changed)}); "
-                "use a new checkpoint directory for a new run"
-            )
-
     readers = {"scheduler.pt": load_torch, "rng.pt": load_torch}
     if dist.sharded:
         readers[SHARDS] = sharded_reader(model, optimizer)
     else:
         readers.update({"adapter.safetensors": load_file, "optimizer.pt": load_torch})
     latest = checkpoint.load_latest(
-        root, readers, fresh_if_corrupt=fresh_if_corrupt, endpoint_url=endpoint_url, accept=same_run
+        root,
+        readers,
+        fresh_if_corrupt=fresh_if_corrupt,
+        endpoint_url=endpoint_url,
+        accept=checkpoint.same_run(root, fingerprint, _RESUMABLE_CHANGES),
     )
     if latest is None:
         return None
@@ -431,26 +434,25 @@ def _metrics(
     }
 
 
-def _write_adapter(
-    out: str | os.PathLike[str], model: Any, adapter: dict[str, Any] | None, tokenizer: Any, config: TrainConfig,
-    metrics: dict[str, Any], rows: list[dict[str, Any]], data: str | os.PathLike[str], base_model: str,
-    overwrite: bool, endpoint_url: str | None,
+def write_adapter(
+    out: str | os.PathLike[str], model: Any, tokenizer: Any, config: TrainConfig, metrics: dict[str, Any],
+    rows: list[dict[str, Any]], inputs: dict[str, Any], base_model: str, overwrite: bool, endpoint_url: str | None,
+    **save: Any,
 ) -> None:  # fmt: skip
-    """The adapter artifact in `out`; an s3:// `out` (a Kubeflow TrainJob's) is built locally, then uploaded."""
+    """The adapter artifact in `out` (`save` goes to PEFT's `save_pretrained`); an s3:// `out` (a Kubeflow
+    TrainJob's) is built locally, then uploaded."""
     if is_s3(out):
         with tempfile.TemporaryDirectory(prefix="sqltune-adapter-") as scratch:
             local = Path(scratch) / "adapter"
-            _write_adapter(local, model, adapter, tokenizer, config, metrics, rows, data, base_model, False, None)
+            write_adapter(local, model, tokenizer, config, metrics, rows, inputs, base_model, False, None, **save)
             upload_dir(local, str(out), endpoint_url)
         log.info("adapter uploaded to %s", out)
         return
     parameters = {"base_model": base_model, **config.to_dict()}
-    inputs = {"data": data}
     with artifact_dir(
         out, "adapter", parameters=parameters, inputs=inputs, extra={"metrics": metrics}, overwrite=overwrite
     ) as tmp:
-        # Sharded, the LoRA weights come gathered (`adapter`); PEFT writes the same files either way.
-        model.save_pretrained(tmp, **({"state_dict": adapter} if adapter is not None else {}))
+        model.save_pretrained(tmp, **save)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "train_metrics.json", metrics)
         write_jsonl(tmp / "train_log.jsonl", rows)

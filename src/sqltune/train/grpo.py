@@ -1,0 +1,279 @@
+"""The GRPO stage: reinforcement learning from an SFT adapter, rewarded by executing the SQL it writes.
+
+TRL's `GRPOTrainer` does the algorithm (group sampling, group-relative advantages, the clipped objective and the
+KL penalty) over a `datasets` dataset of the training prompts; this module supplies what is ours: the prompts
+(the same `build_prompt` as SFT and predict, given to TRL as chat messages so its chat template yields exactly
+our text), the reward (`ExecutionReward`: the evaluate step's sandbox and EX rule), the checkpoints and the
+artifact. The SFT adapter is trained further (`is_trainable`), and TRL keeps a frozen copy of it as the
+reference policy of the KL penalty, so `kl_coef` holds the policy near the SFT adapter, not the base model.
+
+Checkpoints are TRL's (adapter, optimizer, scheduler, RNG, trainer state), mirrored into the same store as the
+SFT loop's (`checkpoint.save`: complete or absent, sha256-checked, local or s3://), and a rerun resumes from the
+newest usable one. The artifact is a PEFT adapter like SFT's, whose `train_log.jsonl` and curves carry the reward
+per step beside the loss.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import PrinterCallback, TrainerCallback
+
+from sqltune.artifacts import check_output, file_entries, input_fingerprint
+from sqltune.errors import SqltuneError
+from sqltune.log import get_logger
+from sqltune.models import load_model, load_tokenizer, resolve_base_model
+from sqltune.predict.adapter import check_base_name, read_adapter
+from sqltune.prompt import build_prompt, prompt_functions, prompt_messages
+from sqltune.train import checkpoint
+from sqltune.train.config import TrainConfig
+from sqltune.train.reward import ExecutionReward
+from sqltune.uri import localize
+
+log = get_logger(__name__)
+
+# What a rerun needs of a TRL checkpoint to continue (the frozen reference copy is rebuilt from --init-adapter).
+RESUME_FILES = (
+    "adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "rng_state.pth",
+    "trainer_state.json",
+)  # fmt: skip
+# Settings a resumed run may change, as they do not change what is trained.
+_RESUMABLE_CHANGES = ("keep_checkpoints", "fresh_if_corrupt_checkpoint", "nproc_per_node", "num_nodes")
+
+
+def train_grpo(
+    data: str | os.PathLike[str],
+    base_model: str,
+    out: str | os.PathLike[str],
+    *,
+    config: TrainConfig,
+    init_adapter: str | os.PathLike[str] | None,
+    db_dir: str | os.PathLike[str] | None,
+    checkpoint_dir: str | None = None,
+    endpoint_url: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Continue the SFT adapter `init_adapter` with GRPO on the prompts of `data`, rewarded against the
+    databases under `db_dir`; writes the adapter artifact to `out` and returns its metrics."""
+    import torch
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import GRPOConfig, GRPOTrainer
+
+    from sqltune.train.run import read_records, write_adapter
+
+    if not init_adapter or not db_dir:
+        missing = " and ".join(f for f, v in (("--init-adapter", init_adapter), ("--db-dir", db_dir)) if not v)
+        raise SqltuneError(f"--method grpo needs {missing}: the SFT adapter to start from and the databases to run on")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SqltuneError("--method grpo runs in one process (one GPU) for now: use --nproc-per-node 1")
+    check_output(out, inputs=[data, init_adapter, db_dir, checkpoint_dir], overwrite=overwrite)
+    started = time.perf_counter()
+    model_dir = resolve_base_model(base_model, endpoint_url)
+    sft = read_adapter(localize(init_adapter, "--init-adapter", endpoint_url))
+    check_base_name(sft, base_model, model_dir)
+    template = sft.parameters.get("prompt_template", config.prompt_template)
+    if template != config.prompt_template:
+        log.info("prompt template %r: the one %s was trained with", template, init_adapter)
+        config.prompt_template = template
+    tokenizer = load_tokenizer(model_dir)
+    reward = ExecutionReward(
+        localize(db_dir, "--db-dir", endpoint_url), correct=config.reward_correct, executes=config.reward_executes
+    )
+    records = read_records(data, endpoint_url)
+    dataset = Dataset.from_list(_prompts(records, tokenizer, config, reward, data))
+
+    cuda = torch.cuda.is_available()
+    bf16 = config.bf16 if config.bf16 is not None else cuda and torch.cuda.is_bf16_supported()
+    qlora = sft.parameters.get("method") == "qlora"
+    torch.manual_seed(config.seed)
+    model = load_model(
+        model_dir, quantize_4bit=qlora, dtype=torch.bfloat16 if bf16 else torch.float32,
+        device_map={"": torch.device("cuda:0")} if qlora else None,
+    )  # fmt: skip
+    model = PeftModel.from_pretrained(model, str(sft.path), is_trainable=True)
+
+    fingerprint = {
+        "base_model": base_model, "records": len(records), **config.to_dict(),
+        "init_adapter": input_fingerprint(localize(init_adapter, "--init-adapter", endpoint_url)),
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="sqltune-grpo-") as scratch:
+        resume, rows = _resume(checkpoint_dir, endpoint_url, fingerprint, config, Path(scratch) / "resume")
+        recorder = _Recorder(reward, rows, checkpoint_dir, endpoint_url, fingerprint, config)
+        args = GRPOConfig(
+            output_dir=str(Path(scratch) / "trl"),
+            max_steps=config.max_steps,
+            num_train_epochs=config.num_epochs,
+            per_device_train_batch_size=config.batch_size * config.num_generations,  # completions, not prompts
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            num_generations=config.num_generations,
+            max_completion_length=config.max_completion_length,
+            temperature=config.temperature,
+            beta=config.kl_coef,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type=config.lr_scheduler,
+            warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the steps
+            weight_decay=config.weight_decay,
+            max_grad_norm=config.max_grad_norm,
+            gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+            bf16=bf16,
+            use_cpu=not cuda,
+            seed=config.seed,
+            data_seed=config.seed,
+            logging_steps=1,
+            save_strategy="steps" if checkpoint_dir and config.checkpoint_every else "no",
+            save_steps=config.checkpoint_every or 1,
+            report_to="none",
+            disable_tqdm=True,
+        )
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=[reward], args=args, train_dataset=dataset, processing_class=tokenizer,
+            callbacks=[recorder],
+        )  # fmt: skip
+        trainer.remove_callback(PrinterCallback)  # the recorder logs each step
+        try:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        finally:
+            reward.close()
+    rows = recorder.rows
+    metrics = _metrics(rows, config, base_model, trainable=model.get_nb_trainable_parameters(), records=len(dataset))
+    metrics.update(wall_time_s=time.perf_counter() - started, resumed_from_step=recorder.resumed_from)
+    inputs = {"data": data, "init_adapter": init_adapter, "db_dir": db_dir}
+    write_adapter(
+        out, model, tokenizer, config, metrics, rows, inputs, base_model, overwrite, endpoint_url,
+        selected_adapters=["default"],  # not TRL's frozen reference copy
+    )  # fmt: skip
+    return metrics
+
+
+def _prompts(
+    records: list[dict[str, Any]], tokenizer: Any, config: TrainConfig, reward: ExecutionReward, data: Any
+) -> list[dict[str, Any]]:
+    """The dataset rows: the prompt (chat messages or text) with what the reward needs; records whose gold SQL
+    fails in the sandbox or whose prompt does not fit are left out with a warning naming them."""
+    count_tokens, chat_render = prompt_functions(tokenizer, config.prompt_template)
+    rows, unusable = [], []
+    for index, record in enumerate(records):
+        record_id = str(record.get("id", f"#{index}"))
+        missing = [k for k in ("question", "sql", "db_id") if not isinstance(record.get(k), str) or not record[k]]
+        if missing:
+            raise SqltuneError(f"train data {data}: record {record_id}: missing or empty field(s) {', '.join(missing)}")
+        prompt = build_prompt(
+            record, config.prompt_template, max_tokens=config.max_seq_len - config.max_completion_length,
+            count_tokens=count_tokens, chat_render=chat_render,
+        )  # fmt: skip
+        why = reward.gold_runs(record) if prompt.fits else "prompt does not fit max_seq_len - max_completion_length"
+        if why:
+            unusable.append(f"{record_id} ({why})")
+            continue
+        text = prompt_messages(record, prompt.schema_lines_dropped) if chat_render else prompt.text
+        rows.append({"prompt": text, "id": record_id, "db_id": record["db_id"], "sql": record["sql"]})
+    if unusable:
+        log.warning("%d of %d records left out of GRPO: %s", len(unusable), len(records), "; ".join(unusable[:5]))
+    if not rows:
+        raise SqltuneError(f"train data {data}: no record can be used for GRPO ({'; '.join(unusable[:3])})")
+    return rows
+
+
+def _resume(
+    root: str | None, endpoint_url: str | None, fingerprint: dict[str, Any], config: TrainConfig, into: Path
+) -> tuple[Path | None, list[dict[str, Any]]]:
+    """(a TRL checkpoint directory to resume from, the log rows so far) from the newest usable checkpoint."""
+    if not root:
+        return None, []
+    into.mkdir(parents=True)
+    readers = {name: lambda path: shutil.copyfile(path, into / path.name) for name in RESUME_FILES}
+    latest = checkpoint.load_latest(
+        root, readers, fresh_if_corrupt=config.fresh_if_corrupt_checkpoint, endpoint_url=endpoint_url,
+        accept=checkpoint.same_run(root, fingerprint, _RESUMABLE_CHANGES),
+    )  # fmt: skip
+    if latest is None:
+        return None, []
+    state, _ = latest
+    log.info("resuming GRPO from checkpoint at step %d", state["step"])
+    return into, state["rows"]
+
+
+class _Recorder(TrainerCallback):
+    """Keeps one log row per optimizer step (loss, reward, the share of groups with a correct completion, KL)
+    and mirrors each TRL checkpoint into the checkpoint store."""
+
+    def __init__(
+        self, reward: ExecutionReward, rows: list[dict[str, Any]], root: str | None, endpoint_url: str | None,
+        fingerprint: dict[str, Any], config: TrainConfig,
+    ) -> None:  # fmt: skip
+        self.reward, self.rows, self.root, self.endpoint_url = reward, list(rows), root, endpoint_url
+        self.fingerprint, self.config = fingerprint, config
+        self.resumed_from = rows[-1]["step"] if rows else None
+        self._tick = time.perf_counter()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        self._tick = time.perf_counter()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
+        if not logs or "loss" not in logs or "reward" not in logs:
+            return  # the end-of-training summary, not a step
+        hits, self.reward.group_hits[:] = list(self.reward.group_hits), []
+        now = time.perf_counter()
+        self.rows.append(
+            {
+                "step": state.global_step,
+                "loss": logs["loss"],
+                "reward": logs["reward"],
+                "reward_std": logs.get("reward_std"),
+                "correct_groups": sum(hits) / len(hits) if hits else None,
+                "kl": logs.get("kl"),
+                "lr": logs.get("learning_rate"),
+                "completion_tokens": logs.get("completions/mean_length"),
+                "step_time_s": now - self._tick,
+            }
+        )
+        self._tick = now
+        log.info("GRPO step %d: loss %.4f, reward %.3f", state.global_step, logs["loss"], logs["reward"])
+
+    def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if not self.root:
+            return
+        source = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        files = {name: _copier(source / name) for name in file_entries(source)}
+        done = {"step": state.global_step, "rows": self.rows, "fingerprint": self.fingerprint}
+        checkpoint.save(self.root, state.global_step, files, done, self.config.keep_checkpoints, self.endpoint_url)
+        shutil.rmtree(source)
+
+
+def _copier(source: Path) -> Any:
+    def write(target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+    return write
+
+
+def _metrics(
+    rows: list[dict[str, Any]], config: TrainConfig, base_model: str, trainable: tuple[int, int], records: int
+) -> dict[str, Any]:
+    rewards = [r["reward"] for r in rows]
+    hits = [r["correct_groups"] for r in rows if r["correct_groups"] is not None]
+    return {
+        "steps": len(rows),
+        "final_loss": rows[-1]["loss"] if rows else None,
+        "first_reward": rewards[0] if rewards else None,
+        "final_reward": rewards[-1] if rewards else None,
+        "mean_reward": sum(rewards) / len(rewards) if rewards else None,
+        "correct_groups": sum(hits) / len(hits) if hits else None,
+        "train_time_s": sum(r["step_time_s"] for r in rows),
+        "trainable_params": trainable[0],
+        "total_params": trainable[1],
+        "examples": records,
+        "method": config.method,
+        "num_generations": config.num_generations,
+        "prompt_template": config.prompt_template,
+        "max_seq_len": config.max_seq_len,
+        "base_model": base_model,
+    }

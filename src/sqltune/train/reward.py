@@ -1,0 +1,93 @@
+"""The execution reward of the GRPO stage: a completion is scored by what its SQL returns.
+
+The SQL is pulled out of the completion by predict's own extraction, then run against the question's database
+in the evaluate step's sandbox (read-only, allow-listed functions, bounded time, rows, bytes and memory) and
+compared with the gold result by the same EX rule the evaluate step reports (`execution_match`, Spider's
+official comparison). A correct result earns `correct`, SQL that runs but returns something else earns
+`executes` (a small push towards valid SQL), anything else 0: no SQL, a syntax error, a missing table, a
+statement the sandbox refuses, a timeout. Untrusted SQL can therefore neither change a database nor stop the
+run; the worst it earns is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqltune.errors import SqltuneError
+from sqltune.evaluate.execution import Executor, QueryError, db_files_for, execution_match
+from sqltune.log import get_logger
+from sqltune.predict.extract import NO_SQL, extract_sql
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ExecutionReward:
+    """A TRL reward function: `reward(prompts, completions, db_id=..., sql=..., id=...)` -> one float each.
+
+    It also keeps, per call, the share of prompt groups with at least one correct completion (`group_hits`),
+    which the trainer logs beside TRL's mean reward.
+    """
+
+    db_dir: Path
+    correct: float = 1.0
+    executes: float = 0.1
+    executor: Executor = field(default_factory=Executor)
+    group_hits: list[float] = field(default_factory=list)
+
+    def score(self, db_id: str, gold_sql: str, completion: str) -> tuple[float, str]:
+        """(reward, why) of one completion for a question on database `db_id` with `gold_sql`."""
+        sql = extract_sql(completion)
+        if sql == NO_SQL:
+            return 0.0, "no SQL"
+        files = self.database_files(db_id)
+        try:
+            verdict = execution_match(self.executor, files, gold_sql, sql)
+        except QueryError as exc:  # the gold query itself fails: nothing to learn from this question
+            return 0.0, f"{exc.category}: {exc}"
+        if verdict.correct:
+            return self.correct, "correct"
+        if verdict.error == "wrong result":
+            return self.executes, "wrong result"
+        return 0.0, verdict.error or "failed"
+
+    def database_files(self, db_id: str) -> list[Path]:
+        files = db_files_for(self.db_dir, db_id)
+        if not files:
+            raise SqltuneError(f"no SQLite file for database {db_id!r} under {self.db_dir} (expected {db_id}/*.sqlite)")
+        return files
+
+    def gold_runs(self, record: Mapping[str, Any]) -> str | None:
+        """Why `record`'s gold SQL cannot serve as a reference (it fails in the sandbox), or None when it runs."""
+        try:
+            for path in self.database_files(record["db_id"]):
+                self.executor.gold(path, record["sql"])
+        except QueryError as exc:
+            return f"{exc.category}: {exc}"
+        return None
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], *, db_id: Sequence[str], sql: Sequence[str],
+        id: Sequence[str], **_: Any,
+    ) -> list[float]:  # fmt: skip
+        questions = zip(db_id, sql, completions, strict=True)
+        scored = [self.score(db, gold, _text(completion)) for db, gold, completion in questions]
+        groups: dict[str, bool] = {}
+        for question, (_, why) in zip(id, scored, strict=True):
+            groups[question] = groups.get(question, False) or why == "correct"
+        self.group_hits.append(sum(groups.values()) / len(groups) if groups else 0.0)
+        rewards = [reward for reward, _ in scored]
+        return rewards
+
+    def close(self) -> None:
+        self.executor.close()
+
+
+def _text(completion: Any) -> str:
+    """A completion's text: TRL gives chat prompts' completions as messages, plain prompts' as strings."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(message.get("content", "") for message in completion if isinstance(message, dict))
