@@ -42,9 +42,13 @@ def e2e_bucket(s3_env):
     return s3_env
 
 
+# Two GRPO steps after SFT: the published adapter is the GRPO stage's.
+GRPO_STAGE = {"rl_steps": 2, "train_options": {"num_generations": 2, "max_completion_length": 16}}
+
+
 def test_whole_pipeline_publishes_a_verified_adapter(tmp_path, sample_source, e2e_bucket):
     run = run_local(
-        {**SMALL_RUN, "source_uri": str(sample_source), "min_ex": 0.0},
+        {**SMALL_RUN, **GRPO_STAGE, "source_uri": str(sample_source), "min_ex": 0.0},
         pipeline_root=tmp_path / "runs",
     )
     expected_tasks = {"preprocess", "train", "predict-finetuned", "evaluate-finetuned", "predict-base"}
@@ -61,7 +65,11 @@ def test_whole_pipeline_publishes_a_verified_adapter(tmp_path, sample_source, e2
     adapter = run.artifact("train", "adapter")
     adapter_manifest = verify_artifact(adapter)
     assert {"adapter_config.json", "adapter_model.safetensors", "train_metrics.json"} <= set(adapter_manifest["files"])
-    assert "<img" in run.artifact("train", "loss_curve").read_text()
+    assert adapter_manifest["parameters"]["method"] == "grpo" and adapter_manifest["parameters"]["max_steps"] == 2
+    assert verify_artifact(run.artifact("train", "sft_adapter"))["parameters"]["method"] == "lora"
+    assert [r["step"] for r in read_jsonl(adapter / "train_log.jsonl")] == [1, 2]
+    assert {"reward", "correct_groups"} <= set(read_jsonl(adapter / "train_log.jsonl")[0])
+    assert run.artifact("train", "loss_curve").read_text().count("<img") == 2  # SFT's curve, GRPO's beside it
 
     predictions = read_jsonl(run.artifact("predict-finetuned", "predictions") / "predictions.jsonl")
     assert [p["id"] for p in predictions] == [r["id"] for r in eval_records]
@@ -92,10 +100,12 @@ def test_whole_pipeline_publishes_a_verified_adapter(tmp_path, sample_source, e2
 def _follow_lineage_to_the_dataset(published: dict, run_dir, source) -> None:
     """From the published version, every input is found by the sha256 of its manifest, down to the raw files."""
     by_sha = {"sha256:" + sha256_file(m): json.loads(m.read_text()) for m in run_dir.rglob("manifest.json")}
-    reached, todo = [], [published]
+    reached, todo, adapters = [], [published], set()
     while todo:
         manifest = todo.pop()
         reached.append(manifest["kind"])
+        if manifest["kind"] == "adapter":
+            adapters.add(json.dumps(manifest, sort_keys=True))
         for name, fingerprint in manifest["inputs"].items():
             assert fingerprint.startswith("sha256:"), (manifest["kind"], name, fingerprint)
             if fingerprint in by_sha:
@@ -103,6 +113,7 @@ def _follow_lineage_to_the_dataset(published: dict, run_dir, source) -> None:
             else:  # a raw dataset file: named by its own bytes
                 assert fingerprint in {"sha256:" + sha256_file(f) for f in source.glob("*.json")}, (name, fingerprint)
     assert {"adapter", "evaluation", "predictions", "records", "databases"} <= set(reached)
+    assert len(adapters) == 2  # the GRPO adapter, and the SFT adapter it continued
     assert reached.count("records") >= 3  # train data (via the adapter), eval data (via predictions and evaluation)
 
 
@@ -115,5 +126,8 @@ def test_publish_gate_skips_publishing_below_min_ex(tmp_path, sample_source, e2e
     )
     assert "evaluate-finetuned" in run.tasks
     assert "publish" not in run.tasks
+    # Without the GRPO stage (rl_steps 0) the adapter predict scored is the SFT adapter itself.
+    sft, adapter = run.artifact("train", "sft_adapter"), run.artifact("train", "adapter")
+    assert verify_artifact(adapter)["files"] == verify_artifact(sft)["files"]
     assert run.published_uri is None
     assert registry.list_versions() == versions_before

@@ -35,6 +35,7 @@ STEPS = {
 }
 # Component parameters that are inputs or locations, not settings; and where a TrainJob's pods go.
 NOT_SETTINGS = {"source_uri", "base_model", "checkpoint_uri", "run_id", "endpoint_url"}
+NOT_SETTINGS |= {"dataset"}  # train: where the GRPO stage finds the training questions' databases
 TRAINJOB_PLACEMENT = {"trainer_runtime", "gpu_type", "gpu_node_selector", "gpu_tolerations", "s3_secret_name",
                       "hf_token_secret_name"}  # fmt: skip
 
@@ -111,6 +112,11 @@ def test_options_dicts_are_validated_by_the_config():
         build_config(PredictConfig, {}, {"num_beams": 4}, "predict_options")
     with pytest.raises(SqltuneError, match="train parameter keep_checkpoints=0 is invalid"):
         build_config(TrainConfig, {}, {"keep_checkpoints": 0}, "train_options")
+    # KFP hands a dict parameter over as a protobuf Struct: its numbers arrive as floats.
+    assert build_config(TrainConfig, {}, {"num_generations": 2.0}, "train_options").num_generations == 2
+    assert type(build_config(TrainConfig, {}, {"num_generations": 2.0}, "train_options").num_generations) is int
+    with pytest.raises(SqltuneError, match=r"train_options: 'num_generations' must be a whole number, not 2\.5"):
+        build_config(TrainConfig, {}, {"num_generations": 2.5}, "train_options")
 
 
 @dataclasses.dataclass

@@ -85,7 +85,17 @@ def build_config(config: type[Config], params: Mapping[str, Any], options: Mappi
             allowed = ", ".join(sorted(pipeline_settings(config, OPTIONS)))
             raise SqltuneError(f"{what}: unknown setting {key!r}; expected one of {allowed}")
     own = {name: params[name] for name, role in roles.items() if role == PARAM and name in params}
-    return config(**own, **options)
+    defaults = {f.name: f.default for f in settings_of(config)}
+    return config(**own, **{key: _whole(value, defaults[key], what, key) for key, value in options.items()})
+
+
+def _whole(value: Any, default: Any, what: str, key: str) -> Any:
+    """An integer setting's value: KFP passes a dict parameter as a protobuf Struct, whose numbers are floats."""
+    if not isinstance(default, int) or isinstance(default, bool) or not isinstance(value, float):
+        return value
+    if not value.is_integer():
+        raise SqltuneError(f"{what}: {key!r} must be a whole number, not {value!r}")
+    return int(value)
 
 
 def config_args(config: Any) -> list[str]:

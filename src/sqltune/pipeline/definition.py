@@ -1,4 +1,5 @@
-"""The text2sql pipeline: preprocess -> train (GPU) -> predict -> evaluate -> publish if EX >= min_ex.
+"""The text2sql pipeline: preprocess -> train (GPU; SFT, then GRPO when rl_steps > 0) -> predict -> evaluate ->
+publish if EX >= min_ex.
 
 Compile with `make compile` (or `sqltune compile`); the compiled `pipelines/text2sql.yaml` is checked in
 and must stay byte-identical to a fresh compile (a test checks). GPU placement, secrets,
@@ -36,12 +37,17 @@ PIPELINE_DEFAULTS = {
     "promote_channel": ("", "KFP string parameters have no None: '' means do not promote"),
     "num_nodes": (1, "KFP integer parameters have no None: the pipeline says 1 node, not Trainer's PET_NNODES"),
     "gpu_count": (1, "GPUs of a pod, and a worker per GPU: the library's None means every visible GPU"),
+    "rl_steps": (0, "the GRPO stage is off unless asked for: it costs sampling, and has to earn its place"),
+    "rl_learning_rate": (1e-5, "GRPO's sampled updates are noisier than SFT's: a smaller step (TRL's LoRA examples)"),
 }
 # Settings two steps have under one name with different values: the pipeline parameter says which step.
 QUALIFIED = {
     ("predict", "batch_size"): ("predict_batch_size",),
     ("preprocess", "limit"): ("train_limit", "eval_limit"),
     ("train", "nproc_per_node"): ("gpu_count",),  # a worker per GPU the pod gets
+    # The SFT stage's, and the GRPO stage's after it in the same step (rl_steps 0: no GRPO stage).
+    ("train", "max_steps"): ("max_steps", "rl_steps"),
+    ("train", "learning_rate"): ("learning_rate", "rl_learning_rate"),
 }
 # Keys of the S3 credentials Secret, exposed to the steps under boto3's standard variable names.
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
@@ -107,6 +113,8 @@ def text2sql(
     parallelism: str = "ddp",
     num_nodes: int = 1,
     trainer_runtime: str = DEFAULT_RUNTIME,
+    rl_steps: int = 0,
+    rl_learning_rate: float = 1e-5,
     train_options: dict = {},  # noqa: B006 (TrainConfig settings without a parameter of their own)
     checkpoint_uri: str = "",
     backend: str = "auto",
@@ -152,6 +160,10 @@ def text2sql(
         learning_rate=learning_rate,
         num_epochs=num_epochs,
         max_steps=max_steps,
+        rl_steps=rl_steps,
+        rl_learning_rate=rl_learning_rate,
+        dataset=dataset,
+        source_uri=source_uri,
         batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps,
         max_seq_len=max_seq_len,

@@ -1,5 +1,10 @@
 """The train component: LoRA/QLoRA fine-tuning on every GPU of a node, or on several nodes as a Kubeflow
-Trainer TrainJob (num_nodes > 1), resumable from checkpoints."""
+Trainer TrainJob (num_nodes > 1), then, when rl_steps > 0, the GRPO stage on this pod's GPU; resumable from
+checkpoints.
+
+The GRPO stage runs in this step rather than in a task of its own: a conditional GPU task cannot resolve its
+accelerator parameters in kfp 2.17, and kfp.local cannot pick one of two branches' artifacts (dsl.OneOf).
+"""
 
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
@@ -20,6 +25,8 @@ def train(
     learning_rate: float,
     num_epochs: float,
     max_steps: int,
+    rl_steps: int,
+    rl_learning_rate: float,
     batch_size: int,
     gradient_accumulation_steps: int,
     max_seq_len: int,
@@ -38,7 +45,10 @@ def train(
     s3_secret_name: str,
     hf_token_secret_name: str,
     endpoint_url: str,
+    dataset: str,
+    source_uri: str,
     adapter: Output[Model],
+    sft_adapter: Output[Model],
     metrics: Output[Metrics],
     loss_curve: Output[HTML],
 ):
@@ -46,34 +56,58 @@ def train(
 
     Each setting is the TrainConfig setting of the same name (`nproc_per_node` is the pipeline's gpu_count);
     `train_options` sets the rarely changed ones. With num_nodes > 1 the training runs as a TrainJob on the
-    runtime `trainer_runtime`, placed by the GPU parameters, with the Secrets' credentials.
+    runtime `trainer_runtime`, placed by the GPU parameters, with the Secrets' credentials. The SFT adapter is
+    `sft_adapter`; `adapter`, what predict and publish take, is the GRPO stage's continuation of it (rl_steps
+    steps at rl_learning_rate, rewarded on the training questions' databases, read from `source_uri` as
+    preprocess reads the `dataset`), or a copy of it when rl_steps is 0.
     """
+    import dataclasses
     import shutil
     from pathlib import Path
 
     from sqltune.images import image_for
+    from sqltune.preprocess.readers import read_dataset
     from sqltune.settings import build_config
     from sqltune.train import TrainConfig
     from sqltune.train.launch import train_here
+    from sqltune.train.plot import join_pages
     from sqltune.train.trainjob import train_on_trainer
-    from sqltune.uri import join
+    from sqltune.uri import join, localize
 
     config = build_config(TrainConfig, locals(), train_options, "train_options")
     records = Path(train_data.path) / "records.jsonl"
     checkpoints = join(checkpoint_uri, run_id) if checkpoint_uri else None
     if num_nodes > 1:
         summary = train_on_trainer(
-            records, base_model, Path(adapter.path), config, work_uri=checkpoints or "",
+            records, base_model, Path(sft_adapter.path), config, work_uri=checkpoints or "",
             endpoint_url=endpoint_url or None, image=image_for("train"), runtime=trainer_runtime,
             gpu_resource=gpu_type, node_selector=gpu_node_selector, tolerations=gpu_tolerations,
             s3_secret=s3_secret_name, hf_token_secret=hf_token_secret_name,
         )  # fmt: skip
     else:
         summary = train_here(
-            records, base_model, adapter.path, config, checkpoint_dir=checkpoints, endpoint_url=endpoint_url or None
+            records, base_model, sft_adapter.path, config, checkpoint_dir=checkpoints, endpoint_url=endpoint_url or None
         )
-    for name in ("final_loss", "best_loss", "tokens_per_s", "steps", "trainable_params", "wall_time_s"):
-        if summary.get(name) is not None:
+    pages = [Path(sft_adapter.path) / "loss_curve.html"]
+    if rl_steps > 0:
+        source = localize(source_uri, f"{dataset} source", endpoint_url or None)
+        grpo = dataclasses.replace(
+            config, method="grpo", max_steps=rl_steps, learning_rate=rl_learning_rate, nproc_per_node=1, num_nodes=1
+        )
+        rewarded = train_here(
+            records, base_model, adapter.path, grpo, checkpoint_dir=join(checkpoints, "grpo") if checkpoints else None,
+            endpoint_url=endpoint_url or None, init_adapter=sft_adapter.path,
+            db_dir=read_dataset(dataset, source, "train").database_dir,
+        )  # fmt: skip
+        summary.update({f"grpo_{k}" if k in summary else k: v for k, v in rewarded.items()})
+        pages.append(Path(adapter.path) / "loss_curve.html")
+    else:
+        shutil.copytree(sft_adapter.path, adapter.path, dirs_exist_ok=True)
+    names = ("final_loss", "best_loss", "tokens_per_s", "steps", "trainable_params", "wall_time_s", "grpo_steps",
+             "grpo_final_loss", "first_reward", "final_reward", "mean_reward", "correct_groups")  # fmt: skip
+    for name in names:
+        if isinstance(summary.get(name), (int, float)):
             metrics.log_metric(name, float(summary[name]))
-    adapter.metadata.update({"base_model": base_model, "method": method})
-    shutil.copyfile(Path(adapter.path) / "loss_curve.html", loss_curve.path)
+    for artifact, stage in ((sft_adapter, method), (adapter, "grpo" if rl_steps > 0 else method)):
+        artifact.metadata.update({"base_model": base_model, "method": stage})
+    join_pages(pages, Path(loss_curve.path))

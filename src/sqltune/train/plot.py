@@ -42,3 +42,16 @@ def write_loss_curve(rows: Sequence[dict[str, Any]], png: Path, page: Path, titl
         f"<img alt='loss curve' src='data:image/png;base64,{encoded}'></body></html>\n",
         encoding="utf-8",
     )
+
+
+def join_pages(pages: Sequence[Path], out: Path) -> None:
+    """One HTML page holding the bodies of `pages` (the SFT and GRPO curves of one train step), in order."""
+    bodies = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        bodies.append(text[text.index("<body>") + len("<body>") : text.rindex("</body>")])
+    out.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>training curves</title></head>"
+        f"<body>{''.join(bodies)}</body></html>\n",
+        encoding="utf-8",
+    )
