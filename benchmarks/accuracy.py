@@ -10,9 +10,12 @@ variant is scored on the same questions and EX and EM count the same ones.
 The training options are TrainConfig's own (`sqltune train --help` lists them; `--seed` also seeds the subsets),
 with the benchmark's recipe defaults in RECIPE. Each variant is `NAME:key=value,...` over the TrainConfig
 settings plus `schema_style` (target modules joined with `+`) and `candidates` (PredictConfig's: SQL candidates
-per question, executed and voted on), e.g. `--variant qlora:method=qlora --variant lora-ddl:schema_style=ddl
---variant lora-c4:method=lora,candidates=4`: an override of the command's TrainConfig, validated by it. Variants
-that differ only in `candidates` share one adapter. `--base-candidates 1 --base-candidates 4` scores the base
+per question, executed and voted on) and `rl_steps` / `rl_learning_rate` (the pipeline's: a GRPO stage of that many
+steps after SFT, rewarded on the training questions' databases, with TrainConfig's GRPO settings), e.g.
+`--variant qlora:method=qlora --variant lora-ddl:schema_style=ddl --variant lora-c4:method=lora,candidates=4
+--variant lora-grpo:method=lora,rl_steps=50`: an override of the command's TrainConfig, validated by it. Variants
+that differ only in `candidates` share one adapter, and a GRPO variant starts from the SFT adapter of its
+settings without the GRPO ones. `--base-candidates 1 --base-candidates 4` scores the base
 model twice. Work artifacts live under `--work`, keyed by a hash of everything they depend on, so a rerun of
 the same command picks up finished steps.
 
@@ -47,6 +50,7 @@ from sqltune.preprocess.schema_text import DEFAULT_STYLE, SchemaStyle
 from sqltune.settings import config_command
 from sqltune.sql.hardness import HARDNESS_LEVELS
 from sqltune.train import TrainConfig
+from sqltune.train.config import GRPO_SETTINGS
 
 log = get_logger("sqltune.bench.accuracy")
 
@@ -54,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 SPIDER = HERE.parents[1] / "shared" / "data" / "spider"
 BASE = "base"
 DEFAULT_VARIANTS = ("lora:method=lora", "qlora:method=qlora")
+RL_KEYS = {"rl_steps": int, "rl_learning_rate": float}  # the pipeline's names for the GRPO stage
 _DEFAULTS_HELP = " ".join(DEFAULT_VARIANTS)
 WORK = Path.home() / ".cache" / "sqltune" / "bench-accuracy"
 PACKAGES = ("sqltune", "torch", "transformers", "peft", "bitsandbytes", "accelerate")
@@ -122,14 +127,17 @@ def parse_variant(spec: str, bench: Bench) -> tuple[str, dict[str, Any]]:
     if not name or name == BASE or name.startswith(f"{BASE}-c"):
         raise SqltuneError(f"variant {spec!r} needs a name other than {BASE!r} or {BASE}-cN (the base model's rows)")
     types = {f.name: type(getattr(bench.train, f.name)) for f in fields(TrainConfig)}
-    schema_style, candidates, overrides = bench.schema_style, 1, {}
+    schema_style, candidates, overrides, rl = bench.schema_style, 1, {}, {}
     for item in filter(None, body.split(",")):
         key, eq, value = item.partition("=")
-        if not eq or (key not in types and key not in ("schema_style", "candidates")):
+        if not eq or (key not in types and key not in ("schema_style", "candidates", *RL_KEYS)):
             raise SqltuneError(
-                f"variant {spec!r}: {item!r} is not key=value over TrainConfig settings, schema_style or candidates"
+                f"variant {spec!r}: {item!r} is not key=value over TrainConfig settings, schema_style, candidates, "
+                "rl_steps or rl_learning_rate"
             )
-        if key == "schema_style":
+        if key in RL_KEYS:
+            rl[key] = RL_KEYS[key](value)
+        elif key == "schema_style":
             schema_style = value
         elif key == "candidates":
             candidates = _candidates(value, spec)
@@ -140,7 +148,20 @@ def parse_variant(spec: str, bench: Bench) -> tuple[str, dict[str, Any]]:
         else:
             overrides[key] = types[key](value)
     train = replace(bench.train, **overrides, checkpoint_every=0)
-    return name, {"schema_style": schema_style, "candidates": candidates, **train.to_dict()}
+    if rl:
+        rl = {"rl_steps": rl.get("rl_steps", 0), "rl_learning_rate": rl.get("rl_learning_rate", 1e-5)}
+        grpo_config(train.to_dict(), rl)  # validated by TrainConfig as the GRPO stage will run it
+    return name, {"schema_style": schema_style, "candidates": candidates, **train.to_dict(), **rl}
+
+
+def grpo_config(sft: dict[str, Any], rl: dict[str, Any]) -> TrainConfig:
+    """The GRPO stage's TrainConfig: the SFT settings with rl_steps steps at rl_learning_rate."""
+    if rl["rl_steps"] < 1:
+        raise SqltuneError(f"rl_steps={rl['rl_steps']} is invalid: expected >= 1 (leave it out for no GRPO stage)")
+    settings = {k: v for k, v in sft.items() if k in {f.name for f in fields(TrainConfig)}}
+    return TrainConfig(
+        **{**settings, "method": "grpo", "max_steps": rl["rl_steps"], "learning_rate": rl["rl_learning_rate"]}
+    )
 
 
 def _candidates(value: str | int, what: str) -> int:
@@ -210,7 +231,7 @@ def subset(records_file: Path, ids: list[str], out: Path) -> Path:
 # Each adapter trains in a fresh interpreter, so the peak RSS it reports is its own.
 _TRAIN_CHILD = (
     "import json, sys; from sqltune.train import TrainConfig, train; job = json.loads(sys.argv[1]); "
-    "train(job['data'], job['base_model'], job['out'], config=TrainConfig(**job['config']))"
+    "train(job.pop('data'), job.pop('base_model'), job.pop('out'), config=TrainConfig(**job.pop('config')), **job)"
 )
 
 
@@ -224,10 +245,16 @@ def training_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k != "candidates"}
 
 
-def train_variant(data: Path, base_model: str, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+def sft_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """What the SFT adapter depends on: the training settings without the GRPO stage's (SFT and SFT + GRPO
+    variants share the SFT adapter)."""
+    return {k: v for k, v in training_settings(settings).items() if k not in (*GRPO_SETTINGS, *RL_KEYS)}
+
+
+def train_variant(data: Path, base_model: str, out: Path, config: dict[str, Any], **grpo_inputs: str) -> dict[str, Any]:
+    """Train `out` with TrainConfig `config` (the GRPO stage: with `init_adapter` and `db_dir`) in a child."""
     if not done(out):
-        config = {k: v for k, v in training_settings(settings).items() if k != "schema_style"}
-        job = {"data": str(data), "base_model": base_model, "out": str(out), "config": config}
+        job = {"data": str(data), "base_model": base_model, "out": str(out), "config": config, **grpo_inputs}
         if subprocess.run([sys.executable, "-c", _TRAIN_CHILD, json.dumps(job)], check=False).returncode:
             raise SqltuneError(f"training {out} failed; see its log above")
     return json.loads((out / "train_metrics.json").read_text())
@@ -322,15 +349,27 @@ def run(args: Bench, command: str) -> dict[str, Any]:
                         "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)})  # fmt: skip
     for name, settings in variants.items():
         data = subsets[settings["schema_style"]]
-        trained = training_settings(settings)
-        adapter = args.work / "adapters" / key_of(args.base_model, trained, t_ids, str(args.spider))
+        sft = sft_settings(settings)
+        adapter = args.work / "adapters" / key_of(args.base_model, sft, t_ids, str(args.spider))
         out = args.work / "runs" / f"{name}-{key_of(scoring, settings, t_ids, d_ids, str(args.spider))}"
         log.info("variant %s: %s", name, settings)
         tick = time.perf_counter()
-        train_metrics = train_variant(data["train"], args.base_model, adapter, settings)
+        config = {k: v for k, v in sft.items() if k != "schema_style"}
+        train_metrics = train_variant(data["train"], args.base_model, adapter, config)
+        row: dict[str, Any] = {"settings": settings}
+        if settings.get("rl_steps"):
+            row["sft"] = train_metrics
+            sft_adapter, adapter = (
+                adapter,
+                args.work / "adapters" / key_of(args.base_model, training_settings(settings), t_ids, str(args.spider)),
+            )
+            grpo = grpo_config(training_settings(settings), settings).to_dict()
+            train_metrics = train_variant(
+                data["train"], args.base_model, adapter, grpo, init_adapter=str(sft_adapter), db_dir=str(db_dir)
+            )
         predict_metrics, evaluation = score(args, data["dev"], adapter, out, settings["candidates"])
-        finished(name, {"settings": settings, "train": train_metrics, "predict": predict_metrics,
-                        "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)})  # fmt: skip
+        finished(name, {**row, "train": train_metrics, "predict": predict_metrics, "evaluation": evaluation,
+                        "wall_s": time.perf_counter() - tick, "work": str(out)})  # fmt: skip
     return result
 
 
@@ -340,27 +379,47 @@ def prediction_s(row: dict[str, Any]) -> float:
 
 
 def compare_with_greedy(rows: dict[str, dict[str, Any]]) -> None:
-    """Pair each run with candidates with the greedy run of otherwise the same settings (the same adapter) in this
-    invocation: the questions only one of the two gets right (EX), and what the candidates cost in time."""
-
-    def others(row: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in row["settings"].items() if k != "candidates"}
-
+    """Pair runs on the same questions: each run with candidates with the greedy run of otherwise the same settings
+    (the same adapter), and each SFT + GRPO run with the SFT run it continued (same candidates). Records the
+    questions only one of the two gets right (EX), and the time ratio of what differs."""
     for row in rows.values():
-        if row["settings"]["candidates"] == 1:
-            continue
-        greedy = next(
-            (n for n, r in rows.items() if r["settings"]["candidates"] == 1 and others(r) == others(row)), None
-        )
-        if greedy is None:
-            continue
-        mine, theirs = _ex_by_id(row), _ex_by_id(rows[greedy])
-        row["versus_greedy"] = {
-            "greedy": greedy,
-            "only_with_candidates": sum(1 for i, ex in mine.items() if ex and not theirs[i]),
-            "only_greedy": sum(1 for i, ex in mine.items() if theirs[i] and not ex),
-            "time_ratio": prediction_s(row) / max(prediction_s(rows[greedy]), 1e-9),
-        }
+        settings = row["settings"]
+        if settings.get("rl_steps"):
+            sft = _pair(rows, _sft_key, {**_sft_key(row), "rl_steps": None})
+            if sft is not None:
+                mine, theirs = _discordant(row, rows[sft])
+                row["versus_sft"] = {"sft": sft, "only_with_grpo": mine, "only_sft": theirs}
+        elif settings["candidates"] > 1:
+            greedy = _pair(rows, _settings, {**settings, "candidates": 1})
+            if greedy is not None:
+                mine, theirs = _discordant(row, rows[greedy])
+                row["versus_greedy"] = {
+                    "greedy": greedy, "only_with_candidates": mine, "only_greedy": theirs,
+                    "time_ratio": prediction_s(row) / max(prediction_s(rows[greedy]), 1e-9),
+                }  # fmt: skip
+
+
+def _sft_key(row: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings as far as its SFT adapter and its prediction go, and whether it had a GRPO stage."""
+    settings = row["settings"]
+    kept = {k: v for k, v in settings.items() if k not in (*GRPO_SETTINGS, *RL_KEYS)}
+    return {**kept, "rl_steps": settings.get("rl_steps")}
+
+
+def _settings(row: dict[str, Any]) -> dict[str, Any]:
+    return row["settings"]
+
+
+def _pair(rows: dict[str, dict[str, Any]], key: Any, wanted: dict[str, Any]) -> str | None:
+    """The first run whose `key(run)` is `wanted`."""
+    return next((name for name, other in rows.items() if key(other) == wanted), None)
+
+
+def _discordant(row: dict[str, Any], other: dict[str, Any]) -> tuple[int, int]:
+    """(questions only `row` gets right, questions only `other` gets right) by EX."""
+    mine, theirs = _ex_by_id(row), _ex_by_id(other)
+    only_mine = sum(1 for i, ex in mine.items() if ex and not theirs[i])
+    return only_mine, sum(1 for i, ex in mine.items() if theirs[i] and not ex)
 
 
 def _ex_by_id(row: dict[str, Any]) -> dict[str, bool]:
@@ -462,6 +521,26 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{versus['only_greedy']} | {p['chosen_differs_from_greedy']} of {p['prompts']} | "
                 f"{p['candidates_ran']} / {p['candidates_rejected_by_schema']} / {p['candidates_failed']} | "
                 f"{prediction_s(row):.0f} | {prediction_s(greedy):.0f} | {versus['time_ratio']:.2f} |"
+            )
+        lines.append("")
+    grpo = {name: row for name, row in runs.items() if "versus_sft" in row}
+    if grpo:
+        lines += [
+            "## SFT + GRPO against SFT (same questions)",
+            "",
+            "| variant | SFT run | EX | SFT EX | right only with GRPO | right only SFT | GRPO steps | "
+            "prompts x group | reward first → last step | groups with a correct completion | GRPO time (s) |",
+            "|---|---|" + "---:|" * 9,
+        ]
+        for name, row in grpo.items():
+            versus, t, settings = row["versus_sft"], row["train"], row["settings"]
+            sft = runs[versus["sft"]]
+            lines.append(
+                f"| {name} | {versus['sft']} | {_pct(row['evaluation']['ex']['all'])} | "
+                f"{_pct(sft['evaluation']['ex']['all'])} | {versus['only_with_grpo']} | {versus['only_sft']} | "
+                f"{t['steps']} | {settings['batch_size']} x {settings['num_generations']} | "
+                f"{_num(t.get('first_reward'), '.3f')} → {_num(t.get('final_reward'), '.3f')} | "
+                f"{_pct(t.get('correct_groups'))}% | {_num(t.get('train_time_s'), '.0f')} |"
             )
         lines.append("")
     lines += ["## Cost", "", "| variant | train steps | train time (s) | train tokens/s | peak memory (GiB) | "

@@ -65,6 +65,10 @@ def test_variant_flags_override_the_defaults_and_bad_ones_name_the_variant(bench
         bench.parse_variant("c0:candidates=0", args)
     with pytest.raises(SqltuneError, match="base-c4"):
         bench.parse_variant("base-c4:method=lora", args)
+    grpo = bench.parse_variant("rl:rl_steps=20,num_generations=8", args)[1]
+    assert (grpo["rl_steps"], grpo["rl_learning_rate"], grpo["num_generations"]) == (20, 1e-5, 8)
+    with pytest.raises(SqltuneError, match="rl_steps=0 is invalid"):
+        bench.parse_variant("rl0:rl_steps=0", args)
 
 
 def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
@@ -75,12 +79,13 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
         "--train-size", "16", "--dev-size", "8", "--max-steps", "2", "--batch-size", "4", "--grad-accum", "1",
         "--max-seq-len", "384", "--max-new-tokens", "8", "--predict-batch-size", "8", "--template", "alpaca",
         "--variant", "qlora:method=qlora", "--variant", "qlora-c2:method=qlora,candidates=2",
+        "--variant", "qlora-grpo:method=qlora,rl_steps=2,num_generations=2,max_completion_length=8",
         "--base-candidates", "1", "--base-candidates", "2",
         "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
     ]  # fmt: skip
     bench.main(argv)
     result = json.loads((tmp_path / "results" / "accuracy-smoke.json").read_text())
-    assert list(result["runs"]) == ["base", "base-c2", "qlora", "qlora-c2"]
+    assert list(result["runs"]) == ["base", "base-c2", "qlora", "qlora-c2", "qlora-grpo"]
     assert result["train_questions"] == 16 and result["dev_questions"] == 8
     assert sum(result["dev_hardness"].values()) == 8
     for name, run in result["runs"].items():
@@ -88,8 +93,16 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
         assert run["predict"]["prompts"] == 8
     assert result["runs"]["qlora"]["train"]["steps"] == 2
     # The runs with candidates predicted with them, and are paired with the greedy run of the same adapter.
-    assert len(list((tmp_path / "work" / "adapters").iterdir())) == 1  # qlora and qlora-c2 share one
+    # qlora and qlora-c2 share one adapter; qlora-grpo continues it with 2 GRPO steps.
+    assert len(list((tmp_path / "work" / "adapters").iterdir())) == 2
     assert result["runs"]["qlora-c2"]["train"] == result["runs"]["qlora"]["train"]
+    grpo = result["runs"]["qlora-grpo"]
+    assert grpo["sft"] == result["runs"]["qlora"]["train"]
+    assert grpo["train"]["method"] == "grpo" and grpo["train"]["steps"] == 2
+    assert grpo["versus_sft"]["sft"] == "qlora" and "versus_greedy" not in grpo
+    assert grpo["versus_sft"]["only_with_grpo"] - grpo["versus_sft"]["only_sft"] == round(
+        8 * (grpo["evaluation"]["ex"]["all"] - result["runs"]["qlora"]["evaluation"]["ex"]["all"])
+    )
     for name, greedy in (("qlora-c2", "qlora"), ("base-c2", "base")):
         run = result["runs"][name]
         assert run["predict"]["candidates"] == 2 and run["predict"]["candidates_generated"] == 16
@@ -102,6 +115,7 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
     markdown = (tmp_path / "results" / "accuracy-smoke.md").read_text()
     assert "| qlora | qlora | ddl | 1 |" in markdown and "| qlora-c2 | qlora | ddl | 2 |" in markdown
     assert "| base-c2 | base |" in markdown and "--train-size 16" in markdown
+    assert "## SFT + GRPO against SFT" in markdown and "| qlora-grpo | qlora |" in markdown
     assert result["versions"]["torch"] and result["versions"]["peft"]
 
     # A rerun of the same command reuses every finished step: the adapters are not trained again.

@@ -36,6 +36,11 @@ class Attention(str, Enum):
     flash_attention_2 = "flash_attention_2"
 
 
+# Settings of the GRPO stage alone: they do not change what LoRA/QLoRA trains.
+GRPO_SETTINGS = ("num_generations", "kl_coef", "reward_correct", "reward_executes", "temperature",
+                 "max_completion_length")  # fmt: skip
+
+
 @dataclass
 class TrainConfig:
     method: str = setting(

@@ -94,7 +94,7 @@ def train_grpo(
     torch.manual_seed(config.seed)
     model = load_model(
         model_dir, quantize_4bit=qlora, dtype=torch.bfloat16 if bf16 else torch.float32,
-        device_map={"": torch.device("cuda:0")} if qlora else None,
+        device_map={"": torch.device("cuda:0" if cuda else "cpu")} if qlora else None,
     )  # fmt: skip
     model = PeftModel.from_pretrained(model, str(sft.path), is_trainable=True)
 

@@ -23,7 +23,7 @@ from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
 from sqltune.models import load_model, load_tokenizer, resolve_base_model
 from sqltune.train import checkpoint, memory
-from sqltune.train.config import TrainConfig
+from sqltune.train.config import GRPO_SETTINGS, TrainConfig
 from sqltune.train.data import Example, build_examples, collate, epoch_batches, step_batches, steps_per_epoch
 from sqltune.train.distributed import (
     SHARDS,
@@ -40,7 +40,7 @@ log = get_logger(__name__)
 
 RECORDS = "records.jsonl"
 # Settings a resumed run may change, as they do not change what is trained (the world size is checked itself).
-_RESUMABLE_CHANGES = ("keep_checkpoints", "fresh_if_corrupt_checkpoint", "nproc_per_node", "num_nodes")
+_RESUMABLE_CHANGES = ("keep_checkpoints", "fresh_if_corrupt_checkpoint", "nproc_per_node", "num_nodes", *GRPO_SETTINGS)
 
 
 def train(
