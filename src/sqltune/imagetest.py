@@ -71,6 +71,9 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "learning_rate": 2e-4,
         "num_epochs": 1.0,
         "max_steps": 2,
+        "rl_steps": 0,  # the GRPO stage is the library's, tested on the host
+        "rl_learning_rate": 1e-5,
+        "dataset": "spider",
         "batch_size": 2,
         "gradient_accumulation_steps": 1,
         "max_seq_len": 512,
@@ -89,7 +92,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "endpoint_url": "",
         "checkpoint_uri": "",
         "run_id": "image-test",
-    },
+    },  # + source_uri, the sample dataset
     "predict": {
         "base_model": "tiny-random-llama",
         "prompt_template": "alpaca",
@@ -488,7 +491,11 @@ def image_test(
     with local_s3(workspace.path / "s3", buckets=[BUCKET]) as server:
         s3_env = server.env()
         os.environ.update(s3_env)  # for the publish check here; containers get the names only (`--env NAME`)
-        runtime = {"preprocess": {"source_uri": str(sample)}, "publish": {"endpoint_url": s3_env["AWS_ENDPOINT_URL"]}}
+        runtime = {
+            "preprocess": {"source_uri": str(sample)},
+            "train": {"source_uri": str(sample)},
+            "publish": {"endpoint_url": s3_env["AWS_ENDPOINT_URL"]},
+        }
         for step in chain:
             parameters = {**PARAMETERS[step], **runtime.get(step, {})}
             print(f"--- {step}: {'in its image' if step in steps else 'on the host'}", flush=True)

@@ -74,6 +74,8 @@ def train(
     from sqltune.train.trainjob import train_on_trainer
     from sqltune.uri import join, localize
 
+    if method == "grpo":
+        raise ValueError("method is the SFT stage's (lora or qlora): rl_steps > 0 adds the GRPO stage after it")
     config = build_config(TrainConfig, locals(), train_options, "train_options")
     records = Path(train_data.path) / "records.jsonl"
     checkpoints = join(checkpoint_uri, run_id) if checkpoint_uri else None
