@@ -351,7 +351,8 @@ def run(args: Bench, command: str) -> dict[str, Any]:
         data = subsets[settings["schema_style"]]
         sft = sft_settings(settings)
         adapter = args.work / "adapters" / key_of(args.base_model, sft, t_ids, str(args.spider))
-        out = args.work / "runs" / f"{name}-{key_of(scoring, settings, t_ids, d_ids, str(args.spider))}"
+        scored = settings if settings.get("rl_steps") else {k: v for k, v in settings.items() if k not in GRPO_SETTINGS}
+        out = args.work / "runs" / f"{name}-{key_of(scoring, scored, t_ids, d_ids, str(args.spider))}"
         log.info("variant %s: %s", name, settings)
         tick = time.perf_counter()
         config = {k: v for k, v in sft.items() if k != "schema_style"}
