@@ -88,9 +88,12 @@ def test_a_batch_is_rewarded_per_completion_and_counts_groups_with_a_correct_one
     assert reward.group_hits == [0.5]  # group a has a correct completion, group b none
 
 
-def test_a_missing_database_is_an_error_naming_it(reward):
+def test_a_missing_database_is_an_error_naming_it_and_its_questions_are_left_out(reward):
     with pytest.raises(SqltuneError, match="no SQLite file for database 'nowhere'"):
         reward.score("nowhere", "SELECT 1", "SELECT 1")
+    assert "no SQLite file for database 'nowhere'" in reward.gold_runs({"db_id": "nowhere", "sql": "SELECT 1"})
+    assert "no such table" in reward.gold_runs({"db_id": "concerts", "sql": "SELECT * FROM ghosts"})
+    assert reward.gold_runs({"db_id": "concerts", "sql": "SELECT name FROM singer"}) is None
 
 
 # --- GRPO from an SFT adapter of the tiny model ---------------------------------------------------------------

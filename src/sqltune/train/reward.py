@@ -61,12 +61,15 @@ class ExecutionReward:
         return files
 
     def gold_runs(self, record: Mapping[str, Any]) -> str | None:
-        """Why `record`'s gold SQL cannot serve as a reference (it fails in the sandbox), or None when it runs."""
+        """Why `record`'s gold SQL cannot serve as a reference (no database file, or it fails in the sandbox), or
+        None when it runs."""
         try:
             for path in self.database_files(record["db_id"]):
                 self.executor.gold(path, record["sql"])
         except QueryError as exc:
             return f"{exc.category}: {exc}"
+        except SqltuneError as exc:  # Spider ships a few databases without their SQLite file
+            return str(exc)
         return None
 
     def __call__(
