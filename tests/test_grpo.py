@@ -177,6 +177,7 @@ def test_a_killed_grpo_run_resumes_from_its_checkpoint(env, tmp_path):
     first.send_signal(signal.SIGKILL)
     assert first.wait() == -signal.SIGKILL, first.stderr.read().decode()[-2000:]
     assert not out.exists()
+    assert (ckpt / ".grpo-scratch").is_dir()  # TRL's own checkpoint files, left where the rerun clears them
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env(env))
     assert second.returncode == 0, second.stderr[-3000:]

@@ -19,6 +19,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from sqltune.prompt import build_prompt, prompt_functions, prompt_messages
 from sqltune.train import checkpoint
 from sqltune.train.config import TrainConfig
 from sqltune.train.reward import ExecutionReward
-from sqltune.uri import localize
+from sqltune.uri import is_s3, localize
 
 log = get_logger(__name__)
 
@@ -102,7 +104,7 @@ def train_grpo(
         "base_model": base_model, "records": len(records), **config.to_dict(),
         "init_adapter": input_fingerprint(localize(init_adapter, "--init-adapter", endpoint_url)),
     }  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="sqltune-grpo-") as scratch:
+    with _scratch(checkpoint_dir) as scratch:
         resume, rows = _resume(checkpoint_dir, endpoint_url, fingerprint, config, Path(scratch) / "resume")
         recorder = _Recorder(reward, rows, checkpoint_dir, endpoint_url, fingerprint, config)
         args = GRPOConfig(
@@ -150,6 +152,23 @@ def train_grpo(
         selected_adapters=["default"],  # not TRL's frozen reference copy
     )  # fmt: skip
     return metrics
+
+
+@contextmanager
+def _scratch(checkpoint_dir: str | None) -> Iterator[Path]:
+    """Where TRL writes its checkpoints before they are mirrored: inside a local checkpoint directory, so what a
+    killed run leaves there is cleared by the rerun; else a temporary directory."""
+    if checkpoint_dir and not is_s3(checkpoint_dir):
+        path = Path(checkpoint_dir) / ".grpo-scratch"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="sqltune-grpo-") as scratch:
+        yield Path(scratch)
 
 
 def _prompts(
