@@ -116,7 +116,8 @@ COMMON = ["--base-model", "tiny-random-llama", "--batch-size", "2", "--lr", "1e-
 def grpo_args(env: Path, out: Path, *extra: str) -> list[str]:
     return [str(VENV_BIN / "sqltune"), "train", "--data", str(env / "records.jsonl"), "--out", str(out), *COMMON,
             "--method", "grpo", "--init-adapter", str(env / "sft"), "--db-dir", str(env / "db"),
-            "--num-generations", "4", "--max-completion-length", "16", "--temperature", "0.15", *extra]  # fmt: skip
+            "--num-generations", "4", "--prompts-per-step", "2", "--max-completion-length", "16",
+            "--temperature", "0.15", *extra]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +198,8 @@ def test_grpo_needs_its_inputs_and_lora_refuses_them(tmp_path):
         train(tmp_path / "records.jsonl", "tiny-random-llama", tmp_path / "out", db_dir=str(tmp_path))
     with pytest.raises(SqltuneError, match="train parameter num_generations=1 is invalid"):
         TrainConfig(method="grpo", num_generations=1)
+    with pytest.raises(SqltuneError, match=r"prompts_per_step=3 is invalid: .* completions a multiple of batch_size"):
+        TrainConfig(method="grpo", prompts_per_step=3, num_generations=2, batch_size=4)
 
 
 def test_trl_builds_exactly_the_prompt_sft_and_predict_build(tmp_path, monkeypatch):

@@ -37,7 +37,7 @@ class Attention(str, Enum):
 
 
 # Settings of the GRPO stage alone: they do not change what LoRA/QLoRA trains.
-GRPO_SETTINGS = ("num_generations", "kl_coef", "reward_correct", "reward_executes", "temperature",
+GRPO_SETTINGS = ("num_generations", "prompts_per_step", "kl_coef", "reward_correct", "reward_executes", "temperature",
                  "max_completion_length")  # fmt: skip
 
 
@@ -96,6 +96,10 @@ class TrainConfig:
     num_generations: int = setting(
         4, "GRPO: completions sampled per prompt, the group they are compared in.", pipeline=OPTIONS
     )
+    prompts_per_step: int = setting(
+        4, "GRPO: prompts per optimizer step; their completions go through the model batch_size at a time.",
+        pipeline=OPTIONS,
+    )  # fmt: skip
     kl_coef: float = setting(
         0.04, "GRPO: weight of the KL penalty that keeps the policy near the SFT adapter (TRL's beta).",
         pipeline=OPTIONS,
@@ -132,6 +136,12 @@ class TrainConfig:
             "nproc_per_node": (self.nproc_per_node is None or self.nproc_per_node >= 1, ">= 1"),
             "num_nodes": (self.num_nodes is None or self.num_nodes >= 1, ">= 1"),
             "num_generations": (self.num_generations >= 2, ">= 2 (GRPO compares completions within a group)"),
+            "prompts_per_step": (
+                self.prompts_per_step >= 1
+                and (self.method != "grpo" or self.prompts_per_step * self.num_generations % self.batch_size == 0),
+                f">= 1, and prompts_per_step x num_generations ({self.prompts_per_step * self.num_generations}) "
+                f"completions a multiple of batch_size ({self.batch_size})",
+            ),
             "kl_coef": (0 <= self.kl_coef < math.inf, "finite and >= 0"),
             "reward_correct": (0 < self.reward_correct < math.inf, "finite and > 0"),
             "reward_executes": (0 <= self.reward_executes < self.reward_correct, "in [0, reward_correct)"),

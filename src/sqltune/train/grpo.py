@@ -111,8 +111,10 @@ def train_grpo(
             output_dir=str(Path(scratch) / "trl"),
             max_steps=config.max_steps,
             num_train_epochs=config.num_epochs,
-            per_device_train_batch_size=config.batch_size * config.num_generations,  # completions, not prompts
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            # A step generates prompts_per_step x num_generations completions at once, then learns from them
+            # batch_size at a time (the memory bound, as in SFT): TRL's micro-batches are gradient accumulation.
+            per_device_train_batch_size=config.batch_size,
+            gradient_accumulation_steps=config.prompts_per_step * config.num_generations // config.batch_size,
             num_generations=config.num_generations,
             max_completion_length=config.max_completion_length,
             temperature=config.temperature,
