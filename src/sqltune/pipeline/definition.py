@@ -37,6 +37,11 @@ PIPELINE_DEFAULTS = {
     "promote_channel": ("", "KFP string parameters have no None: '' means do not promote"),
     "num_nodes": (1, "KFP integer parameters have no None: the pipeline says 1 node, not Trainer's PET_NNODES"),
     "gpu_count": (1, "GPUs of a pod, and a worker per GPU: the library's None means every visible GPU"),
+    "candidates": (
+        4,
+        "execution-checked candidates: LoRA EX 15.0 -> 20.5 on 200 Spider dev questions (11 right only "
+        "with them, 0 only greedy) for 3x the prediction time; the CLI needs --db-dir for them",
+    ),
     "rl_steps": (0, "the GRPO stage is off unless asked for: it costs sampling, and has to earn its place"),
     "rl_learning_rate": (1e-5, "GRPO's sampled updates are noisier than SFT's: a smaller step (TRL's LoRA examples)"),
 }
@@ -120,7 +125,7 @@ def text2sql(
     backend: str = "auto",
     predict_batch_size: int = 16,
     max_new_tokens: int = 128,
-    candidates: int = 1,
+    candidates: int = 4,
     predict_options: dict = {},  # noqa: B006 (PredictConfig settings without a parameter of their own)
     evaluate_options: dict = {},  # noqa: B006 (EvaluateConfig settings without a parameter of their own)
     gpu_type: str = "nvidia.com/gpu",
