@@ -503,47 +503,19 @@ def markdown(result: dict[str, Any]) -> str:
         if shown:
             lines.append("| *questions* | | | | " + " | ".join(str(shown.get(level, "-")) for level in levels) + " |")
         lines.append("")
-    paired = {name: row for name, row in runs.items() if "versus_greedy" in row}
-    if paired:
-        lines += [
-            "## Candidates against greedy (same adapter, same questions)",
-            "",
-            "| variant | greedy run | EX | greedy EX | right only with candidates | right only greedy | "
-            "answer not greedy's | candidates run / rejected by schema / failed | prediction time (s) | "
-            "greedy's (s) | time ratio |",
-            "|---|---|" + "---:|" * 9,
-        ]
-        for name, row in paired.items():
-            versus, p = row["versus_greedy"], row["predict"]
-            greedy = runs[versus["greedy"]]
-            lines.append(
-                f"| {name} | {versus['greedy']} | {_pct(row['evaluation']['ex']['all'])} | "
-                f"{_pct(greedy['evaluation']['ex']['all'])} | {versus['only_with_candidates']} | "
-                f"{versus['only_greedy']} | {p['chosen_differs_from_greedy']} of {p['prompts']} | "
-                f"{p['candidates_ran']} / {p['candidates_rejected_by_schema']} / {p['candidates_failed']} | "
-                f"{prediction_s(row):.0f} | {prediction_s(greedy):.0f} | {versus['time_ratio']:.2f} |"
-            )
-        lines.append("")
-    grpo = {name: row for name, row in runs.items() if "versus_sft" in row}
-    if grpo:
-        lines += [
-            "## SFT + GRPO against SFT (same questions)",
-            "",
-            "| variant | SFT run | EX | SFT EX | right only with GRPO | right only SFT | GRPO steps | "
-            "prompts x group | reward first → last step | groups with a correct completion | GRPO time (s) |",
-            "|---|---|" + "---:|" * 9,
-        ]
-        for name, row in grpo.items():
-            versus, t, settings = row["versus_sft"], row["train"], row["settings"]
-            sft = runs[versus["sft"]]
-            lines.append(
-                f"| {name} | {versus['sft']} | {_pct(row['evaluation']['ex']['all'])} | "
-                f"{_pct(sft['evaluation']['ex']['all'])} | {versus['only_with_grpo']} | {versus['only_sft']} | "
-                f"{t['steps']} | {settings['batch_size']} x {settings['num_generations']} | "
-                f"{_num(t.get('first_reward'), '.3f')} → {_num(t.get('final_reward'), '.3f')} | "
-                f"{_pct(t.get('correct_groups'))}% | {_num(t.get('train_time_s'), '.0f')} |"
-            )
-        lines.append("")
+    lines += _section(
+        "Candidates against greedy (same adapter, same questions)",
+        "| variant | greedy run | EX | greedy EX | right only with candidates | right only greedy "
+        "| answer not greedy's "
+        "| candidates run / rejected by schema / failed | prediction time (s) | greedy's (s) | time ratio |",
+        [_versus_greedy(name, row, runs) for name, row in runs.items() if "versus_greedy" in row],
+    )
+    lines += _section(
+        "SFT + GRPO against SFT (same questions)",
+        "| variant | SFT run | EX | SFT EX | right only with GRPO | right only SFT | GRPO steps | prompts x group "
+        "| reward first → last step | groups with a correct completion | GRPO time (s) |",
+        [_versus_sft(name, row, runs) for name, row in runs.items() if "versus_sft" in row],
+    )
     lines += ["## Cost", "", "| variant | train steps | train time (s) | train tokens/s | peak memory (GiB) | "
               "final loss | predict prompts/s | generated tokens/s | prediction time (s) |",
               "|---|" + "---:|" * 8]  # fmt: skip
@@ -567,6 +539,37 @@ def markdown(result: dict[str, Any]) -> str:
     if result["pending"]:
         lines += [f"**Partial results: not run yet: {', '.join(result['pending'])}.**", ""]
     return "\n".join(lines)
+
+
+def _section(title: str, header: str, rows: list[str]) -> list[str]:
+    """A titled table of paired runs (name and run columns left-aligned, the rest numbers); nothing without rows."""
+    if not rows:
+        return []
+    return [f"## {title}", "", header, "|---|---|" + "---:|" * (header.count("|") - 3), *rows, ""]
+
+
+def _versus_greedy(name: str, row: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str:
+    versus, p = row["versus_greedy"], row["predict"]
+    greedy = runs[versus["greedy"]]
+    return (
+        f"| {name} | {versus['greedy']} | {_pct(row['evaluation']['ex']['all'])} | "
+        f"{_pct(greedy['evaluation']['ex']['all'])} | {versus['only_with_candidates']} | "
+        f"{versus['only_greedy']} | {p['chosen_differs_from_greedy']} of {p['prompts']} | "
+        f"{p['candidates_ran']} / {p['candidates_rejected_by_schema']} / {p['candidates_failed']} | "
+        f"{prediction_s(row):.0f} | {prediction_s(greedy):.0f} | {versus['time_ratio']:.2f} |"
+    )
+
+
+def _versus_sft(name: str, row: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str:
+    versus, t, settings = row["versus_sft"], row["train"], row["settings"]
+    sft = runs[versus["sft"]]
+    return (
+        f"| {name} | {versus['sft']} | {_pct(row['evaluation']['ex']['all'])} | "
+        f"{_pct(sft['evaluation']['ex']['all'])} | {versus['only_with_grpo']} | {versus['only_sft']} | "
+        f"{t['steps']} | {settings['prompts_per_step']} x {settings['num_generations']} | "
+        f"{_num(t.get('first_reward'), '.3f')} → {_num(t.get('final_reward'), '.3f')} | "
+        f"{_pct(t.get('correct_groups'))}% | {_num(t.get('train_time_s'), '.0f')} |"
+    )
 
 
 def parse_args(argv: list[str]) -> Bench:
