@@ -77,7 +77,7 @@ def train_grpo(
     check_output(out, inputs=[data, init_adapter, db_dir, checkpoint_dir], overwrite=overwrite)
     started = time.perf_counter()
     model_dir = resolve_base_model(base_model, endpoint_url)
-    sft = read_adapter(localize(init_adapter, "--init-adapter", endpoint_url))
+    sft = read_adapter(localize(init_adapter, "--init-adapter", endpoint_url))  # sft.path: the local copy
     check_base_name(sft, base_model, model_dir)
     template = sft.parameters.get("prompt_template", config.prompt_template)
     if template != config.prompt_template:
@@ -102,7 +102,7 @@ def train_grpo(
 
     fingerprint = {
         "base_model": base_model, "records": len(records), **config.to_dict(),
-        "init_adapter": input_fingerprint(localize(init_adapter, "--init-adapter", endpoint_url)),
+        "init_adapter": input_fingerprint(sft.path),
     }  # fmt: skip
     with _scratch(checkpoint_dir) as scratch:
         resume, rows = _resume(checkpoint_dir, endpoint_url, fingerprint, config, Path(scratch) / "resume")
