@@ -1,6 +1,7 @@
 """The checked-in compiled pipeline: in sync with its source, and with the cluster settings users rely on."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -58,10 +59,14 @@ def test_pipeline_spec_parses_with_kfp_protos(documents):
         assert limits["resourceMemoryRequest"] == limits["resourceMemoryLimit"]
 
 
-def test_train_lands_on_gpu_nodes_with_secrets_and_timeout(executors):
+def test_train_lands_where_the_placement_task_says_with_secrets_and_timeout(executors):
     train = executors["exec-train"]
-    assert train.node_selector.node_selector_json.component_input_parameter == "gpu_node_selector"
-    assert train.tolerations[0].toleration_json.component_input_parameter == "gpu_tolerations"
+    for field, output in ((train.node_selector.node_selector_json, "train_node_selector"),
+                          (train.tolerations[0].toleration_json, "train_tolerations")):  # fmt: skip
+        assert field.task_output_parameter.producer_task == "placement"
+        assert field.task_output_parameter.output_parameter_key == output
+    predict = executors["exec-predict"]
+    assert predict.node_selector.node_selector_json.component_input_parameter == "gpu_node_selector"
     assert train.active_deadline_seconds == 24 * 3600
     secrets = {s.secret_name_parameter.component_input_parameter: s for s in train.secret_as_env}
     s3_keys = {k.env_var for k in secrets["s3_secret_name"].key_to_env}
@@ -105,3 +110,63 @@ def test_bad_parameters_are_clear_errors(pair, message):
 
     with pytest.raises(SqltuneError, match=message):
         parse_params([pair], load_pipeline_spec(CHECKED_IN))
+
+
+def test_every_resource_placeholder_reads_a_string_parameter(documents):
+    """KFP's driver resolves a resource placeholder with the parameter's string value
+    (`resolvePodSpecInputRuntimeParameter`: `GetStringValue()`), so an integer parameter there becomes an empty
+    quantity and the pod is refused at run time. Every placeholder must name a STRING input or task output."""
+    spec = documents[0]
+    placeholder = re.compile(r"\{\{\$\.inputs\.parameters\['(.+)'\]\}\}")
+    dags = [spec["root"], *(c for c in spec["components"].values() if "dag" in c)]  # conditions nest DAGs
+    tasks = [(task, dag) for dag in dags for task in dag["dag"]["tasks"].values()]
+    checked = 0
+    for task, dag in tasks:
+        executor = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+        if executor is None:  # a condition's DAG: its tasks are visited with their own DAG
+            continue
+        resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
+        values = [v for k, v in resources.items() if k.startswith("resource")]
+        values += list(resources.get("accelerator", {}).values())
+        for value in values:
+            match = placeholder.fullmatch(str(value))
+            if not match:
+                continue
+            source = task["inputs"]["parameters"][match[1]]
+            if "componentInputParameter" in source:
+                kind = dag["inputDefinitions"]["parameters"][source["componentInputParameter"]]["parameterType"]
+            else:
+                producer = dag["dag"]["tasks"][source["taskOutputParameter"]["producerTask"]]
+                outputs = spec["components"][producer["componentRef"]["name"]]["outputDefinitions"]["parameters"]
+                kind = outputs[source["taskOutputParameter"]["outputParameterKey"]]["parameterType"]
+            assert kind == "STRING", f"{executor}: {value} reads a {kind} parameter"
+            checked += 1
+    assert checked >= 6 + 2 * 2  # train: GPU count and type, CPU and memory; each predict: GPU count and type
+
+
+@pytest.mark.parametrize(
+    ("gpu_count", "num_nodes", "rl_steps", "expected"),
+    [
+        (4, 1, 0, ("4", "8", "64Gi", True)),  # trains on the pod's GPUs
+        (4, 1, 3, ("4", "8", "64Gi", True)),
+        (4, 2, 0, ("0", "1", "2Gi", False)),  # only waits for the TrainJob: no GPU, off the GPU nodes
+        (4, 2, 3, ("1", "8", "64Gi", True)),  # the GRPO stage after the TrainJob takes one GPU
+        (0, 1, 0, ("0", "1", "2Gi", False)),
+    ],
+)
+def test_train_pod_takes_gpus_only_for_work_it_does_itself(gpu_count, num_nodes, rl_steps, expected):
+    from sqltune.pipeline.placement import place
+
+    selector, tolerations = {"pool": "h100"}, [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    where = place(gpu_count, num_nodes, rl_steps, selector, tolerations)
+    gpus, cpu, memory, on_gpu_nodes = expected
+    assert (where.train_gpus, where.train_cpu, where.train_memory) == (gpus, cpu, memory)
+    assert (where.train_node_selector, where.train_tolerations) == ((selector, tolerations) if on_gpu_nodes else ({}, []))
+    assert where.predict_gpus == str(gpu_count)
+
+
+def test_placement_refuses_impossible_counts():
+    from sqltune.pipeline.placement import place
+
+    with pytest.raises(ValueError, match="num_nodes=0"):
+        place(1, 0, 0, {}, [])

@@ -51,7 +51,7 @@ def test_whole_pipeline_publishes_a_verified_adapter(tmp_path, sample_source, e2
         {**SMALL_RUN, **GRPO_STAGE, "source_uri": str(sample_source), "min_ex": 0.0},
         pipeline_root=tmp_path / "runs",
     )
-    expected_tasks = {"preprocess", "train", "predict-finetuned", "evaluate-finetuned", "predict-base"}
+    expected_tasks = {"placement", "preprocess", "train", "predict-finetuned", "evaluate-finetuned", "predict-base"}
     assert expected_tasks | {"evaluate-base", "publish"} <= set(run.tasks)
 
     train_records = read_jsonl(run.artifact("preprocess", "train_data") / "records.jsonl")

@@ -7,10 +7,13 @@ retries and timeouts are Kubernetes platform settings (kfp-kubernetes): ignored 
 the KFP backend on a cluster.
 """
 
+from typing import NamedTuple
+
 from kfp import dsl, kubernetes
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from sqltune.evaluate.component import evaluate
+from sqltune.images import image_for
 from sqltune.pipeline import PIPELINE_NAME
 from sqltune.predict.component import predict
 from sqltune.preprocess.component import preprocess
@@ -64,7 +67,12 @@ def _s3_credentials(task: dsl.PipelineTask, secret_name: PipelineChannel) -> Non
 
 
 def _configure(
-    task: dsl.PipelineTask, *, hours: int, cpu: str, memory: str, s3_secret: PipelineChannel | None = None
+    task: dsl.PipelineTask,
+    *,
+    hours: int,
+    cpu: str | PipelineChannel,
+    memory: str | PipelineChannel,
+    s3_secret: PipelineChannel | None = None,
 ) -> dsl.PipelineTask:
     """What every task sets: a timeout, CPU/memory requests equal to limits (the namespace LimitRange only
     fills in defaults), no caching unless asked, and S3 credentials from the Secret when it reads or writes S3."""
@@ -83,10 +91,29 @@ def _on_gpu(
     node_selector: PipelineChannel,
     tolerations: PipelineChannel,
 ) -> None:
-    """Ask for GPUs and land on the GPU nodes (all four are pipeline parameters)."""
+    """Ask for GPUs and land on the GPU nodes (pipeline parameters, or the placement task's outputs)."""
     task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
     kubernetes.add_node_selector_json(task, node_selector)
     kubernetes.add_toleration_json(task, tolerations)
+
+
+# The preprocess image: the smallest that has sqltune, and pulled for the first step anyway.
+@dsl.component(base_image=image_for("preprocess"), install_kfp_package=False)
+def placement(
+    gpu_count: int, num_nodes: int, rl_steps: int, gpu_node_selector: dict, gpu_tolerations: list
+) -> NamedTuple(
+    "Placement",
+    train_gpus=str,
+    train_cpu=str,
+    train_memory=str,
+    train_node_selector=dict,
+    train_tolerations=list,
+    predict_gpus=str,
+):
+    """Resources and node placement of the train and predict pods (see sqltune.pipeline.placement)."""
+    from sqltune.pipeline.placement import place
+
+    return place(gpu_count, num_nodes, rl_steps, gpu_node_selector, gpu_tolerations)
 
 
 @dsl.pipeline(
@@ -152,6 +179,14 @@ def text2sql(
         eval_limit=eval_limit,
     )
     _configure(prep, hours=2, cpu="2", memory="8Gi", s3_secret=s3_secret_name).set_caching_options(True)
+    place = placement(
+        gpu_count=gpu_count,
+        num_nodes=num_nodes,
+        rl_steps=rl_steps,
+        gpu_node_selector=gpu_node_selector,
+        gpu_tolerations=gpu_tolerations,
+    )
+    _configure(place, hours=1, cpu="100m", memory="256Mi")
 
     fit = train(
         train_data=prep.outputs["train_data"],
@@ -188,10 +223,11 @@ def text2sql(
         hf_token_secret_name=hf_token_secret_name,
         endpoint_url=s3_endpoint_url,
     )
-    _configure(fit, hours=24, cpu="8", memory="64Gi", s3_secret=s3_secret_name)
+    where = place.outputs
+    _configure(fit, hours=24, cpu=where["train_cpu"], memory=where["train_memory"], s3_secret=s3_secret_name)
     # A preempted GPU pod is retried; the train step resumes from its last checkpoint under checkpoint_uri.
     fit.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0)
-    _on_gpu(fit, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
+    _on_gpu(fit, gpu_type, where["train_gpus"], where["train_node_selector"], where["train_tolerations"])
     kubernetes.use_secret_as_env(
         fit, secret_name=hf_token_secret_name, secret_key_to_env={"HF_TOKEN": "HF_TOKEN"}, optional=True
     )
@@ -212,7 +248,7 @@ def text2sql(
             **adapter,
         ).set_display_name(f"predict-{label}")
         _configure(predictions, hours=6, cpu="8", memory="64Gi", s3_secret=s3_secret_name)
-        _on_gpu(predictions, gpu_type, gpu_count, gpu_node_selector, gpu_tolerations)
+        _on_gpu(predictions, gpu_type, where["predict_gpus"], gpu_node_selector, gpu_tolerations)
         scored = evaluate(
             eval_data=prep.outputs["eval_data"],
             predictions=predictions.outputs["predictions"],
