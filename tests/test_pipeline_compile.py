@@ -151,7 +151,7 @@ def test_every_resource_placeholder_reads_a_string_parameter(documents):
         (4, 1, 3, ("4", "8", "64Gi", True)),
         (4, 2, 0, ("0", "1", "2Gi", False)),  # only waits for the TrainJob: no GPU, off the GPU nodes
         (4, 2, 3, ("1", "8", "64Gi", True)),  # the GRPO stage after the TrainJob takes one GPU
-        (0, 1, 0, ("0", "1", "2Gi", False)),
+        (0, 1, 0, ("0", "8", "64Gi", True)),  # trains on the CPU
     ],
 )
 def test_train_pod_takes_gpus_only_for_work_it_does_itself(gpu_count, num_nodes, rl_steps, expected):
@@ -161,7 +161,8 @@ def test_train_pod_takes_gpus_only_for_work_it_does_itself(gpu_count, num_nodes,
     where = place(gpu_count, num_nodes, rl_steps, selector, tolerations)
     gpus, cpu, memory, on_gpu_nodes = expected
     assert (where.train_gpus, where.train_cpu, where.train_memory) == (gpus, cpu, memory)
-    assert (where.train_node_selector, where.train_tolerations) == ((selector, tolerations) if on_gpu_nodes else ({}, []))
+    placed = (selector, tolerations) if on_gpu_nodes else ({}, [])
+    assert (where.train_node_selector, where.train_tolerations) == placed
     assert where.predict_gpus == str(gpu_count)
 
 

@@ -11,7 +11,7 @@ A task of its own, for two reasons a static request cannot meet:
   holds for the whole step (the TrainJob's wait included).
 """
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 TRAIN_CPU, TRAIN_MEMORY = "8", "64Gi"  # a pod that trains: data loading and the merged adapter in memory
 LAUNCHER_CPU, LAUNCHER_MEMORY = "1", "2Gi"  # a pod that submits a TrainJob and streams its log
@@ -28,20 +28,11 @@ class Placement(NamedTuple):
 
 def place(gpu_count: int, num_nodes: int, rl_steps: int, node_selector: dict, tolerations: list) -> Placement:
     """The train pod takes `gpu_count` GPUs when it trains itself, one when it only runs the GRPO stage after
-    a multi-node TrainJob, none (off the GPU nodes) when it only waits for one; predict takes `gpu_count`."""
+    a multi-node TrainJob, and none, off the GPU nodes, when it only waits for one; predict takes `gpu_count`."""
     if gpu_count < 0 or num_nodes < 1:
         raise ValueError(f"gpu_count must be >= 0 and num_nodes >= 1, got gpu_count={gpu_count} num_nodes={num_nodes}")
-    train_gpus = gpu_count if num_nodes == 1 else min(gpu_count, 1) if rl_steps > 0 else 0
-    on_gpu: dict[str, Any] = (
-        {"train_cpu": TRAIN_CPU, "train_memory": TRAIN_MEMORY, "node_selector": node_selector, "tolerations": tolerations}
-        if train_gpus
-        else {"train_cpu": LAUNCHER_CPU, "train_memory": LAUNCHER_MEMORY, "node_selector": {}, "tolerations": []}
-    )
-    return Placement(
-        train_gpus=str(train_gpus),
-        train_cpu=on_gpu["train_cpu"],
-        train_memory=on_gpu["train_memory"],
-        train_node_selector=on_gpu["node_selector"],
-        train_tolerations=on_gpu["tolerations"],
-        predict_gpus=str(gpu_count),
-    )
+    if num_nodes == 1:
+        return Placement(str(gpu_count), TRAIN_CPU, TRAIN_MEMORY, node_selector, tolerations, str(gpu_count))
+    if rl_steps > 0:
+        return Placement(str(min(gpu_count, 1)), TRAIN_CPU, TRAIN_MEMORY, node_selector, tolerations, str(gpu_count))
+    return Placement("0", LAUNCHER_CPU, LAUNCHER_MEMORY, {}, [], str(gpu_count))
