@@ -1,8 +1,7 @@
 """Multi-node runs as Kubeflow Trainer TrainJobs: the object built with the Kubeflow SDK's API models.
 
-The wait / stream / fail logic (`trainjob.follow`) has no test here: the SDK's local-process backend runs a
-function only under `torchrun` from a fresh venv that pip-installs torch (no package index is reachable from
-this machine), and its container backend pulls a runtime image; a fake API server is not an option."""
+The wait / stream / fail logic (`trainjob.follow`) runs in `make image-test` (`sqltune.imagetest_trainjob`), through
+the SDK's container backend on the built images: it needs an image with sqltune, which the unit suite has not."""
 
 from __future__ import annotations
 

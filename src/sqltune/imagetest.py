@@ -8,6 +8,8 @@ filesystem with a tmpfs /tmp, and no network except for publish, which reaches t
 on the host, so `STEPS="evaluate publish"` needs only those two images. Each step's output artifacts must
 verify against their manifests and its executor output must hold what the step returns; the CPU images must
 not contain torch. The run is tiny: the sample dataset, 2 training steps of tiny-random-llama, 4 prompts.
+Then the train step's TrainJob follow logic runs through the Kubeflow SDK's container backend on the first
+selected image (`sqltune.imagetest_trainjob`).
 
 When a base image cannot be pulled (no registry reachable), a stand-in is made from the distribution's package
 mirror with debootstrap (root only) and passed through the Dockerfile's base-image build argument.
@@ -44,6 +46,7 @@ from sqltune.imagebuild import (
     size_table,
 )
 from sqltune.images import RECIPES, STEPS, image_for
+from sqltune.imagetest_trainjob import check_trainjob_follow
 
 PIPELINE = REPO / "pipelines" / "text2sql.yaml"
 RUN_PREFIX = "mlpipeline/v2/artifacts/sqltune-image-test"  # the launcher's layout: <root>/<pipeline run>/<task>
@@ -508,6 +511,9 @@ def image_test(
         for r in results:
             extra = summary[r.step](r) if r.step in summary else ""
             print(f"  {r.step:<10} {r.where:<5} {r.seconds:6.1f} s  {extra}")
+    started = time.perf_counter()
+    followed = check_trainjob_follow(engine, image_for(steps[0]), workspace.path / "trainjob")
+    print(f"  {'trainjob':<10} {'image':<5} {time.perf_counter() - started:6.1f} s  {followed}")
     print(size_table(engine, built))
 
 
