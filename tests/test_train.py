@@ -155,6 +155,32 @@ def test_qlora_trains_a_4bit_base_and_lowers_the_loss(env):
     assert verify_artifact(root / "qlora")["parameters"]["method"] == "qlora"
 
 
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_gradient_checkpointing_recomputes_each_decoder_layer_in_backward(env, tmp_path, monkeypatch, method):
+    """Asked for, checkpointing keeps no layer activations and runs each decoder layer again in backward: twice
+    the layer forwards of a run without it (transformers checkpoints only a model in training mode). Counted on
+    entry to the MLP: the recompute stops inside it once backward has what it needs."""
+    from sqltune.train import run, train
+
+    _, data = env
+    forwards: list[int] = []
+    build = run._peft_model
+
+    def counted(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.get_base_model().model.layers[0].mlp.register_forward_pre_hook(lambda *_: forwards.append(1))
+        return model
+
+    monkeypatch.setattr(run, "_peft_model", counted)
+    counts = {}
+    for checkpointing in (False, True):
+        forwards.clear()
+        settings = config(method=method, max_steps=1, gradient_checkpointing=checkpointing)
+        train(data, "tiny-random-llama", tmp_path / f"{method}-{checkpointing}", config=settings)
+        counts[checkpointing] = len(forwards)
+    assert counts[False] > 0 and counts[True] == 2 * counts[False]
+
+
 def test_packing_keeps_examples_from_attending_to_each_other(env):
     import torch
 

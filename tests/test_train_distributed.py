@@ -56,24 +56,13 @@ def one_process(env):
     }
 
 
-def _avx512_bf16() -> bool:
-    from bitsandbytes.functional import has_avx512bf16
-
-    return bool(has_avx512bf16())
-
-
-# Seen on a CPU with AVX512-BF16 (where bitsandbytes' CPU backend registers other 4-bit kernels): the first step's
-# loss is identical, the second differs by ~0.7%, while QLoRA under ddp and LoRA under fsdp match to the last digit
-# on the same machine. An FSDP-QLoRA divergence to find, not float noise: kept visible, not hidden by a tolerance.
-QLORA_FSDP = pytest.param(
-    "qlora", "fsdp", id="qlora-fsdp",
-    marks=pytest.mark.xfail(_avx512_bf16(), reason="FSDP-QLoRA diverges from one process on AVX512-BF16 CPUs"),
-)  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("method", "parallelism"),
-    [pytest.param("lora", "ddp", id="ddp"), pytest.param("lora", "fsdp", id="fsdp"), QLORA_FSDP],
+    [
+        pytest.param("lora", "ddp", id="ddp"),
+        pytest.param("lora", "fsdp", id="fsdp"),
+        pytest.param("qlora", "fsdp", id="qlora-fsdp"),
+    ],
 )
 def test_two_workers_match_one_process_and_write_the_same_adapter(env, one_process, tmp_path, method, parallelism):
     _, data = env

@@ -260,7 +260,9 @@ def _peft_model(model_dir: Path, config: TrainConfig, device: Any, bf16: bool, b
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    # Training mode: from_pretrained leaves the base in eval mode, where transformers skips gradient checkpointing
+    # and bitsandbytes repacks 4-bit weights for CPU inference in place (which FSDP's re-gather then undoes).
+    return get_peft_model(model, lora).train()
 
 
 def _check_target_modules(model: Any, targets: str | list[str], base_model: str) -> None:
