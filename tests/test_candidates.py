@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from sqltune.evaluate.execution import Executor, Limits
-from sqltune.predict.candidates import CandidateChecker, choose, read_schema
+from sqltune.predict.candidates import CandidateChecker, Outcome, choose, read_schema
 from sqltune.predict.extract import NO_SQL
 
 
@@ -152,3 +153,29 @@ def test_hostile_candidates_cannot_touch_the_database_and_fail(tmp_path):
     assert _sha256(path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["concerts"]  # nothing planted beside it
     assert sorted(p.name for p in path.parent.iterdir()) == ["concerts.sqlite"]  # no journal or WAL either
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to find the workers")
+@pytest.mark.timeout(120)
+def test_a_candidate_whose_worker_dies_fails_alone_and_the_check_goes_on(tmp_path):
+    # Every checker worker that opens victim.sqlite is killed while its runaway candidate runs, as the OOM killer
+    # would: that candidate fails as CHECKER_CRASHED, the others get their outcomes, and predict lives on.
+    from test_evaluate import _kill_workers_holding
+
+    from sqltune.predict.candidates import CHECKER_CRASHED, check_candidates
+
+    make_database(tmp_path, "concerts")
+    victim = make_database(tmp_path, "victim")
+    runaway = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    fine = [("concerts", "SELECT name FROM singer"), ("concerts", "SELECT count(*) FROM concert")]
+    stop, killed = threading.Event(), []
+    watchdog = threading.Thread(target=_kill_workers_holding, args=(victim, stop, killed))
+    watchdog.start()
+    try:
+        outcomes = check_candidates(tmp_path, [fine[0], ("victim", runaway), fine[1], fine[0]], workers=2)
+    finally:
+        stop.set()
+        watchdog.join()
+    assert outcomes[("victim", runaway)] == Outcome(False, CHECKER_CRASHED)
+    assert [outcomes[candidate].rows for candidate in fine] == [3, 1]
+    assert len(outcomes) == 3 and killed  # the repeated candidate checked once

@@ -3,20 +3,15 @@
 Each worker keeps its own database connections and gold results (`Executor`) and its parsed gold queries;
 questions are dealt out in contiguous chunks (questions of one database sit together), and results come back
 in input order, so a run is deterministic whatever the number of workers. A worker that dies (a crash in SQLite,
-the OOM killer) fails only the question it was running, as "worker crashed": see `_pooled_rows`.
+the OOM killer) fails only the question it was running, as "worker crashed" (`pool.crash_safe_map`).
 """
 
 from __future__ import annotations
 
-import math
-import multiprocessing
 import os
-import threading
-from collections import Counter, deque
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +21,7 @@ from sqltune.evaluate.config import EvaluateConfig
 from sqltune.evaluate.exact_match import PARTIAL_TYPES, aggregate_partial, exact_match, parse_normalized
 from sqltune.evaluate.execution import Executor, QueryError, db_files_for, execution_match, time_query
 from sqltune.evaluate.inputs import GoldQuestion, load_gold, load_predictions
+from sqltune.evaluate.pool import crash_safe_map
 from sqltune.evaluate.values import plug_gold_values
 from sqltune.log import get_logger, progress
 from sqltune.sql.hardness import HARDNESS_LEVELS, hardness_of
@@ -125,8 +121,12 @@ def _run(tasks: list[_Task], init_args: tuple, workers: int) -> list[dict[str, A
             return [_evaluate_one(t) for t in progress(tasks, desc="evaluate", total=len(tasks))]
         finally:
             _state["executor"].close()
-    context = multiprocessing.get_context(_start_method())  # before the progress bar starts its thread
-    rows = list(progress(_pooled_rows(tasks, init_args, workers, context), desc="evaluate", total=len(tasks)))
+    config: EvaluateConfig = init_args[2]
+    pooled = crash_safe_map(
+        _evaluate_chunk, tasks, workers=workers, initializer=_init_worker, initargs=init_args,
+        crashed=partial(_crashed_row, config=config), what="evaluate",
+    )  # fmt: skip
+    rows = list(progress(pooled, desc="evaluate", total=len(tasks)))
     return sorted(rows, key=lambda row: row["idx"])
 
 
@@ -142,75 +142,6 @@ def _crashed_row(task: _Task, config: EvaluateConfig) -> dict[str, Any]:
     if config.etype in ("all", "match"):
         row["em"] = 0
     return row
-
-
-def _pooled_rows(
-    tasks: list[_Task], init_args: tuple, workers: int, context: multiprocessing.context.BaseContext
-) -> Iterator[dict[str, Any]]:
-    """Rows of all tasks, in completion order, from pools of `workers` processes.
-
-    When a worker dies, its pool is lost with the chunks in flight; those tasks are run again one at a time in a
-    single-worker pool, so the one whose worker dies again is known and fails as "worker crashed" while the others
-    get their normal verdicts; then the run goes on with a fresh pool of `workers`. `context` starts the first pool;
-    the ones after a death start as `_start_method` says then.
-    """
-    chunksize = max(1, math.ceil(len(tasks) / (workers * 32)))
-    chunks = deque(tasks[i : i + chunksize] for i in range(0, len(tasks), chunksize))
-    config: EvaluateConfig = init_args[2]
-    while chunks:
-        lost: list[list[_Task]] = []
-        yield from _pool_pass(chunks, init_args, workers, context, lost)
-        context = multiprocessing.get_context(_start_method())
-        one_by_one = deque([task] for chunk in lost for task in chunk)
-        while one_by_one:
-            crashed: list[list[_Task]] = []
-            yield from _pool_pass(one_by_one, init_args, 1, context, crashed)
-            yield from (_crashed_row(task, config) for [task] in crashed)
-
-
-def _pool_pass(
-    chunks: deque[list[_Task]],
-    init_args: tuple,
-    workers: int,
-    context: multiprocessing.context.BaseContext,
-    lost: list[list[_Task]],
-) -> Iterator[dict[str, Any]]:
-    """Rows of `chunks`, taken in order with at most one per worker in flight, until none is left or a worker dies;
-    then the chunks in flight that had not finished go to `lost` (in order) and the pass ends."""
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init_args) as pool:
-        try:  # workers that die before any question would otherwise make every question a "worker crashed"
-            pool.submit(os.getpid).result()
-        except BrokenProcessPool:
-            raise SqltuneError(
-                f"evaluate: worker processes ({context.get_start_method()}) die as they start; with forkserver or "
-                "spawn, a script that calls evaluate must guard it with `if __name__ == '__main__':`"
-            ) from None
-        in_flight: dict[Future[list[dict[str, Any]]], list[_Task]] = {}
-        try:
-            while chunks or in_flight:
-                while chunks and len(in_flight) < workers:
-                    future = pool.submit(_evaluate_chunk, chunks[0])  # a dead pool refuses it: the chunk stays
-                    in_flight[future] = chunks.popleft()
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    rows = future.result()
-                    del in_flight[future]
-                    yield from rows
-        except BrokenProcessPool:
-            wait(in_flight)  # every future of a broken pool ends: with its rows if it finished in time
-            for future, chunk in in_flight.items():
-                if isinstance(future.exception(), BrokenProcessPool):
-                    lost.append(chunk)
-                else:
-                    yield from future.result()
-
-
-def _start_method() -> str:
-    """fork is cheapest (workers inherit everything) but unsafe once threads exist; then a fresh forkserver."""
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        return "fork"
-    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _level_of(question: GoldQuestion, schemas: dict[str, DatabaseSchema], bird: bool) -> str:

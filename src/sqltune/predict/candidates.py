@@ -5,7 +5,8 @@ database's own schema, read from its SQLite file; one that names what does not e
 and never reaches the database. The rest run in the evaluate step's sandbox (`Executor`: read-only, allow-listed
 functions, bounded time, rows, bytes and memory) and their results are reduced to a digest. The answer is the
 candidate whose result the most runnable candidates share; ties go to the higher log-likelihood, and when none
-runs the greedy candidate (index 0) stays the answer.
+runs the greedy candidate (index 0) stays the answer. Candidates are checked in worker processes, as evaluate runs
+predictions: one that crashes SQLite or draws the OOM killer fails alone (`check_candidates`).
 
 The name check works on names, not scopes: a qualified column must exist in some table its qualifier stands for
 anywhere in the query (Spider reuses `T1` for different tables across INTERSECT parts), an unqualified one in
@@ -17,6 +18,7 @@ columns, not every error: what it lets through, the sandbox runs and reports.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -29,6 +31,8 @@ from sqlglot import exp
 
 from sqltune.errors import SqltuneError
 from sqltune.evaluate.execution import Executor, QueryError, Rows, db_files_for
+from sqltune.evaluate.pool import crash_safe_map
+from sqltune.log import progress
 from sqltune.predict.extract import NO_SQL
 
 # Columns every SQLite table has without declaring them.
@@ -155,3 +159,31 @@ def choose(outcomes: Sequence[Outcome], log_probs: Sequence[float]) -> int:
     if not runnable:
         return 0
     return max(runnable, key=lambda i: (votes[outcomes[i].digest], log_probs[i], -i))
+
+
+CHECKER_CRASHED = "checker crashed: its worker process died on it (a crash in SQLite, or killed: out of memory?)"
+_worker: dict[str, CandidateChecker] = {}  # a worker process's own checker
+
+
+def _start_checker(db_dir: Path) -> None:
+    _worker["checker"] = CandidateChecker(db_dir)
+
+
+def _check_chunk(chunk: list[tuple[str, str]]) -> list[tuple[tuple[str, str], Outcome]]:
+    return [((db_id, sql), _worker["checker"].check(db_id, sql)) for db_id, sql in chunk]
+
+
+def check_candidates(
+    db_dir: Path, candidates: Sequence[tuple[str, str]], workers: int | None = None
+) -> dict[tuple[str, str], Outcome]:
+    """The outcome of each distinct (db_id, sql) candidate, from worker processes as evaluate runs predictions
+    (`pool.crash_safe_map`): a candidate that kills its worker fails alone, as `CHECKER_CRASHED`."""
+    todo = sorted(set(candidates))  # one database's candidates side by side, each checked once
+    if not todo:
+        return {}
+    count = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    checked = crash_safe_map(
+        _check_chunk, todo, workers=count, initializer=_start_checker, initargs=(db_dir,),
+        crashed=lambda candidate: (candidate, Outcome(False, CHECKER_CRASHED)), what="predict's candidate check",
+    )  # fmt: skip
+    return dict(progress(checked, desc="candidates", total=len(todo), unit="candidate"))

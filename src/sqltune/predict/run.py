@@ -20,9 +20,9 @@ from typing import Any
 
 from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, read_jsonl, write_jsonl
 from sqltune.errors import SqltuneError
-from sqltune.log import get_logger, progress
+from sqltune.log import get_logger
 from sqltune.predict.adapter import Adapter, check_base_name, check_shapes, read_adapter
-from sqltune.predict.candidates import CandidateChecker, Outcome, choose
+from sqltune.predict.candidates import CandidateChecker, check_candidates, choose
 from sqltune.predict.config import PredictConfig
 from sqltune.predict.extract import NO_SQL, extract_sql
 from sqltune.predict.generate import Generation, Sampling, generate_candidates_hf, generate_hf
@@ -183,37 +183,33 @@ def _rows(
     return rows
 
 
-def _checker(db_dir: str | Path | None, records: Sequence[dict[str, Any]]) -> CandidateChecker:
-    """The checker of `db_dir`, once every record's database schema is read (before the model loads)."""
+def _databases(db_dir: str | Path | None, records: Sequence[dict[str, Any]]) -> Path:
+    """`db_dir`, once every record's database is found and its schema read (before the model loads)."""
     if db_dir is None:
         raise SqltuneError("predict parameter candidates > 1 needs --db-dir (the databases to run candidates on)")
     path = Path(db_dir)
     if not path.is_dir():
         raise SqltuneError(f"--db-dir {db_dir} is not a directory")
     checker = CandidateChecker(path)
-    for db_id in sorted({str(record["db_id"]) for record in records}):
-        checker.schema(db_id)
-    return checker
-
-
-def _choose_answers(rows: list[dict[str, Any]], checker: CandidateChecker) -> float:
-    """Check and run every candidate, then make the chosen one each row's answer; returns the seconds it took."""
-    started = time.perf_counter()
     try:
-        for row in progress(rows, desc="candidates", unit="question"):
-            known: dict[str, Outcome] = {}  # a candidate repeated is checked and run once
-            outcomes = []
-            for candidate in row["candidates"]:
-                if candidate["sql"] not in known:
-                    known[candidate["sql"]] = checker.check(row["db_id"], candidate["sql"])
-                outcome = known[candidate["sql"]]
-                candidate.update(ran=outcome.ran, error=outcome.error, digest=outcome.digest, rows=outcome.rows)
-                outcomes.append(outcome)
-            if outcomes:
-                chosen = choose(outcomes, [candidate["log_prob"] for candidate in row["candidates"]])
-                row.update(sql=row["candidates"][chosen]["sql"], raw=row["candidates"][chosen]["raw"], chosen=chosen)
+        for db_id in sorted({str(record["db_id"]) for record in records}):
+            checker.schema(db_id)
     finally:
         checker.close()
+    return path
+
+
+def _choose_answers(rows: list[dict[str, Any]], db_dir: Path) -> float:
+    """Check and run every distinct candidate, then make the chosen one each row's answer; returns the seconds."""
+    started = time.perf_counter()
+    outcomes = check_candidates(db_dir, [(row["db_id"], c["sql"]) for row in rows for c in row["candidates"]])
+    for row in rows:
+        checked = [outcomes[(row["db_id"], candidate["sql"])] for candidate in row["candidates"]]
+        for candidate, outcome in zip(row["candidates"], checked, strict=True):
+            candidate.update(ran=outcome.ran, error=outcome.error, digest=outcome.digest, rows=outcome.rows)
+        if checked:
+            chosen = choose(checked, [candidate["log_prob"] for candidate in row["candidates"]])
+            row.update(sql=row["candidates"][chosen]["sql"], raw=row["candidates"][chosen]["raw"], chosen=chosen)
     return time.perf_counter() - started
 
 
@@ -238,10 +234,10 @@ def predict(
     check_output(out, inputs=[data, adapter, db_dir if config.candidates > 1 else None], overwrite=overwrite)
     chosen = choose_backend(config.backend)
     records = load_records(data, config.limit)
-    sampling, checker = None, None
+    sampling, databases = None, None
     if config.candidates > 1:
         sampling = Sampling(config.candidates, config.temperature, config.top_p, config.seed)
-        checker = _checker(db_dir, records)
+        databases = _databases(db_dir, records)
     lora = read_adapter(localize(adapter, "adapter", endpoint_url)) if adapter else None
     base_dir = resolve_base_model(base_model, endpoint_url)
     if lora and config.base_name_check:
@@ -292,10 +288,10 @@ def predict(
             greedy, seconds = generate_hf(model, tokenizer, todo_ids, **settings)
             outputs = [[generation] for generation in greedy]
     rows = _rows(records, plan, dict(zip(todo, outputs, strict=True)), candidates=sampling is not None)
-    check_s = _choose_answers(rows, checker) if checker else 0.0
+    check_s = _choose_answers(rows, databases) if databases else 0.0
     metrics = _metrics(rows, seconds, backend=chosen, merged=merged, prompt_template=template, context_len=context_len)
     inputs = {"data": data, **({"adapter": lora.path} if lora else {})}
-    if checker:
+    if databases:
         metrics.update(_candidate_metrics(rows, seconds, check_s))
         inputs["db_dir"] = db_dir
     parameters = {**config.to_dict(), "base_model": base_model, "prompt_template": template, "max_seq_len": context_len}
@@ -314,7 +310,7 @@ def predict(
         metrics["trimmed_prompts"],
         metrics["no_sql_outputs"],
     )
-    if checker:
+    if databases:
         log.info(
             "%d candidates (%.2f/s): %d ran, %d rejected by the schema check; checked in %.1f s; "
             "%d answers are not the greedy one",
