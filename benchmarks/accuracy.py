@@ -333,7 +333,7 @@ def run(args: Bench, command: str) -> dict[str, Any]:
     def finished(name: str, row: dict[str, Any]) -> None:
         """Record a finished run and rewrite the results, so a run cut short still leaves what it measured."""
         rows[name] = row
-        compare_with_greedy(rows)
+        pair_runs(rows, args.schema_style)
         result["pending"].remove(name)
         result["total_wall_s"] = time.perf_counter() - started
         save(args.results, result)
@@ -379,10 +379,11 @@ def prediction_s(row: dict[str, Any]) -> float:
     return row["predict"]["generation_s"] + row["predict"].get("check_s", 0.0)
 
 
-def compare_with_greedy(rows: dict[str, dict[str, Any]]) -> None:
+def pair_runs(rows: dict[str, dict[str, Any]], default_style: str) -> None:
     """Pair runs on the same questions: each run with candidates with the greedy run of otherwise the same settings
-    (the same adapter), and each SFT + GRPO run with the SFT run it continued (same candidates). Records the
-    questions only one of the two gets right (EX), and the time ratio of what differs."""
+    (the same adapter); each SFT + GRPO run with the SFT run it continued (same candidates); each greedy adapter of
+    another schema style with the one of `default_style` and otherwise the same settings. Records the questions
+    only one of the two gets right (EX), and the time ratio of what differs."""
     for row in rows.values():
         settings = row["settings"]
         if settings.get("rl_steps"):
@@ -398,6 +399,11 @@ def compare_with_greedy(rows: dict[str, dict[str, Any]]) -> None:
                     "greedy": greedy, "only_with_candidates": mine, "only_greedy": theirs,
                     "time_ratio": prediction_s(row) / max(prediction_s(rows[greedy]), 1e-9),
                 }  # fmt: skip
+        elif "method" in settings and settings["schema_style"] != default_style:
+            other = _pair(rows, _settings, {**settings, "schema_style": default_style})
+            if other is not None:
+                mine, theirs = _discordant(row, rows[other])
+                row["versus_schema"] = {"other": other, "only_this_style": mine, "only_other_style": theirs}
 
 
 def _sft_key(row: dict[str, Any]) -> dict[str, Any]:
@@ -516,6 +522,12 @@ def markdown(result: dict[str, Any]) -> str:
         "| reward first → last step | groups with a correct completion | GRPO time (s) |",
         [_versus_sft(name, row, runs) for name, row in runs.items() if "versus_sft" in row],
     )
+    lines += _section(
+        "Schema styles against each other (same training and dev questions, greedy)",
+        "| variant | schema | other run | its schema | EX | other's EX | EM | other's EM | right only with this style "
+        "| right only with the other | train time (s) | other's (s) |",
+        [_versus_schema(name, row, runs) for name, row in runs.items() if "versus_schema" in row],
+    )
     lines += ["## Cost", "", "| variant | train steps | train time (s) | train tokens/s | peak memory (GiB) | "
               "final loss | predict prompts/s | generated tokens/s | prediction time (s) |",
               "|---|" + "---:|" * 8]  # fmt: skip
@@ -557,6 +569,18 @@ def _versus_greedy(name: str, row: dict[str, Any], runs: dict[str, dict[str, Any
         f"{versus['only_greedy']} | {p['chosen_differs_from_greedy']} of {p['prompts']} | "
         f"{p['candidates_ran']} / {p['candidates_rejected_by_schema']} / {p['candidates_failed']} | "
         f"{prediction_s(row):.0f} | {prediction_s(greedy):.0f} | {versus['time_ratio']:.2f} |"
+    )
+
+
+def _versus_schema(name: str, row: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str:
+    versus = row["versus_schema"]
+    other = runs[versus["other"]]
+    return (
+        f"| {name} | {row['settings']['schema_style']} | {versus['other']} | {other['settings']['schema_style']} | "
+        f"{_pct(row['evaluation']['ex']['all'])} | {_pct(other['evaluation']['ex']['all'])} | "
+        f"{_pct(row['evaluation']['em']['all'])} | {_pct(other['evaluation']['em']['all'])} | "
+        f"{versus['only_this_style']} | {versus['only_other_style']} | "
+        f"{_num(row['train'].get('train_time_s'), '.0f')} | {_num(other['train'].get('train_time_s'), '.0f')} |"
     )
 
 

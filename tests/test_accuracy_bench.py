@@ -80,12 +80,13 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
         "--max-seq-len", "384", "--max-new-tokens", "8", "--predict-batch-size", "8", "--template", "alpaca",
         "--variant", "qlora:method=qlora", "--variant", "qlora-c2:method=qlora,candidates=2",
         "--variant", "qlora-grpo:method=qlora,rl_steps=2,num_generations=2,max_completion_length=8",
+        "--variant", "qlora-dbgpt:method=qlora,schema_style=dbgpt",
         "--base-candidates", "1", "--base-candidates", "2",
         "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
     ]  # fmt: skip
     bench.main(argv)
     result = json.loads((tmp_path / "results" / "accuracy-smoke.json").read_text())
-    assert list(result["runs"]) == ["base", "base-c2", "qlora", "qlora-c2", "qlora-grpo"]
+    assert list(result["runs"]) == ["base", "base-c2", "qlora", "qlora-c2", "qlora-dbgpt", "qlora-grpo"]
     assert result["train_questions"] == 16 and result["dev_questions"] == 8
     assert sum(result["dev_hardness"].values()) == 8
     for name, run in result["runs"].items():
@@ -93,8 +94,8 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
         assert run["predict"]["prompts"] == 8
     assert result["runs"]["qlora"]["train"]["steps"] == 2
     # The runs with candidates predicted with them, and are paired with the greedy run of the same adapter.
-    # qlora and qlora-c2 share one adapter; qlora-grpo continues it with 2 GRPO steps.
-    assert len(list((tmp_path / "work" / "adapters").iterdir())) == 2
+    # qlora and qlora-c2 share one adapter; qlora-grpo continues it with 2 GRPO steps; qlora-dbgpt has its own.
+    assert len(list((tmp_path / "work" / "adapters").iterdir())) == 3
     assert result["runs"]["qlora-c2"]["train"] == result["runs"]["qlora"]["train"]
     grpo = result["runs"]["qlora-grpo"]
     assert grpo["sft"] == result["runs"]["qlora"]["train"]
@@ -112,7 +113,14 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
             8 * (run["evaluation"]["ex"]["all"] - result["runs"][greedy]["evaluation"]["ex"]["all"])
         )
     assert "versus_greedy" not in result["runs"]["qlora"]
+    # A schema style other than the benchmark's (ddl) is paired with the ddl run of otherwise the same settings.
+    dbgpt = result["runs"]["qlora-dbgpt"]
+    assert dbgpt["versus_schema"]["other"] == "qlora" and "versus_schema" not in result["runs"]["qlora"]
+    assert dbgpt["versus_schema"]["only_this_style"] - dbgpt["versus_schema"]["only_other_style"] == round(
+        8 * (dbgpt["evaluation"]["ex"]["all"] - result["runs"]["qlora"]["evaluation"]["ex"]["all"])
+    )
     markdown = (tmp_path / "results" / "accuracy-smoke.md").read_text()
+    assert "## Schema styles against each other" in markdown and "| qlora-dbgpt | dbgpt | qlora | ddl |" in markdown
     assert "| qlora | qlora | ddl | 1 |" in markdown and "| qlora-c2 | qlora | ddl | 2 |" in markdown
     assert "| base-c2 | base |" in markdown and "--train-size 16" in markdown
     assert "## SFT + GRPO against SFT" in markdown and "| qlora-grpo | qlora |" in markdown
