@@ -460,3 +460,16 @@ def test_a_damaged_checkpoint_on_s3_falls_back_and_leaves_no_download(env, s3_en
     with pytest.raises(SqltuneError, match=r"step-00000006: scheduler.pt has .*step-00000004: rng.pt has"):
         run("c")
     assert list(scratch.iterdir()) == []
+
+
+def test_bench_train_runs_one_configuration_through_the_library(env):
+    """benchmarks/bench_train.py's per-configuration mode builds TrainConfig and calls train() as they are now."""
+    _, data = env
+    one = json.dumps({"method": "lora", "packing": True, "gradient_checkpointing": True})
+    command = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "bench_train.py"), "--one", one,
+               "--data", str(data), "--model", "tiny-random-llama", "--steps", "1", "--batch-size", "2",
+               "--seq-len", "160"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout.strip().splitlines()[-1])
+    assert metrics["steps"] == 1 and metrics["tokens_per_s"] > 0 and metrics["peak_memory_gb"] > 0
