@@ -144,6 +144,28 @@ def test_every_resource_placeholder_reads_a_string_parameter(documents):
     assert checked >= 6 + 2 * 2  # train: GPU count and type, CPU and memory; each predict: GPU count and type
 
 
+def test_every_task_waits_for_the_tasks_whose_outputs_it_reads(documents):
+    """The compiler leaves a producer out of dependentTasks when its output is read only by a resource field;
+    the consumer then may start first (and the local runner fails with "task 'placement' not found")."""
+    spec = documents[0]
+    dags = [spec["root"], *(c for c in spec["components"].values() if "dag" in c)]
+    checked = 0
+    for dag in dags:
+        for name, task in dag["dag"]["tasks"].items():
+            sources = [*task.get("inputs", {}).get("parameters", {}).values()]
+            sources += task.get("inputs", {}).get("artifacts", {}).values()
+            producers = {
+                source[key]["producerTask"]
+                for source in sources
+                for key in ("taskOutputParameter", "taskOutputArtifact")
+                if key in source
+            }
+            missing = producers - set(task.get("dependentTasks", []))
+            assert not missing, f"task {name} reads outputs of {sorted(missing)} without waiting for them"
+            checked += bool(producers)
+    assert checked >= 5  # train, both predicts, both evaluates (and the condition's publish)
+
+
 @pytest.mark.parametrize(
     ("gpu_count", "num_nodes", "rl_steps", "expected"),
     [

@@ -249,6 +249,9 @@ def text2sql(
         ).set_display_name(f"predict-{label}")
         _configure(predictions, hours=6, cpu="8", memory="64Gi", s3_secret=s3_secret_name)
         _on_gpu(predictions, gpu_type, where["predict_gpus"], gpu_node_selector, gpu_tolerations)
+        # kfp's compiler does not count a channel read only by a resource field as a dependency: without
+        # .after() the base-model predict could start before placement has written its GPU count.
+        predictions.after(place)
         scored = evaluate(
             eval_data=prep.outputs["eval_data"],
             predictions=predictions.outputs["predictions"],
