@@ -66,6 +66,14 @@ def _s3_credentials(task: dsl.PipelineTask, secret_name: PipelineChannel) -> Non
     kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
 
 
+def _wait_for_producers(task: dsl.PipelineTask, *values: str | PipelineChannel) -> None:
+    """Run after the tasks whose outputs set this task's resources: kfp's compiler does not count a channel read
+    only by a resource field as a dependency, so the task could start before its GPU count or memory exists."""
+    for value in values:
+        if isinstance(value, PipelineChannel) and value.task_name:
+            task.after(value.task)
+
+
 def _configure(
     task: dsl.PipelineTask,
     *,
@@ -78,6 +86,7 @@ def _configure(
     fills in defaults), no caching unless asked, and S3 credentials from the Secret when it reads or writes S3."""
     kubernetes.set_timeout(task, hours * HOUR)
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+    _wait_for_producers(task, cpu, memory)
     task.set_caching_options(False)
     if s3_secret is not None:
         _s3_credentials(task, s3_secret)
@@ -93,6 +102,7 @@ def _on_gpu(
 ) -> None:
     """Ask for GPUs and land on the GPU nodes (pipeline parameters, or the placement task's outputs)."""
     task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+    _wait_for_producers(task, gpu_type, gpu_count)
     kubernetes.add_node_selector_json(task, node_selector)
     kubernetes.add_toleration_json(task, tolerations)
 
@@ -249,9 +259,6 @@ def text2sql(
         ).set_display_name(f"predict-{label}")
         _configure(predictions, hours=6, cpu="8", memory="64Gi", s3_secret=s3_secret_name)
         _on_gpu(predictions, gpu_type, where["predict_gpus"], gpu_node_selector, gpu_tolerations)
-        # kfp's compiler does not count a channel read only by a resource field as a dependency: without
-        # .after() the base-model predict could start before placement has written its GPU count.
-        predictions.after(place)
         scored = evaluate(
             eval_data=prep.outputs["eval_data"],
             predictions=predictions.outputs["predictions"],
