@@ -147,6 +147,31 @@ def test_a_killed_worker_fails_the_run_and_the_rerun_resumes_the_sharded_checkpo
               checkpoint_dir=ckpt)  # fmt: skip
 
 
+def test_the_failure_reported_is_the_one_that_caused_the_others(tmp_path):
+    """As the launcher saw it in CI: rank 1 SIGKILLed, rank 0 lost it mid-all-gather, wrote its gloo error and was
+    then stopped by the launcher, all in the same second. The report names rank 1, whatever the ranks' order."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from sqltune.train.launch import root_failure
+
+    def failure(rank: int, exitcode: int, message: str | None = None) -> ProcessFailure:
+        error_file = tmp_path / f"error-{rank}.json"
+        if message is not None:
+            error_file.write_text(json.dumps({"message": message, "timestamp": int(time.time()) - 1}))
+        return ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=exitcode, error_file=str(error_file))
+
+    lost_peer = "RuntimeError: Connection closed by peer. This is typically caused by a remote worker crashing."
+    for killed, lost in ((1, 0), (0, 1)):
+        failures = {lost: failure(lost, -signal.SIGTERM, lost_peer), killed: failure(killed, -signal.SIGKILL)}
+        assert root_failure(failures)[0] == killed
+    # Two workers that raised on their own: the earlier error, then the lower rank.
+    raised = {0: failure(0, 1, "ValueError: late"), 1: failure(1, 1, "ValueError: early")}
+    raised[1].timestamp -= 5
+    assert root_failure(raised) == (1, raised[1])
+    raised[1].timestamp = raised[0].timestamp
+    assert root_failure(raised)[0] == 0
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,21 +5,26 @@ runs the same `sqltune train ...` in 4 worker processes, so every path trains th
 rendezvous is torchrun's static one (node rank, master address and port), read from the environment Kubeflow
 Trainer's torch runtime gives its pods (PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR,
 PET_MASTER_PORT) unless given. A worker that fails stops the others; the command then fails with that
-worker's error, which the worker leaves in the error file the launcher names (TORCHELASTIC_ERROR_FILE).
+worker's error (not that of a worker that only lost it), which the worker leaves in the error file the launcher
+names (TORCHELASTIC_ERROR_FILE).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 log = get_logger(__name__)
 
@@ -149,11 +154,26 @@ def launch(
     try:
         run(args)
     except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
+        rank, failure = root_failure(exc.failures)
         raise SqltuneError(
             f"training worker rank {rank} of {num_nodes * nproc_per_node} failed (exit code {failure.exitcode}): "
             f"{failure.message}; the other workers were stopped"
         ) from None
+
+
+def root_failure(failures: dict[int, ProcessFailure]) -> tuple[int, ProcessFailure]:
+    """The worker whose failure made the others fail. The launcher lists every failed worker, including those it
+    stopped itself (SIGTERM) and those that lost a peer mid-collective, with whole-second timestamps, so the
+    earliest is often a consequence. A worker that died without leaving an error (a signal, a crash, the OOM
+    killer) comes first, then one that raised an error on its own, then the earliest, then the lowest rank."""
+
+    def order(item: tuple[int, ProcessFailure]) -> tuple[bool, bool, int, int]:
+        rank, failure = item
+        stopped_by_launcher = failure.exitcode == -signal.SIGTERM
+        left_an_error = "timestamp" in failure.error_file_data  # what record_worker_error writes
+        return stopped_by_launcher, left_an_error, failure.timestamp, rank
+
+    return min(failures.items(), key=order)
 
 
 def record_worker_error(exc: BaseException) -> None:
