@@ -16,6 +16,7 @@ from sqltune.imagetest import (
     PARAMETERS,
     RUN_PREFIX,
     Workspace,
+    check_placement,
     component,
     executor_input,
     load_pipeline,
@@ -59,6 +60,18 @@ def test_preprocess_runs_through_the_kfp_executor_as_the_launcher_would(tmp_path
     assert produced[("preprocess", "train_data")].metadata["records"] == PARAMETERS["preprocess"]["train_limit"]
     output = json.loads((workspace.path / "outputs" / "preprocess" / "output_metadata.json").read_text())
     assert output["artifacts"]["eval_data"]["artifacts"][0]["metadata"]["split"] == "dev"
+
+
+def test_the_placement_task_returns_its_decision_through_the_kfp_executor(tmp_path: Path) -> None:
+    """The helper task's NamedTuple of strings, dict and list comes back as KFP output parameters, as `place` says;
+    the same check runs in the preprocess image under `make image-test`."""
+    result = run_step(None, load_pipeline(), "placement", PARAMETERS["placement"], {}, Workspace(tmp_path), {})
+    assert check_placement(result) == "train_gpus 1, predict_gpus 4"
+    returned = result.executor_output["parameterValues"]
+    assert returned["train_tolerations"] == PARAMETERS["placement"]["gpu_tolerations"]
+    result.executor_output["parameterValues"]["train_gpus"] = "4"
+    with pytest.raises(SqltuneError, match="placement returned"):
+        check_placement(result)
 
 
 def test_a_failing_step_is_an_error_that_names_it(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ filesystem with a tmpfs /tmp, and no network except for publish, which reaches t
 on the host, so `STEPS="evaluate publish"` needs only those two images. Each step's output artifacts must
 verify against their manifests and its executor output must hold what the step returns; the CPU images must
 not contain torch. The run is tiny: the sample dataset, 2 training steps of tiny-random-llama, 4 prompts.
+The pipeline's helper tasks (placement) run in the image they use, and must return what the library decides.
 Then the train step's TrainJob follow logic runs through the Kubeflow SDK's container backend on the first
 selected image (`sqltune.imagetest_trainjob`).
 
@@ -53,6 +54,8 @@ RUN_PREFIX = "mlpipeline/v2/artifacts/sqltune-image-test"  # the launcher's layo
 CONTAINER_OUTPUTS = "/tmp/kfp_outputs"  # where the launcher has the executor write its output
 BUCKET = "sqltune-image-test"
 GPU_STEPS = frozenset(step for step, recipe in RECIPES.items() if recipe.base_arg == "CUDA_IMAGE")
+# Tasks that are not steps of their own run in a step's image: (task, image's step).
+HELPER_TASKS = (("placement", "preprocess"),)
 
 # The smallest run that still exercises each step; predict uses transformers because vLLM needs a GPU.
 PARAMETERS: dict[str, dict[str, Any]] = {
@@ -107,6 +110,14 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "predict_options": {},
     },
     "evaluate": {"dataset": "spider", "evaluate_options": {}},
+    # Two nodes and a GRPO stage: the train pod keeps one GPU, predict takes them all.
+    "placement": {
+        "gpu_count": 4,
+        "num_nodes": 2,
+        "rl_steps": 1,
+        "gpu_node_selector": {"nvidia.com/gpu.present": "true"},
+        "gpu_tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    },
     "publish": {
         "bucket": BUCKET,
         "prefix": "adapters",
@@ -360,7 +371,8 @@ def run_step(
     workspace: Workspace,
     s3_env: dict[str, str],
 ) -> StepResult:
-    """Run one step in its image (with `engine`) or on the host (without), then check what it wrote."""
+    """Run one step (or helper task) in its image (with `engine`) or on the host (without), then check what it
+    wrote."""
     comp, container = component(spec, step)
     inputs = {name: produced[source] for name, source in task_inputs(spec)[step].items()}
     outputs = {
@@ -384,7 +396,7 @@ def run_step(
         _run(["chmod", "-R", "a+rX", str(workspace.minio / RUN_PREFIX / step)], f"making {step}'s outputs readable")
     else:
         where = "image"
-        image = image_for(step)
+        image = image_for(dict(HELPER_TASKS).get(step, step))
         if container["image"] != image:
             raise SqltuneError(f"the compiled pipeline runs {container['image']} for {step}, but we built {image}")
         document = json.dumps(executor_input(comp, parameters, inputs, outputs, "minio://", CONTAINER_OUTPUTS))
@@ -457,6 +469,21 @@ def check_image(engine: Engine, step: str) -> None:
             raise SqltuneError(f"{image} contains torch (or python3 failed there: exit {done.returncode})")
 
 
+def check_placement(result: StepResult) -> str:
+    """The placement task returned, through its executor, what `place` decides for its parameters."""
+    from sqltune.pipeline.placement import place
+
+    params = PARAMETERS["placement"]
+    expected = place(
+        params["gpu_count"], params["num_nodes"], params["rl_steps"], params["gpu_node_selector"],
+        params["gpu_tolerations"],
+    )._asdict()  # fmt: skip
+    returned = result.executor_output.get("parameterValues", {})
+    if returned != expected:
+        raise SqltuneError(f"placement returned {returned}, expected {expected}")
+    return f"train_gpus {returned['train_gpus']}, predict_gpus {returned['predict_gpus']}"
+
+
 def check_publish(result: StepResult, s3_env: dict[str, str], workspace: Workspace) -> str:
     """The version publish returned is in the bucket and verifies after a pull."""
     from sqltune.publish.registry import Registry
@@ -504,7 +531,14 @@ def image_test(
             print(f"--- {step}: {'in its image' if step in steps else 'on the host'}", flush=True)
             result = run_step(engine if step in steps else None, spec, step, parameters, produced, workspace, s3_env)
             results.append(result)
-        summary = {"evaluate": lambda r: f"EX {r.executor_output['parameterValues']['Output']}"}
+        for task, image_step in HELPER_TASKS:
+            if image_step in steps:
+                print(f"--- {task}: in the {image_step} image", flush=True)
+                results.append(run_step(engine, spec, task, PARAMETERS[task], produced, workspace, s3_env))
+        summary = {
+            "evaluate": lambda r: f"EX {r.executor_output['parameterValues']['Output']}",
+            "placement": check_placement,
+        }
         if "publish" in chain:
             summary["publish"] = lambda r: check_publish(r, s3_env, workspace)
         print("\nimage test passed:")
