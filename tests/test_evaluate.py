@@ -416,11 +416,10 @@ def test_column_matching_of_wide_results_ends_within_the_timeout(tiny):
     gold = _gold(tiny, ["SELECT " + ", ".join(["name"] * 12) + " FROM singer"])
     preds = tiny / "preds.txt"
     preds.write_text("SELECT " + ", ".join(["name"] * 12) + " FROM singer ORDER BY name DESC\n")
-    start = time.monotonic()
     metrics = evaluate(
         gold, preds, tiny / "database", tiny / "tables.json", tiny / "out", config=EvaluateConfig(timeout=5, workers=1)
     )
-    assert metrics["ex"]["all"] == 1.0 and time.monotonic() - start < 5
+    assert metrics["ex"]["all"] == 1.0  # a search past the 5 s deadline would have scored it a timeout
     # past the deadline the search gives up as a timeout rather than run on
     with pytest.raises(QueryError) as raised:
         results_match([(1, 2), (3, 4)], [(2, 1), (4, 3)], order_matters=False, deadline=time.monotonic())
