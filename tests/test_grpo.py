@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +87,34 @@ def test_a_batch_is_rewarded_per_completion_and_counts_groups_with_a_correct_one
     )
     assert rewards == [1.0, 0.1, 0.0, 0.1]
     assert reward.group_hits == [0.5]  # group a has a correct completion, group b none
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to find the workers")
+@pytest.mark.timeout(120)
+def test_a_completion_whose_scorer_dies_earns_nothing_and_training_goes_on(reward, tmp_path):
+    # Every scoring worker that opens victim.sqlite is killed while its runaway query runs, as the OOM killer
+    # would: that completion earns 0 as SCORER_CRASHED, the others their rewards, and the caller lives on.
+    from test_evaluate import _kill_workers_holding
+
+    from sqltune.train.reward import SCORER_CRASHED
+
+    victim = make_database(tmp_path, "victim")
+    runaway = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    reward.executor = Executor(Limits(timeout_s=60.0))  # the kill, not the timeout, ends the runaway query
+    stop, killed = threading.Event(), []
+    watchdog = threading.Thread(target=_kill_workers_holding, args=(victim, stop, killed))
+    watchdog.start()
+    tasks = [("concerts", "SELECT name FROM singer", "SELECT name FROM singer"), ("victim", "SELECT 1", runaway),
+             ("concerts", "SELECT 2", "SELECT 1")]  # fmt: skip
+    try:
+        rewards = reward(prompts=["p"] * 3, completions=[t[2] for t in tasks], db_id=[t[0] for t in tasks],
+                         sql=[t[1] for t in tasks], id=["a", "b", "c"])  # fmt: skip
+        scores = reward.score_all(tasks)
+    finally:
+        stop.set()
+        watchdog.join()
+    assert rewards == [1.0, 0.0, 0.1] and len(killed) >= 2
+    assert scores == {tasks[0]: (1.0, "correct"), tasks[1]: (0.0, SCORER_CRASHED), tasks[2]: (0.1, "wrong result")}
 
 
 def test_a_missing_database_is_an_error_naming_it_and_its_questions_are_left_out(reward):

@@ -5,19 +5,22 @@ in the evaluate step's sandbox (read-only, allow-listed functions, bounded time,
 compared with the gold result by the same EX rule the evaluate step reports (`execution_match`, Spider's
 official comparison). A correct result earns `correct`, SQL that runs but returns something else earns
 `executes` (a small push towards valid SQL), anything else 0: no SQL, a syntax error, a missing table, a
-statement the sandbox refuses, a timeout. Untrusted SQL can therefore neither change a database nor stop the
-run; the worst it earns is 0.
+statement the sandbox refuses, a timeout. Each batch is scored in worker processes with the pool evaluate and
+predict's candidate check use (`pool.crash_safe_map`), so SQL that crashes SQLite or draws the OOM killer fails
+alone. Untrusted SQL can therefore neither change a database nor stop the run; the worst it earns is 0.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqltune.errors import SqltuneError
-from sqltune.evaluate.execution import Executor, QueryError, db_files_for, execution_match
+from sqltune.evaluate.execution import Executor, Limits, QueryError, db_files_for, execution_match
+from sqltune.evaluate.pool import crash_safe_map
 from sqltune.log import get_logger
 from sqltune.predict.extract import NO_SQL, extract_sql
 
@@ -36,6 +39,7 @@ class ExecutionReward:
     correct: float = 1.0
     executes: float = 0.1
     executor: Executor = field(default_factory=Executor)
+    workers: int | None = None  # scoring processes per batch; default one per CPU
     group_hits: list[float] = field(default_factory=list)
 
     def score(self, db_id: str, gold_sql: str, completion: str) -> tuple[float, str]:
@@ -76,8 +80,9 @@ class ExecutionReward:
         self, prompts: Sequence[Any], completions: Sequence[Any], *, db_id: Sequence[str], sql: Sequence[str],
         id: Sequence[str], **_: Any,
     ) -> list[float]:  # fmt: skip
-        questions = zip(db_id, sql, completions, strict=True)
-        scored = [self.score(db, gold, _text(completion)) for db, gold, completion in questions]
+        tasks = [(db, gold, _text(completion)) for db, gold, completion in zip(db_id, sql, completions, strict=True)]
+        scores = self.score_all(tasks)
+        scored = [scores[task] for task in tasks]
         groups: dict[str, bool] = {}
         for question, (_, why) in zip(id, scored, strict=True):
             groups[question] = groups.get(question, False) or why == "correct"
@@ -85,8 +90,34 @@ class ExecutionReward:
         rewards = [reward for reward, _ in scored]
         return rewards
 
+    def score_all(self, tasks: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], tuple[float, str]]:
+        """The (reward, why) of each distinct (db_id, gold SQL, completion), from worker processes; a completion
+        whose worker dies on it earns 0 as `SCORER_CRASHED`."""
+        todo = sorted(set(tasks))  # one database's completions side by side, each scored once
+        if not todo:
+            return {}
+        count = max(1, min(self.workers or os.cpu_count() or 1, len(todo)))
+        scored = crash_safe_map(
+            _score_chunk, todo, workers=count, initializer=_start_scorer,
+            initargs=(self.db_dir, self.correct, self.executes, self.executor.limits),
+            crashed=lambda task: (task, (0.0, SCORER_CRASHED)), what="the GRPO reward",
+        )  # fmt: skip
+        return dict(scored)
+
     def close(self) -> None:
         self.executor.close()
+
+
+SCORER_CRASHED = "scorer crashed: its worker process died on it (a crash in SQLite, or killed: out of memory?)"
+_worker: dict[str, ExecutionReward] = {}  # a worker process's own reward
+
+
+def _start_scorer(db_dir: Path, correct: float, executes: float, limits: Limits) -> None:
+    _worker["reward"] = ExecutionReward(db_dir, correct, executes, Executor(limits))
+
+
+def _score_chunk(chunk: list[tuple[str, str, str]]) -> list[tuple[tuple[str, str, str], tuple[float, str]]]:
+    return [(task, _worker["reward"].score(*task)) for task in chunk]
 
 
 def _text(completion: Any) -> str:
