@@ -54,8 +54,8 @@ RUN_PREFIX = "mlpipeline/v2/artifacts/sqltune-image-test"  # the launcher's layo
 CONTAINER_OUTPUTS = "/tmp/kfp_outputs"  # where the launcher has the executor write its output
 BUCKET = "sqltune-image-test"
 GPU_STEPS = frozenset(step for step, recipe in RECIPES.items() if recipe.base_arg == "CUDA_IMAGE")
-# Tasks that are not steps of their own run in a step's image: (task, image's step).
-HELPER_TASKS = (("placement", "preprocess"),)
+# Tasks that are not steps of their own run in a step's image: task -> the step whose image it runs in.
+HELPER_TASKS = {"placement": "preprocess"}
 
 # The smallest run that still exercises each step; predict uses transformers because vLLM needs a GPU.
 PARAMETERS: dict[str, dict[str, Any]] = {
@@ -396,7 +396,7 @@ def run_step(
         _run(["chmod", "-R", "a+rX", str(workspace.minio / RUN_PREFIX / step)], f"making {step}'s outputs readable")
     else:
         where = "image"
-        image = image_for(dict(HELPER_TASKS).get(step, step))
+        image = image_for(HELPER_TASKS.get(step, step))
         if container["image"] != image:
             raise SqltuneError(f"the compiled pipeline runs {container['image']} for {step}, but we built {image}")
         document = json.dumps(executor_input(comp, parameters, inputs, outputs, "minio://", CONTAINER_OUTPUTS))
@@ -531,7 +531,7 @@ def image_test(
             print(f"--- {step}: {'in its image' if step in steps else 'on the host'}", flush=True)
             result = run_step(engine if step in steps else None, spec, step, parameters, produced, workspace, s3_env)
             results.append(result)
-        for task, image_step in HELPER_TASKS:
+        for task, image_step in HELPER_TASKS.items():
             if image_step in steps:
                 print(f"--- {task}: in the {image_step} image", flush=True)
                 results.append(run_step(engine, spec, task, PARAMETERS[task], produced, workspace, s3_env))

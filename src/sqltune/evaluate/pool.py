@@ -109,6 +109,12 @@ def _pool_pass(
                     yield from future.result()
 
 
+def worker_count(requested: int | None, tasks: int) -> int:
+    """Worker processes for `tasks` tasks: `requested` (0 or None: one per CPU), never more than the tasks, at
+    least one."""
+    return max(1, min(requested or os.cpu_count() or 1, tasks))
+
+
 def start_method() -> str:
     """fork is cheapest (workers inherit everything) but unsafe once threads exist; then a fresh forkserver."""
     methods = multiprocessing.get_all_start_methods()

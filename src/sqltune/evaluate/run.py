@@ -8,7 +8,6 @@ the OOM killer) fails only the question it was running, as "worker crashed" (`po
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +20,7 @@ from sqltune.evaluate.config import EvaluateConfig
 from sqltune.evaluate.exact_match import PARTIAL_TYPES, aggregate_partial, exact_match, parse_normalized
 from sqltune.evaluate.execution import Executor, QueryError, db_files_for, execution_match, time_query
 from sqltune.evaluate.inputs import GoldQuestion, load_gold, load_predictions
-from sqltune.evaluate.pool import crash_safe_map
+from sqltune.evaluate.pool import crash_safe_map, worker_count
 from sqltune.evaluate.values import plug_gold_values
 from sqltune.log import get_logger, progress
 from sqltune.sql.hardness import HARDNESS_LEVELS, hardness_of
@@ -219,7 +218,7 @@ def evaluate(
         for i, q in enumerate(questions)
     ]
     tasks = [_Task(i, q, p) for i, (q, p) in enumerate(zip(questions, preds, strict=True))]
-    workers = max(1, min(config.workers or os.cpu_count() or 1, len(tasks)))
+    workers = worker_count(config.workers, len(tasks))
     log.info("evaluating %d predictions (%s) with %d worker(s)", len(tasks), etype, workers)
     rows = _run(tasks, (schemas, db_path, config, cache), workers)
     metrics = summarize(rows, config)

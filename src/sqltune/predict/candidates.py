@@ -18,7 +18,6 @@ columns, not every error: what it lets through, the sandbox runs and reports.
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from sqlglot import exp
 
 from sqltune.errors import SqltuneError
 from sqltune.evaluate.execution import Executor, QueryError, Rows, db_files_for
-from sqltune.evaluate.pool import crash_safe_map
+from sqltune.evaluate.pool import crash_safe_map, worker_count
 from sqltune.log import progress
 from sqltune.predict.extract import NO_SQL
 
@@ -181,9 +180,8 @@ def check_candidates(
     todo = sorted(set(candidates))  # one database's candidates side by side, each checked once
     if not todo:
         return {}
-    count = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     checked = crash_safe_map(
-        _check_chunk, todo, workers=count, initializer=_start_checker, initargs=(db_dir,),
+        _check_chunk, todo, workers=worker_count(workers, len(todo)), initializer=_start_checker, initargs=(db_dir,),
         crashed=lambda candidate: (candidate, Outcome(False, CHECKER_CRASHED)), what="predict's candidate check",
     )  # fmt: skip
     return dict(progress(checked, desc="candidates", total=len(todo), unit="candidate"))

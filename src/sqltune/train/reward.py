@@ -12,7 +12,6 @@ alone. Untrusted SQL can therefore neither change a database nor stop the run; t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 from sqltune.errors import SqltuneError
 from sqltune.evaluate.execution import Executor, Limits, QueryError, db_files_for, execution_match
-from sqltune.evaluate.pool import crash_safe_map
+from sqltune.evaluate.pool import crash_safe_map, worker_count
 from sqltune.log import get_logger
 from sqltune.predict.extract import NO_SQL, extract_sql
 
@@ -96,9 +95,8 @@ class ExecutionReward:
         todo = sorted(set(tasks))  # one database's completions side by side, each scored once
         if not todo:
             return {}
-        count = max(1, min(self.workers or os.cpu_count() or 1, len(todo)))
         scored = crash_safe_map(
-            _score_chunk, todo, workers=count, initializer=_start_scorer,
+            _score_chunk, todo, workers=worker_count(self.workers, len(todo)), initializer=_start_scorer,
             initargs=(self.db_dir, self.correct, self.executes, self.executor.limits),
             crashed=lambda task: (task, (0.0, SCORER_CRASHED)), what="the GRPO reward",
         )  # fmt: skip
