@@ -112,6 +112,63 @@ def test_bad_parameters_are_clear_errors(pair, message):
         parse_params([pair], load_pipeline_spec(CHECKED_IN))
 
 
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["eval_limit=-3"], "pipeline parameter eval_limit=-3 is invalid: expected a whole number >= 0"),
+        (['train_options={"packing": "false"}'], "train_options: 'packing'='false' is invalid: expected true or false"),
+        (['predict_options={"top_p": "high"}'], "predict_options: 'top_p'='high' is invalid: expected a number"),
+        (['predict_options={"top_p": 1.5}'], r"predict_options: 'top_p'=1.5 is invalid: expected in \(0, 1\]"),
+        (['evaluate_options={"timeout": "10"}'], "evaluate_options: 'timeout'='10' is invalid: expected a number"),
+        (['publish_options={"force": 1}'], "publish_options: 'force'=1 is invalid: expected true or false, not int"),
+        (['train_options={"lr_scheduler": "sideways"}'], "'lr_scheduler'='sideways' is invalid: expected one of"),
+        (['train_options={"num_generations": 2.5}'], "train_options: 'num_generations' must be a whole number"),
+        (["predict_batch_size=0"], "pipeline parameter predict_batch_size=0 is invalid: expected >= 1"),
+        (["rl_steps=-1"], "pipeline parameter rl_steps=-1 is invalid"),
+        (["rl_steps=2", "rl_learning_rate=-1"], "pipeline parameter rl_learning_rate=-1.0 is invalid"),
+        (["rl_steps=2", 'train_options={"num_generations": 3}'], "train_options: 'prompts_per_step'=4 is invalid"),
+        (["gpu_count=0"], "pipeline parameter gpu_count=0 is invalid: expected >= 1"),
+        (["num_nodes=0"], "pipeline parameter num_nodes=0 is invalid"),
+        (["min_ex=1.5"], r"pipeline parameter min_ex=1.5 is invalid: expected in \[0, 1\]"),
+        (["method=grpo"], "pipeline parameter method='grpo' is invalid: expected lora or qlora"),
+        (["schema_style=fancy"], "pipeline parameter schema_style='fancy' is invalid: expected one of"),
+        (["promote_margin=-0.1"], "pipeline parameter promote_margin=-0.1 is invalid"),
+    ],
+)
+def test_every_value_is_checked_as_its_step_will_before_the_run_starts(pairs, message):
+    """Each task's configs are built from the values the run would start with, by the component's own function;
+    the error names the pipeline parameter (or the options key) the user set."""
+    from sqltune.errors import SqltuneError
+    from sqltune.pipeline.params import pipeline_params
+
+    with pytest.raises(SqltuneError, match=message):
+        pipeline_params(CHECKED_IN, None, pairs)
+
+
+def test_the_defaults_and_a_typical_run_pass_the_check():
+    from sqltune.pipeline.params import pipeline_params
+
+    pairs = ['train_options={"packing": true, "num_generations": 2.0}', "rl_steps=2", "eval_limit=0", "min_ex=0.2"]
+    assert pipeline_params(CHECKED_IN, None, pairs)["rl_steps"] == 2
+    assert pipeline_params(CHECKED_IN, None, []) == {}
+
+
+def test_a_bad_value_stops_sqltune_run_before_anything_starts(tmp_path):
+    """exit 2 and one line naming the parameter; no run directory, no S3 server."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "runs"
+    command = [str(Path(sys.executable).parent / "sqltune"), "run", "--pipeline-root", str(root),
+               "--pipeline-file", str(CHECKED_IN), "--param", 'predict_options={"top_p": "high"}']  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: predict_options: 'top_p'='high' is invalid: expected a number, not the string 'high'"
+    ]
+    assert not root.exists()
+
+
 def test_every_resource_placeholder_reads_a_string_parameter(documents):
     """KFP's driver resolves a resource placeholder with the parameter's string value
     (`resolvePodSpecInputRuntimeParameter`: `GetStringValue()`), so an integer parameter there becomes an empty
@@ -189,7 +246,8 @@ def test_train_pod_takes_gpus_only_for_work_it_does_itself(gpu_count, num_nodes,
 
 
 def test_placement_refuses_impossible_counts():
+    from sqltune.errors import SqltuneError
     from sqltune.pipeline.placement import place
 
-    with pytest.raises(ValueError, match="num_nodes=0"):
+    with pytest.raises(SqltuneError, match="placement parameter num_nodes=0 is invalid"):
         place(1, 0, 0, {}, [])

@@ -110,13 +110,47 @@ def test_options_dicts_are_validated_by_the_config():
         build_config(TrainConfig, {}, {"batch_size": 2}, "train_options")
     with pytest.raises(SqltuneError, match="predict_options: unknown setting 'num_beams'"):
         build_config(PredictConfig, {}, {"num_beams": 4}, "predict_options")
-    with pytest.raises(SqltuneError, match="train parameter keep_checkpoints=0 is invalid"):
+    with pytest.raises(SqltuneError, match=r"train_options: 'keep_checkpoints'=0 is invalid: expected >= 1"):
         build_config(TrainConfig, {}, {"keep_checkpoints": 0}, "train_options")
     # KFP hands a dict parameter over as a protobuf Struct: its numbers arrive as floats.
     assert build_config(TrainConfig, {}, {"num_generations": 2.0}, "train_options").num_generations == 2
     assert type(build_config(TrainConfig, {}, {"num_generations": 2.0}, "train_options").num_generations) is int
     with pytest.raises(SqltuneError, match=r"train_options: 'num_generations' must be a whole number, not 2\.5"):
         build_config(TrainConfig, {}, {"num_generations": 2.5}, "train_options")
+
+
+@pytest.mark.parametrize(
+    ("config", "values", "message"),
+    [
+        (TrainConfig, {"packing": "false"}, "expected true or false, not the string 'false'"),
+        (TrainConfig, {"lora_rank": 8.0}, "expected a whole number, not float 8.0"),
+        (TrainConfig, {"lora_rank": True}, "expected a whole number, not bool True"),
+        (TrainConfig, {"learning_rate": "1e-4"}, "expected a number, not the string '1e-4'"),
+        (TrainConfig, {"bf16": "yes"}, r"expected true or false \(or unset\)"),
+        (TrainConfig, {"target_modules": ["q_proj", 3]}, "expected a string or a list of strings"),
+        (TrainConfig, {"lr_scheduler": "sideways"}, "expected one of linear, cosine"),
+        (PredictConfig, {"top_p": "high"}, "expected a number, not the string 'high'"),
+        (PredictConfig, {"limit": "10"}, r"expected a whole number \(or unset\), not the string '10'"),
+        (EvaluateConfig, {"workers": None}, "expected a whole number, not none"),
+        (PreprocessConfig, {"dataset": "spider", "split": "dev", "schema_style": 1}, "expected a string, not int 1"),
+        (PublishConfig, {"bucket": "b", "model_name": "m", "force": "true"}, "expected true or false"),
+    ],
+)
+def test_every_setting_holds_a_value_of_its_type(config, values, message):
+    """A library call or a component parameter may hold anything: the config refuses a value of the wrong type
+    by name, whichever way it came in (the CLI parses its options itself)."""
+    name = next(iter(values)) if config is not PreprocessConfig else "schema_style"
+    name = {PublishConfig: "force"}.get(config, name)
+    with pytest.raises(SqltuneError, match=rf"parameter {name}=.* is invalid: {message}"):
+        config(**values)
+
+
+def test_an_options_key_of_the_wrong_type_is_named_with_its_dict():
+    with pytest.raises(SqltuneError, match=r"^train_options: 'packing'='false' is invalid: expected true or false"):
+        build_config(TrainConfig, {}, {"packing": "false"}, "train_options")
+    with pytest.raises(SqltuneError, match=r"^train parameter lora_rank='8' is invalid"):  # set as a parameter
+        build_config(TrainConfig, {"lora_rank": "8"}, {}, "train_options")
+    assert build_config(PredictConfig, {}, {"limit": 3.0}, "predict_options").limit == 3  # a Struct's number
 
 
 @dataclasses.dataclass

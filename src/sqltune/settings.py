@@ -50,14 +50,67 @@ def setting(
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def check_choices(config: Any, step: str) -> None:
-    """Every setting declared with `choices` holds one of them (the CLI checks too; the library must)."""
+class SettingError(SqltuneError):
+    """A setting holds a value it cannot take. `step` and `name` say which setting (so a caller that set it under
+    another name, a pipeline parameter or an options key, can say so), `expected` what it takes."""
+
+    def __init__(self, step: str, name: str, value: Any, expected: str) -> None:
+        self.step, self.name, self.value, self.expected = step, name, value, expected
+        super().__init__(f"{step} parameter {name}={value!r} is invalid: expected {expected}")
+
+
+def check_settings(config: Any, step: str) -> None:
+    """Every setting holds a value of its declared type, and one of its `choices` where it has them: the CLI
+    parses and checks its options, but a library call, a component parameter or an options dict may hold
+    anything (`"false"` is truthy)."""
+    hints = _hints(type(config))
     for field in dataclasses.fields(config):
-        choices: type[Enum] | None = field.metadata.get("choices")
         value = getattr(config, field.name)
+        expected = _expected_type(hints[field.name], value)
+        if expected:
+            raise SettingError(step, field.name, value, f"{expected}, not {_describe(value)}")
+        choices: type[Enum] | None = field.metadata.get("choices")
         if choices is not None and value is not None and value not in {c.value for c in choices}:
-            allowed = ", ".join(c.value for c in choices)
-            raise SqltuneError(f"{step} parameter {field.name}={value!r} is invalid: expected one of {allowed}")
+            raise SettingError(step, field.name, value, "one of " + ", ".join(c.value for c in choices))
+
+
+@functools.cache
+def _hints(config: type) -> dict[str, Any]:
+    return typing.get_type_hints(config)
+
+
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _expected_type(annotation: Any, value: Any) -> str | None:
+    """What `annotation` takes, when `value` is not of it; None when it is."""
+    options = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    if value is None and type(None) in options:
+        return None
+    names = []
+    for option in options:
+        if option is type(None):
+            continue
+        if typing.get_origin(option) is list:
+            if isinstance(value, list) and all(isinstance(item, str) for item in value):
+                return None
+            names.append("a list of strings")
+            continue
+        number = option is float and isinstance(value, int | float)
+        if (number or isinstance(value, option)) and (option is bool) == isinstance(value, bool):
+            return None
+        names.append(_TYPE_NAMES.get(option, getattr(option, "__name__", str(option))))
+    return " or ".join(names) + (" (or unset)" if type(None) in options else "")
+
+
+def _is_union(annotation: Any) -> bool:
+    return isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"{type(value).__name__} {value!r}" if value is not None else "none"
 
 
 def settings_of(config: type) -> list[dataclasses.Field]:
@@ -85,13 +138,20 @@ def build_config(config: type[Config], params: Mapping[str, Any], options: Mappi
             allowed = ", ".join(sorted(pipeline_settings(config, OPTIONS)))
             raise SqltuneError(f"{what}: unknown setting {key!r}; expected one of {allowed}")
     own = {name: params[name] for name, role in roles.items() if role == PARAM and name in params}
-    defaults = {f.name: f.default for f in settings_of(config)}
-    return config(**own, **{key: _whole(value, defaults[key], what, key) for key, value in options.items()})
+    hints = _hints(config)
+    chosen = {key: _whole(value, hints[key], what, key) for key, value in options.items()}
+    try:
+        return config(**own, **chosen)
+    except SettingError as exc:
+        if exc.name in chosen:  # say where the user set it
+            raise SqltuneError(f"{what}: {exc.name!r}={exc.value!r} is invalid: expected {exc.expected}") from None
+        raise
 
 
-def _whole(value: Any, default: Any, what: str, key: str) -> Any:
+def _whole(value: Any, annotation: Any, what: str, key: str) -> Any:
     """An integer setting's value: KFP passes a dict parameter as a protobuf Struct, whose numbers are floats."""
-    if not isinstance(default, int) or isinstance(default, bool) or not isinstance(value, float):
+    options = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    if int not in options or float in options or not isinstance(value, float):
         return value
     if not value.is_integer():
         raise SqltuneError(f"{what}: {key!r} must be a whole number, not {value!r}")
@@ -120,7 +180,7 @@ def config_args(config: Any) -> list[str]:
 def _cli_type(annotation: Any) -> Any:
     """The type typer parses a setting as: `X | None` as X, `str | list[str]` (several names) as str."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+    if _is_union(annotation):
         return str if str in args else args[0]
     return annotation
 

@@ -6,10 +6,9 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from sqltune.errors import SqltuneError
 from sqltune.evaluate.execution import Limits
 from sqltune.preprocess.config import Dataset
-from sqltune.settings import OPTIONS, check_choices, setting
+from sqltune.settings import OPTIONS, SettingError, check_settings, setting
 
 _LIMITS = Limits()
 
@@ -40,17 +39,17 @@ class EvaluateConfig:
     workers: int = setting(0, "Worker processes (0: one per CPU).", pipeline=OPTIONS)
 
     def __post_init__(self) -> None:
-        check_choices(self, "evaluate")
+        check_settings(self, "evaluate")
         if self.bird:
             self.etype = Etype.exec.value  # BIRD has no exact-match metric
         if self.workers < 0:
-            raise SqltuneError(f"evaluate parameter workers={self.workers} is invalid: expected >= 0 (0: one per CPU)")
+            raise SettingError("evaluate", "workers", self.workers, ">= 0 (0: one per CPU)")
         if self.ves_repeats < 0:
-            raise SqltuneError(f"evaluate parameter ves_repeats={self.ves_repeats} is invalid: expected >= 0 (0: off)")
+            raise SettingError("evaluate", "ves_repeats", self.ves_repeats, ">= 0 (0: off)")
         for name in ("timeout", "max_rows", "max_result_bytes", "max_heap_bytes"):
             value = getattr(self, name)
             if not value > 0:  # also catches NaN
-                raise SqltuneError(f"evaluate parameter {name}={value!r} is invalid: expected > 0")
+                raise SettingError("evaluate", name, value, "> 0")
 
     @property
     def bird(self) -> bool:

@@ -8,7 +8,8 @@ wrong type is a clear error before anything starts.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import yaml
 
 from sqltune.errors import SqltuneError
 from sqltune.pipeline import PIPELINE_FILE
+from sqltune.settings import SettingError
 
 _PARSERS = {
     "STRING": str,
@@ -52,8 +54,13 @@ def parameter_types(spec: Mapping[str, Any]) -> dict[str, str]:
 
 
 def parameter_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """{name: default} of the pipeline's root inputs; integers as int (the YAML holds protobuf numbers: floats)."""
     params = spec["root"].get("inputDefinitions", {}).get("parameters", {})
-    return {name: d["defaultValue"] for name, d in params.items() if "defaultValue" in d}
+    return {
+        name: int(d["defaultValue"]) if d["parameterType"] == "NUMBER_INTEGER" else d["defaultValue"]
+        for name, d in params.items()
+        if "defaultValue" in d
+    }
 
 
 def _unknown(name: str, types: Mapping[str, str]) -> SqltuneError:
@@ -106,26 +113,88 @@ def load_params(config: str | Path | None, pairs: Iterable[str], spec: Mapping[s
     return values
 
 
-def check_step_options(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
-    """Validate each `<step>_options` dict as its step will, so a wrong setting fails before a run starts.
-
-    A config's required settings (publish's bucket, ...) are pipeline parameters of the same name.
-    """
-    from dataclasses import MISSING, fields
-
+# How each step's component builds its configs from its parameters: the same functions the components call.
+def _step_configs() -> dict[str, Callable[[Mapping[str, Any]], Any]]:
     from sqltune.evaluate.config import EvaluateConfig
+    from sqltune.pipeline.placement import place
     from sqltune.predict.config import PredictConfig
-    from sqltune.publish.config import PublishConfig
+    from sqltune.preprocess.config import split_configs
+    from sqltune.publish.config import component_config
     from sqltune.settings import build_config
-    from sqltune.train.config import TrainConfig
+    from sqltune.train.config import stage_configs
 
-    values = {**defaults, **params}
-    steps = {"train": TrainConfig, "predict": PredictConfig, "evaluate": EvaluateConfig, "publish": PublishConfig}
-    for step, config in steps.items():
-        name = f"{step}_options"
-        if name in params:
-            required = {f.name: values[f.name] for f in fields(config) if f.default is MISSING}
-            build_config(config, required, params[name], name)
+    return {
+        "preprocess": split_configs,
+        "placement": lambda p: place(p["gpu_count"], p["num_nodes"], p["rl_steps"], {}, []),
+        "train": stage_configs,
+        "predict": lambda p: build_config(PredictConfig, p, p["predict_options"], "predict_options"),
+        "evaluate": lambda p: build_config(EvaluateConfig, p, p["evaluate_options"], "evaluate_options"),
+        "publish": component_config,
+    }
+
+
+# Values the pipeline itself reads (not a step's setting), with what they must be.
+_PIPELINE_VALUES = {"min_ex": (lambda v: 0 <= v <= 1, "in [0, 1] (the EX the fine-tuned model must reach)")}
+
+
+def check_values(params: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """Check every value the run would start with, as the steps will check it, before any step starts.
+
+    Each task's parameters are resolved from the compiled pipeline (which pipeline parameter feeds which
+    component input, through nested condition DAGs), and the task's component builds its configs from them
+    with its own function; an invalid value is reported under the pipeline parameter the user set, or as
+    `<step>_options: 'key'`.
+    """
+    values = {**parameter_defaults(spec), **params}
+    for name, (valid, expected) in _PIPELINE_VALUES.items():
+        if name in values and not valid(values[name]):
+            raise SqltuneError(f"pipeline parameter {name}={values[name]!r} is invalid: expected {expected}")
+    builders = _step_configs()
+    for component, inputs in task_parameters(spec, values):
+        step = _STEP_OF.sub("", component.removeprefix("comp-"))
+        if step not in builders:
+            continue
+        try:
+            builders[step]({name: value for name, (value, _) in inputs.items()})
+        except SettingError as exc:
+            fed_by = inputs.get(exc.name, (None, None))[1]
+            if fed_by is None and f"{step}_options" in inputs:  # a setting left at its default: set it there
+                raise SqltuneError(
+                    f"{step}_options: {exc.name!r}={exc.value!r} is invalid: expected {exc.expected}"
+                ) from None
+            if fed_by is None:
+                raise
+            raise SqltuneError(
+                f"pipeline parameter {fed_by}={exc.value!r} is invalid: expected {exc.expected}"
+            ) from None
+
+
+_STEP_OF = re.compile(r"-\d+$")  # kfp names a component's second use `comp-predict-2`
+
+
+def task_parameters(
+    spec: Mapping[str, Any], values: Mapping[str, Any]
+) -> Iterator[tuple[str, dict[str, tuple[Any, str | None]]]]:
+    """(component name, {input: (value, the pipeline parameter it comes from)}) of every task whose inputs are known
+    before the run: constants and pipeline parameters, through condition DAGs; task outputs are left out."""
+
+    def walk(dag: Mapping[str, Any], scope: Mapping[str, tuple[Any, str | None]]) -> Iterator[Any]:
+        for task in dag.get("tasks", {}).values():
+            inputs: dict[str, tuple[Any, str | None]] = {}
+            for name, source in task.get("inputs", {}).get("parameters", {}).items():
+                if "componentInputParameter" in source and source["componentInputParameter"] in scope:
+                    inputs[name] = scope[source["componentInputParameter"]]
+                elif "constant" in source.get("runtimeValue", {}):
+                    inputs[name] = (source["runtimeValue"]["constant"], None)
+            component = task["componentRef"]["name"]
+            inner = spec["components"].get(component, {}).get("dag")
+            if inner:
+                yield from walk(inner, inputs)
+            else:
+                yield component, inputs
+
+    root = {name: (value, name) for name, value in values.items()}
+    yield from walk(spec["root"]["dag"], root)
 
 
 def pipeline_params(
@@ -134,5 +203,5 @@ def pipeline_params(
     """What every command that starts the pipeline takes: a YAML file and `--param` pairs, checked against it."""
     spec = load_pipeline_spec(pipeline_file)
     params = load_params(config, pairs or [], spec)
-    check_step_options(params, parameter_defaults(spec))
+    check_values(params, spec)
     return params

@@ -13,6 +13,8 @@ A task of its own, for two reasons a static request cannot meet:
 
 from typing import NamedTuple
 
+from sqltune.settings import SettingError
+
 TRAIN_CPU, TRAIN_MEMORY = "8", "64Gi"  # a pod that trains: data loading and the merged adapter in memory
 LAUNCHER_CPU, LAUNCHER_MEMORY = "1", "2Gi"  # a pod that submits a TrainJob and streams its log
 
@@ -29,8 +31,9 @@ class Placement(NamedTuple):
 def place(gpu_count: int, num_nodes: int, rl_steps: int, node_selector: dict, tolerations: list) -> Placement:
     """The train pod takes `gpu_count` GPUs when it trains itself, one when it only runs the GRPO stage after
     a multi-node TrainJob, and none, off the GPU nodes, when it only waits for one; predict takes `gpu_count`."""
-    if gpu_count < 0 or num_nodes < 1:
-        raise ValueError(f"gpu_count must be >= 0 and num_nodes >= 1, got gpu_count={gpu_count} num_nodes={num_nodes}")
+    for name, value, least in (("gpu_count", gpu_count, 0), ("num_nodes", num_nodes, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise SettingError("placement", name, value, f"a whole number >= {least}")
     if num_nodes == 1:
         return Placement(str(gpu_count), TRAIN_CPU, TRAIN_MEMORY, node_selector, tolerations, str(gpu_count))
     if rl_steps > 0:

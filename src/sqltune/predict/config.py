@@ -6,9 +6,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from sqltune.errors import SqltuneError
 from sqltune.prompt import PromptTemplate
-from sqltune.settings import OPTIONS, check_choices, setting
+from sqltune.settings import OPTIONS, SettingError, check_settings, setting
 
 
 class Backend(str, Enum):
@@ -41,17 +40,17 @@ class PredictConfig:
     base_name_check: bool = setting(True, "Require the adapter to name this base model.", pipeline=OPTIONS)
 
     def __post_init__(self) -> None:
-        check_choices(self, "predict")
+        check_settings(self, "predict")
         for name in ("batch_size", "max_new_tokens", "limit", "candidates"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise SqltuneError(f"predict parameter {name}={value!r} is invalid: expected >= 1")
+                raise SettingError("predict", name, value, ">= 1")
         if self.max_seq_len is not None and self.max_seq_len < 16:
-            raise SqltuneError(f"predict parameter max_seq_len={self.max_seq_len!r} is invalid: expected >= 16")
+            raise SettingError("predict", "max_seq_len", self.max_seq_len, ">= 16")
         if not self.temperature > 0:  # also catches NaN
-            raise SqltuneError(f"predict parameter temperature={self.temperature!r} is invalid: expected > 0")
+            raise SettingError("predict", "temperature", self.temperature, "> 0")
         if not 0 < self.top_p <= 1:
-            raise SqltuneError(f"predict parameter top_p={self.top_p!r} is invalid: expected in (0, 1]")
+            raise SettingError("predict", "top_p", self.top_p, "in (0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

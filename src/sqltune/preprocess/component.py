@@ -19,19 +19,11 @@ def preprocess(
     databases: Output[Dataset],
 ):
     """Build instruction records for the train and dev splits, and the databases the dev split needs."""
-    from sqltune.preprocess import PreprocessConfig
     from sqltune.preprocess import preprocess as run_preprocess
+    from sqltune.preprocess.config import split_configs
 
-    for split, out, limit, db_out in (
-        ("train", train_data, train_limit, None),
-        ("dev", eval_data, eval_limit, databases.path),
-    ):
-        config = PreprocessConfig(
-            dataset=dataset,
-            split=split,
-            schema_style=schema_style,
-            prompt_template=prompt_template,
-            limit=limit or None,
-        )
+    configs = split_configs(locals())
+    for split, out, db_out in (("train", train_data, None), ("dev", eval_data, databases.path)):
+        config = configs[split]
         summary = run_preprocess(source_uri, out.path, config=config, databases_out=db_out)
         out.metadata.update({"records": summary["records"], "split": split, "schema_style": schema_style})

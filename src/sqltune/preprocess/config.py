@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from sqltune.errors import SqltuneError
 from sqltune.preprocess.schema_text import DEFAULT_STYLE, SchemaStyle
 from sqltune.prompt import PromptTemplate
-from sqltune.settings import FIXED, check_choices, setting
+from sqltune.settings import FIXED, SettingError, check_settings, setting
 
 
 class Dataset(str, Enum):
@@ -33,9 +33,22 @@ class PreprocessConfig:
     limit: int | None = setting(None, "Only the first N questions (the pipeline: train_limit, eval_limit).")
 
     def __post_init__(self) -> None:
-        check_choices(self, "preprocess")
+        check_settings(self, "preprocess")
         if self.limit is not None and self.limit < 1:
-            raise SqltuneError(f"preprocess parameter limit={self.limit!r} is invalid: expected >= 1")
+            raise SettingError("preprocess", "limit", self.limit, ">= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def split_configs(params: Mapping[str, Any]) -> dict[str, PreprocessConfig]:
+    """The preprocess component's config of each split, from its parameters (`train_limit`, `eval_limit`: 0 means
+    every question); the component and the pipeline's submission check both build them here."""
+    configs = {}
+    for split, limit_name in ((Split.train.value, "train_limit"), (Split.dev.value, "eval_limit")):
+        limit = params[limit_name]
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise SettingError("preprocess", limit_name, limit, "a whole number >= 0 (0: every question)")
+        settings = {name: params[name] for name in ("dataset", "schema_style", "prompt_template")}
+        configs[split] = PreprocessConfig(split=split, limit=limit or None, **settings)
+    return configs

@@ -22,21 +22,13 @@ def publish(
     """Publish a verified adapter version; returns its s3:// URI. Credentials come from the environment."""
     from pathlib import Path
 
-    from sqltune.publish import PublishConfig
     from sqltune.publish import publish as run_publish
-    from sqltune.settings import build_config
+    from sqltune.publish.config import component_config
 
-    settings = dict(
-        bucket=bucket,
-        model_name=model_name,
-        prefix=prefix,
-        promote_channel=promote_channel or None,
-        promote_margin=promote_margin,
-    )
     result = run_publish(
         adapter=Path(adapter.path),
         eval_dir=Path(evaluation.path),
-        config=build_config(PublishConfig, settings, publish_options, "publish_options"),
+        config=component_config(locals()),
         endpoint_url=endpoint_url or None,
         run_id=run_id,
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqltune.errors import SqltuneError
-from sqltune.settings import FIXED, OPTIONS, setting
+from sqltune.settings import FIXED, OPTIONS, SettingError, build_config, check_settings, setting
 
 if TYPE_CHECKING:
     from sqltune.publish.registry import Registry
@@ -41,8 +41,17 @@ class PublishConfig(ModelLocation):
     force: bool = setting(False, "Promote even if it does not beat the current version.", pipeline=OPTIONS)
 
     def __post_init__(self) -> None:
+        check_settings(self, "publish")
         if not 0 <= self.promote_margin < float("inf"):
-            raise SqltuneError(f"publish parameter promote_margin={self.promote_margin!r} is invalid: expected >= 0")
+            raise SettingError("publish", "promote_margin", self.promote_margin, ">= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def component_config(params: Mapping[str, Any]) -> PublishConfig:
+    """The publish component's config from its parameters (`promote_channel` '' means do not promote); the component
+    and the pipeline's submission check both build it here."""
+    settings = {name: params[name] for name in ("bucket", "model_name", "prefix", "promote_margin")}
+    settings["promote_channel"] = params["promote_channel"] or None
+    return build_config(PublishConfig, settings, params["publish_options"], "publish_options")

@@ -61,22 +61,18 @@ def train(
     steps at rl_learning_rate, rewarded on the training questions' databases, read from `source_uri` as
     preprocess reads the `dataset`), or a copy of it when rl_steps is 0.
     """
-    import dataclasses
     import shutil
     from pathlib import Path
 
     from sqltune.images import image_for
     from sqltune.preprocess.readers import read_dataset
-    from sqltune.settings import build_config
-    from sqltune.train import TrainConfig
+    from sqltune.train.config import stage_configs
     from sqltune.train.launch import train_here
     from sqltune.train.plot import join_pages
     from sqltune.train.trainjob import train_on_trainer
     from sqltune.uri import join, localize
 
-    if method == "grpo":
-        raise ValueError("method is the SFT stage's (lora or qlora): rl_steps > 0 adds the GRPO stage after it")
-    config = build_config(TrainConfig, locals(), train_options, "train_options")
+    config, grpo = stage_configs(locals())
     records = Path(train_data.path) / "records.jsonl"
     checkpoints = join(checkpoint_uri, run_id) if checkpoint_uri else None
     if num_nodes > 1:
@@ -91,11 +87,8 @@ def train(
             records, base_model, sft_adapter.path, config, checkpoint_dir=checkpoints, endpoint_url=endpoint_url or None
         )
     pages = [Path(sft_adapter.path) / "loss_curve.html"]
-    if rl_steps > 0:
+    if grpo is not None:
         source = localize(source_uri, f"{dataset} source", endpoint_url or None)
-        grpo = dataclasses.replace(
-            config, method="grpo", max_steps=rl_steps, learning_rate=rl_learning_rate, nproc_per_node=1, num_nodes=1
-        )
         rewarded = train_here(
             records, base_model, adapter.path, grpo, checkpoint_dir=join(checkpoints, "grpo") if checkpoints else None,
             endpoint_url=endpoint_url or None, init_adapter=sft_adapter.path,
@@ -110,6 +103,6 @@ def train(
     for name in names:
         if isinstance(summary.get(name), (int, float)):
             metrics.log_metric(name, float(summary[name]))
-    for artifact, stage in ((sft_adapter, method), (adapter, "grpo" if rl_steps > 0 else method)):
+    for artifact, stage in ((sft_adapter, method), (adapter, "grpo" if grpo is not None else method)):
         artifact.metadata.update({"base_model": base_model, "method": stage})
     join_pages(pages, Path(loss_curve.path))

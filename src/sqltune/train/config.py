@@ -9,13 +9,13 @@ GPU node) are listed with their reasons in `sqltune.pipeline.definition.PIPELINE
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from typing import Any
 
-from sqltune.errors import SqltuneError
 from sqltune.prompt import PromptTemplate
-from sqltune.settings import OPTIONS, check_choices, setting
+from sqltune.settings import OPTIONS, SettingError, build_config, check_settings, setting
 
 
 class Method(str, Enum):
@@ -27,6 +27,18 @@ class Method(str, Enum):
 class Parallelism(str, Enum):
     ddp = "ddp"  # every worker holds the whole model; gradients are averaged
     fsdp = "fsdp"  # FSDP2: weights, LoRA weights and optimizer state sharded across the workers
+
+
+class LrScheduler(str, Enum):
+    """transformers' schedulers that need nothing beyond the warmup and total steps (SFT and TRL's GRPO alike)."""
+
+    linear = "linear"
+    cosine = "cosine"
+    cosine_with_restarts = "cosine_with_restarts"
+    polynomial = "polynomial"
+    constant = "constant"
+    constant_with_warmup = "constant_with_warmup"
+    inverse_sqrt = "inverse_sqrt"
 
 
 class Attention(str, Enum):
@@ -57,7 +69,10 @@ class TrainConfig:
     lora_dropout: float = setting(0.05, "LoRA dropout.")
     target_modules: str | list[str] = setting("all-linear", "'all-linear' or comma-separated module names.")
     learning_rate: float = setting(2e-4, "Peak learning rate.", aliases=("--lr",))
-    lr_scheduler: str = setting("cosine", "transformers scheduler name (cosine, linear, ...).", pipeline=OPTIONS)
+    lr_scheduler: str = setting(
+        "cosine", "Learning-rate schedule (transformers' scheduler of that name).",
+        choices=LrScheduler, pipeline=OPTIONS,
+    )  # fmt: skip
     warmup_ratio: float = setting(0.03, "Fraction of the steps spent warming up.", pipeline=OPTIONS)
     weight_decay: float = setting(0.0, "AdamW weight decay.", pipeline=OPTIONS)
     max_grad_norm: float = setting(1.0, "Gradient clipping norm (0: no clipping).", pipeline=OPTIONS)
@@ -117,7 +132,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
-        check_choices(self, "train")
+        check_settings(self, "train")
         checks = {
             "max_seq_len": (self.max_seq_len >= 16, ">= 16"),
             "lora_rank": (self.lora_rank >= 1, ">= 1"),
@@ -150,7 +165,30 @@ class TrainConfig:
         }
         for name, (ok, expected) in checks.items():
             if not ok:
-                raise SqltuneError(f"train parameter {name}={getattr(self, name)!r} is invalid: expected {expected}")
+                raise SettingError("train", name, getattr(self, name), expected)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def stage_configs(params: Mapping[str, Any]) -> tuple[TrainConfig, TrainConfig | None]:
+    """The train component's stages from its parameters: the SFT stage's config, and the GRPO stage's after it
+    (None when `rl_steps` is 0). The component and the pipeline's submission check both build them here."""
+    if params["method"] == Method.grpo.value:
+        raise SettingError("train", "method", params["method"], "lora or qlora: rl_steps > 0 adds GRPO after them")
+    sft = build_config(TrainConfig, params, params["train_options"], "train_options")
+    rl_steps = params["rl_steps"]
+    if isinstance(rl_steps, bool) or not isinstance(rl_steps, int) or rl_steps < 0:
+        raise SettingError("train", "rl_steps", rl_steps, "a whole number >= 0 (0: no GRPO stage)")
+    if rl_steps == 0:
+        return sft, None
+    stage = {"max_steps": rl_steps, "learning_rate": params["rl_learning_rate"]}
+    try:
+        grpo = replace(sft, method=Method.grpo.value, nproc_per_node=1, num_nodes=1, **stage)
+    except SettingError as exc:  # name the pipeline's GRPO parameter, not the SFT stage's setting
+        raise SettingError("train", QUALIFIED_GRPO.get(exc.name, exc.name), exc.value, exc.expected) from None
+    return sft, grpo
+
+
+# The GRPO stage's settings that the pipeline sets under names of their own.
+QUALIFIED_GRPO = {"max_steps": "rl_steps", "learning_rate": "rl_learning_rate"}

@@ -286,15 +286,12 @@ def _check_target_modules(model: Any, targets: str | list[str], base_model: str)
 def _scheduler(config: TrainConfig, optimizer: Any, total_steps: int) -> Any:
     from transformers import get_scheduler
 
-    try:
-        return get_scheduler(
-            config.lr_scheduler,
-            optimizer,
-            num_warmup_steps=int(config.warmup_ratio * total_steps),
-            num_training_steps=total_steps,
-        )
-    except ValueError as exc:
-        raise SqltuneError(f"train parameter lr_scheduler={config.lr_scheduler!r} is invalid: {exc}") from None
+    return get_scheduler(
+        config.lr_scheduler,
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
 
 
 def _train_step(
