@@ -508,3 +508,27 @@ def test_meaningless_limits_are_errors_naming_the_parameter(tiny, parameter, val
             config=EvaluateConfig(**{parameter: value}),
         )
     assert not (tiny / "out").exists()
+
+
+def test_evaluate_scores_deep_predictions_as_wrong_and_goes_on(tiny):
+    """The Spider parser reads a 250-level subquery chain; its normalizing walk overflowed the stack and ended the
+    run. Now such a prediction (and a deep gold query) is one unparseable question."""
+    from test_sql_depth import DEEP, subqueries
+
+    deep = list(DEEP.values())
+    gold = ["SELECT name FROM singer"] * len(deep) + [subqueries(250), "SELECT name FROM singer"]
+    predictions = [*deep, "SELECT name FROM singer", "SELECT name FROM singer"]
+    (tiny / "gold.sql").write_text("".join(f"{sql}\tmusic\n" for sql in gold))
+    (tiny / "preds.txt").write_text("\n".join(predictions) + "\n")
+    evaluate(
+        tiny / "gold.sql",
+        tiny / "preds.txt",
+        tiny / "database",
+        tiny / "tables.json",
+        tiny / "out",
+        config=EvaluateConfig(workers=2, timeout=2.0),
+    )
+    rows = [json.loads(line) for line in (tiny / "out" / "results.jsonl").read_text().splitlines()]
+    assert [(r["em"], r["pred_parse_ok"]) for r in rows[: len(deep)]] == [(0, False)] * len(deep)
+    assert rows[len(deep)]["em"] is None and rows[len(deep)]["hardness"] == "unknown"  # deep gold: no EM
+    assert rows[-1]["em"] == 1 and rows[-1]["ex"] == 1

@@ -33,6 +33,7 @@ from sqltune.evaluate.execution import Executor, QueryError, Rows, db_files_for
 from sqltune.evaluate.pool import crash_safe_map, worker_count
 from sqltune.log import progress
 from sqltune.predict.extract import NO_SQL
+from sqltune.sql.depth import SqlTooDeep, bounded, check_depth
 
 # Columns every SQLite table has without declaring them.
 _IMPLICIT_COLUMNS = frozenset({"rowid", "oid", "_rowid_"})
@@ -131,20 +132,31 @@ class CandidateChecker:
         if sql == NO_SQL:
             return Outcome(False, "no SQL in the model's output")
         try:
+            check_depth(sql)
+            with bounded():
+                tree = self._named_query(db_id, sql)
+        except SqlTooDeep as exc:
+            return Outcome(False, str(exc))
+        if isinstance(tree, Outcome):
+            return tree
+        try:
+            rows, _ = self.executor.run(self.database(db_id), sql)
+        except QueryError as exc:
+            return Outcome(False, f"{exc.category}: {exc}")
+        return Outcome(True, digest=result_digest(rows, ordered=tree.args.get("order") is not None), rows=len(rows))
+
+    def _named_query(self, db_id: str, sql: str) -> exp.Query | Outcome:
+        """The query's tree once it is one SELECT naming only what the database has; else the failed outcome."""
+        try:
             statements = sqlglot.parse(sql, read="sqlite")
         except sqlglot.errors.SqlglotError as exc:
             return Outcome(False, f"parse error: {str(exc).splitlines()[0]}")
         if len(statements) != 1 or not isinstance(statements[0], exp.Query):
             kind = ", ".join(type(s).__name__ for s in statements if s is not None) or "nothing"
             return Outcome(False, f"not one SELECT query: {kind}")
-        tree = statements[0]
-        if reason := unknown_names(tree, self.schema(db_id)):
+        if reason := unknown_names(statements[0], self.schema(db_id)):
             return Outcome(False, f"schema check: {reason}")
-        try:
-            rows, _ = self.executor.run(self.database(db_id), sql)
-        except QueryError as exc:
-            return Outcome(False, f"{exc.category}: {exc}")
-        return Outcome(True, digest=result_digest(rows, ordered=tree.args.get("order") is not None), rows=len(rows))
+        return statements[0]
 
     def close(self) -> None:
         self.executor.close()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from sqltune.sql.depth import check_depth
 from sqltune.sql.schema import DatabaseSchema
 
 CLAUSE_KEYWORDS = ("select", "from", "where", "group", "order", "limit", "intersect", "union", "except")
@@ -356,6 +357,7 @@ def parse_sql(sql: str, schema: DatabaseSchema) -> SqlDict:
     """Parse `sql` against `schema` into the Spider SQL dict; raises SqlParseError where the official parser fails."""
     names = spider_names(schema)
     try:
+        check_depth(sql)
         toks = tokenize(sql)
         _, parsed = _Parser(toks, _aliases(toks, names), names).sql(0)
     except (IndexError, KeyError, ValueError, RecursionError) as exc:

@@ -22,6 +22,7 @@ from sqltune.evaluate.execution import Executor, Limits, QueryError, db_files_fo
 from sqltune.evaluate.pool import crash_safe_map, worker_count
 from sqltune.log import get_logger
 from sqltune.predict.extract import NO_SQL, extract_sql
+from sqltune.sql.depth import SqlTooDeep, check_depth
 
 log = get_logger(__name__)
 
@@ -46,6 +47,10 @@ class ExecutionReward:
         sql = extract_sql(completion)
         if sql == NO_SQL:
             return 0.0, "no SQL"
+        try:
+            check_depth(sql)
+        except SqlTooDeep as exc:
+            return 0.0, str(exc)
         files = self.database_files(db_id)
         try:
             verdict = execution_match(self.executor, files, gold_sql, sql)
