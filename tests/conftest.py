@@ -20,6 +20,17 @@ def _shared(relative: str, marker: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _settings_from_the_command_line():
+    """A component's build_config marks the process as a pipeline step (errors then advise pipeline parameters);
+    in tests many calls share one process, so each test starts as the command line again."""
+    from sqltune.settings import FROM_PIPELINE_ENV
+
+    os.environ.pop(FROM_PIPELINE_ENV, None)
+    yield
+    os.environ.pop(FROM_PIPELINE_ENV, None)
+
+
 @pytest.fixture(scope="session")
 def spider_dir() -> Path:
     """The real Spider 1.0 release (dev.json, train_*.json, tables.json, database/)."""

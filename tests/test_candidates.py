@@ -179,3 +179,26 @@ def test_a_candidate_whose_worker_dies_fails_alone_and_the_check_goes_on(tmp_pat
     assert outcomes[("victim", runaway)] == Outcome(False, CHECKER_CRASHED)
     assert [outcomes[candidate].rows for candidate in fine] == [3, 1]
     assert len(outcomes) == 3 and killed  # the repeated candidate checked once
+
+
+def test_a_question_whose_database_cannot_be_read_fails_its_candidates_alone(tmp_path):
+    """A directory where the SQLite file should be: its candidates fail with the reason, the others run."""
+    from sqltune.predict.candidates import check_candidates
+
+    make_database(tmp_path, "concerts")
+    (tmp_path / "broken" / "broken.sqlite").mkdir(parents=True)
+    outcomes = check_candidates(tmp_path, [("broken", "SELECT 1"), ("concerts", "SELECT name FROM singer")], workers=1)
+    assert outcomes[("concerts", "SELECT name FROM singer")].rows == 3
+    broken = outcomes[("broken", "SELECT 1")]
+    assert not broken.ran and broken.error.startswith("database: ") and "is a directory" in broken.error
+
+
+def test_the_schema_check_writes_nothing_beside_a_wal_database(tmp_path):
+    path = make_database(tmp_path, "concerts")
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+    db.close()
+    checker = CandidateChecker(tmp_path)
+    assert checker.check("concerts", "SELECT name FROM singer WHERE age > 40").rows == 2
+    checker.close()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["concerts.sqlite"]

@@ -532,3 +532,58 @@ def test_evaluate_scores_deep_predictions_as_wrong_and_goes_on(tiny):
     assert [(r["em"], r["pred_parse_ok"]) for r in rows[: len(deep)]] == [(0, False)] * len(deep)
     assert rows[len(deep)]["em"] is None and rows[len(deep)]["hardness"] == "unknown"  # deep gold: no EM
     assert rows[-1]["em"] == 1 and rows[-1]["ex"] == 1
+
+
+def _wal_database(path: Path, pending: bool) -> sqlite3.Connection | None:
+    """`path` in WAL mode; with `pending`, a connection kept open with a change still in the -wal file."""
+    path.unlink()
+    _make_db(path, [(i, f"s{i}") for i in range(1, 51)])
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    if not pending:
+        return None
+    writer = sqlite3.connect(path)
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    writer.execute("INSERT INTO singer VALUES (51, 's51')")
+    writer.commit()
+    return writer
+
+
+def test_reading_a_wal_database_writes_nothing_beside_it(tiny):
+    """mode=ro on a WAL database creates -shm and -wal files and leaves them (and fails on a read-only mount)."""
+    db = tiny / "database" / "music" / "music.sqlite"
+    _wal_database(db, pending=False)
+    before = db.read_bytes()
+    preds = tiny / "preds.txt"
+    preds.write_text("SELECT count(*) FROM singer\nSELECT name FROM singer WHERE singer_id = 3\n")
+    gold = _gold(tiny, ["SELECT count(*) FROM singer", "SELECT name FROM singer WHERE singer_id = 3"])
+    metrics = evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "out")
+    assert metrics["ex"]["all"] == 1.0
+    assert sorted(p.name for p in db.parent.iterdir()) == ["music.sqlite"] and db.read_bytes() == before
+
+
+def test_a_database_that_cannot_be_read_fails_its_questions_with_the_reason(tiny):
+    """A directory where the SQLite file should be, a file that is no database, a WAL database with changes a
+    read-only reader would miss: each question on it is skipped with the reason; the others are scored."""
+    _make_db(tiny / "database" / "dir_db" / "dir_db.sqlite" / "inside.sqlite", [(1, "a")])
+    (tiny / "database" / "junk").mkdir()
+    (tiny / "database" / "junk" / "junk.sqlite").write_text("not a database")
+    writer = _wal_database(tiny / "database" / "music" / "music.sqlite", pending=True)
+    tables = json.loads((tiny / "tables.json").read_text())
+    tables += [{**tables[0], "db_id": "dir_db"}, {**tables[0], "db_id": "junk"}, {**tables[0], "db_id": "other"}]
+    (tiny / "tables.json").write_text(json.dumps(tables))
+    _make_db(tiny / "database" / "other" / "other.sqlite", [(1, "a"), (2, "b")])
+    gold = tiny / "gold.sql"
+    gold.write_text("".join(f"SELECT count(*) FROM singer\t{db}\n" for db in ("dir_db", "junk", "music", "other")))
+    preds = tiny / "preds.txt"
+    preds.write_text("SELECT count(*) FROM singer\n" * 4)
+    try:
+        evaluate(gold, preds, tiny / "database", tiny / "tables.json", tiny / "out", config=EvaluateConfig(workers=2))
+    finally:
+        writer.close()
+    rows = [json.loads(line) for line in (tiny / "out" / "results.jsonl").read_text().splitlines()]
+    assert [(r["ex"], r["error"]) for r in rows] == [(None, "unreadable database")] * 3 + [(1, None)]
+    assert "dir_db.sqlite is a directory, not a SQLite file" in rows[0]["detail"]
+    assert "junk.sqlite is not a SQLite database" in rows[1]["detail"]
+    assert "changes in its write-ahead log (music.sqlite-wal)" in rows[2]["detail"]

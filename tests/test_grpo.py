@@ -125,6 +125,13 @@ def test_a_missing_database_is_an_error_naming_it_and_its_questions_are_left_out
     assert reward.gold_runs({"db_id": "concerts", "sql": "SELECT name FROM singer"}) is None
 
 
+def test_a_database_path_that_is_a_directory_leaves_its_questions_out(reward):
+    (reward.db_dir / "dir_db" / "dir_db.sqlite").mkdir(parents=True)
+    assert "dir_db.sqlite is a directory" in reward.gold_runs({"db_id": "dir_db", "sql": "SELECT 1"})
+    score, why = reward.score("dir_db", "SELECT 1", "SELECT 1")  # scored anyway: 0, with the reason
+    assert score == 0.0 and "is a directory" in why
+
+
 # --- GRPO from an SFT adapter of the tiny model ---------------------------------------------------------------
 
 

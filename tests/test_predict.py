@@ -170,6 +170,32 @@ def test_batched_generation_equals_one_at_a_time(base_dir, tokenizer):
     assert all(g.new_tokens > 0 for g in batched)
 
 
+def test_new_tokens_count_what_the_model_generated(base_dir, tokenizer):
+    """The EOS that ends an output was generated (vLLM and an OpenAI usage count it) but is no text; padding after a
+    stop is not generated, also where the pad token is the EOS token (SmolLM2's)."""
+    from sqltune.models import load_model
+    from sqltune.predict.generate import _generate_batch, _generated_length
+    from sqltune.prompt import encode_prompt
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    stop = tokenizer.encode("SELECT 1;", add_special_tokens=False)
+    prose = tokenizer.encode("SELECT 1", add_special_tokens=False)
+    assert _generated_length([*prose, eos, pad, pad], {eos}, pad, tokenizer) == (len(prose) + 1, len(prose))
+    assert _generated_length([*stop, pad, pad], {eos}, pad, tokenizer) == (len(stop), len(stop))
+    assert _generated_length([*stop, eos, eos], {eos}, eos, tokenizer) == (len(stop), len(stop))  # pad is EOS
+    assert _generated_length([*prose, eos, eos], {eos}, eos, tokenizer) == (len(prose) + 1, len(prose))
+    assert _generated_length(prose, {eos}, pad, tokenizer) == (len(prose), len(prose))  # max_new_tokens reached
+
+    model = load_model(base_dir).eval()
+    prompt = encode_prompt(tokenizer, _record(1)["schema"] + _record(1)["question"], "alpaca")
+    free, _ = generate_hf(model, tokenizer, [prompt], batch_size=1, max_new_tokens=12)
+    [ids], _ = _generate_batch(model, tokenizer, [prompt], False, 12, {eos})
+    stopper = next(i for i in range(3, len(ids)) if ids[i] not in ids[:i])  # a token first generated at step i
+    model.generation_config.eos_token_id = ids[stopper]  # the model now stops by generating it
+    stopped, _ = generate_hf(model, tokenizer, [prompt], batch_size=1, max_new_tokens=12)
+    assert stopped[0].new_tokens == stopper + 1 and free[0].text.startswith(stopped[0].text)
+
+
 def test_shared_prefix_generation_equals_whole_prompts_one_at_a_time(base_dir, tokenizer):
     from sqltune.models import load_model
     from sqltune.prompt import encode_prompt
@@ -234,10 +260,12 @@ def test_adapter_is_merged_and_changes_the_output(records_file, tmp_path, adapte
 def test_template_and_context_come_from_the_adapters_training_parameters(records_file, tmp_path, adapter_dir):
     import shutil
 
+    from sqltune.artifacts import write_manifest
+
     trained = tmp_path / "trained"
     shutil.copytree(adapter_dir, trained)
     for name in ("prompt_template", "template"):  # `template`: what adapters trained before the rename record
-        (trained / "manifest.json").write_text(json.dumps({"parameters": {name: "chat", "max_seq_len": 300}}))
+        write_manifest(trained, "adapter", parameters={name: "chat", "max_seq_len": 300})
         config = PredictConfig(max_new_tokens=8, limit=2)
         metrics = predict(records_file, "tiny-random-llama", trained, tmp_path / name, config=config)
         assert (metrics["prompt_template"], metrics["context_len"]) == ("chat", 300)
@@ -387,19 +415,56 @@ def test_one_candidate_is_the_greedy_path_unchanged(records_file, tmp_path, base
     assert [row["sql"] for row in rows] == [extract_sql(g.text) for g in expected]
 
 
+def test_a_question_whose_database_is_missing_keeps_its_greedy_answer(records_file, tmp_path, caplog):
+    """Spider's dev set names a database it does not ship (wta_1): the run goes on and says which questions keep
+    their greedy answer (a candidate on such a database fails with the reason: test_candidates)."""
+    db_dir = tmp_path / "database"
+    _databases(db_dir, db_ids=("db0", "db2"))
+    (db_dir / "db1").mkdir()
+    (db_dir / "db1" / "db1.sqlite").write_text("not a database")
+    _predict(records_file, tmp_path / "out", candidates=2, db_dir=db_dir, limit=6, batch_size=4, max_new_tokens=8)
+    rows = read_jsonl(tmp_path / "out" / "predictions.jsonl")
+    assert len(rows) == 6 and {row["db_id"] for row in rows} == {"db0", "db1", "db2"}
+    assert all(row["chosen"] == 0 for row in rows if row["db_id"] == "db1")
+    assert "2 questions keep their greedy answer, their database cannot be read: " in caplog.text
+    assert "db1.sqlite is not a SQLite database" in caplog.text
+
+
 def test_candidates_without_their_databases_are_refused_before_generating(records_file, tmp_path):
     with pytest.raises(SqltuneError, match="candidates > 1 needs --db-dir"):
         _predict(records_file, tmp_path / "out", candidates=2)
     db_dir = tmp_path / "database"
-    _databases(db_dir, db_ids=("db0", "db2"))
-    with pytest.raises(SqltuneError, match=r"no SQLite file for database 'db1' under .*database"):
-        _predict(records_file, tmp_path / "out", candidates=2, db_dir=db_dir)
-    (db_dir / "db1").mkdir()
-    (db_dir / "db1" / "db1.sqlite").write_text("not a database")
-    with pytest.raises(SqltuneError, match=r"db1\.sqlite: cannot read the database schema"):
+    for db_id in ("db0", "db1", "db2"):  # no database of the records can be read: the wrong directory
+        (db_dir / db_id / f"{db_id}.sqlite").mkdir(parents=True)
+    with pytest.raises(SqltuneError, match=r"no database of the records can be read \(.*db0.sqlite is a directory"):
         _predict(records_file, tmp_path / "out", candidates=2, db_dir=db_dir)
     assert not (tmp_path / "out").exists()
     for bad, message in (({"candidates": 0}, "candidates=0"), ({"temperature": 0.0}, "temperature=0.0"),
                          ({"top_p": 1.5}, "top_p=1.5")):  # fmt: skip
         with pytest.raises(SqltuneError, match=f"predict parameter {message} is invalid"):
             PredictConfig(**bad)
+
+
+def test_a_corrupt_adapter_is_an_error_naming_it(records_file, adapter_dir, tmp_path):
+    """Truncated weights, or a PEFT config that is no JSON: `sqltune predict` exits 2 with one line naming the
+    adapter, before any model loads; a plain PEFT directory without a manifest is checked as well."""
+    import shutil
+    import subprocess
+    import sys
+
+    truncated, not_json = tmp_path / "truncated", tmp_path / "not-json"
+    for broken in (truncated, not_json):
+        shutil.copytree(adapter_dir, broken)
+    weights = truncated / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    (not_json / "adapter_config.json").write_text('{"r": 4,')
+    sqltune = str(Path(sys.executable).parent / "sqltune")
+    for broken, problem in (
+        (truncated, "adapter_model.safetensors is corrupt"),
+        (not_json, "adapter_config.json is corrupt"),
+    ):
+        args = ["predict", "--data", str(records_file), "--base-model", "tiny-random-llama", "--adapter", str(broken)]
+        done = subprocess.run([sqltune, *args, "--out", str(tmp_path / "out")], capture_output=True, text=True)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert f"error: adapter {broken}: {problem}" in done.stderr
+    assert not (tmp_path / "out").exists()

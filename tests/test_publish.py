@@ -508,3 +508,32 @@ def test_pull_keeps_a_directory_sqltune_did_not_write(s3_server, bucket, tmp_pat
     Registry(bucket, "", "m").pull("v1", dest, overwrite=True)
     assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "manifest.json"]
     Registry(bucket, "", "m").pull("v1", dest)  # an earlier pull is an artifact: replaced without asking
+
+
+def test_a_corrupt_adapter_is_refused_by_name_before_anything_is_uploaded(s3_server, bucket, tmp_path) -> None:
+    """Weights overwritten after training (the manifest catches it) or written broken with a manifest to match
+    (the weights check catches it); a PEFT config that is no JSON: exit 2 naming the adapter, nothing published."""
+    from sqltune.artifacts import atomic_write_json, file_entries, read_manifest
+    from sqltune.publish.store import list_keys
+
+    def rehash(adapter: Path) -> None:  # as a buggy writer would: a manifest that matches the broken files
+        atomic_write_json(adapter / "manifest.json", read_manifest(adapter) | {"files": file_entries(adapter)})
+
+    config = PublishConfig(bucket=bucket, prefix="corrupt", model_name="m")
+    evaluation = make_eval(tmp_path, 0.5)
+    changed = make_adapter(tmp_path / "changed")
+    (changed / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(SqltuneError, match=rf"{changed}: adapter_model.safetensors does not match its sha256"):
+        publish(changed, evaluation, config=config)
+    broken = make_adapter(tmp_path / "broken")
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    rehash(broken)
+    with pytest.raises(SqltuneError, match=rf"adapter {broken}: adapter_model.safetensors is corrupt .*truncated"):
+        publish(broken, evaluation, config=config)
+    not_json = make_adapter(tmp_path / "not-json")
+    (not_json / "adapter_config.json").write_text("{r: 8")
+    rehash(not_json)
+    with pytest.raises(SqltuneError, match=rf"adapter {not_json}: adapter_config.json is corrupt"):
+        publish(not_json, evaluation, config=config)
+    assert not list_keys(s3_server.client(), bucket, "corrupt/")

@@ -15,7 +15,8 @@ from sqltune.cli import app
 from sqltune.errors import SqltuneError
 from sqltune.evaluate.component import evaluate as evaluate_component
 from sqltune.evaluate.config import EvaluateConfig
-from sqltune.pipeline.definition import PIPELINE_DEFAULTS, QUALIFIED, text2sql
+from sqltune.pipeline import QUALIFIED
+from sqltune.pipeline.definition import PIPELINE_DEFAULTS, text2sql
 from sqltune.predict.component import predict as predict_component
 from sqltune.predict.config import PredictConfig
 from sqltune.preprocess.component import preprocess as preprocess_component
@@ -172,3 +173,20 @@ def test_generated_options_parse_into_the_config():
     runner(["--out", "x", "-r", "2", "--no-switch"], standalone_mode=False)
     runner(["--out", "y"], standalone_mode=False)
     assert seen == [("x", Demo(2.0, False, "all")), ("y", Demo(0.25, None, "all"))]
+
+
+def test_advice_names_what_the_user_can_change_where_they_are(monkeypatch):
+    """On the command line a flag; in a pipeline run (once a component built its config) the pipeline parameter,
+    under its qualified name, or the step's options key."""
+    from sqltune.settings import FROM_PIPELINE_ENV, how_to_set, setting_name
+
+    monkeypatch.delenv(FROM_PIPELINE_ENV, raising=False)
+    assert how_to_set(PredictConfig, base_name_check=False) == "--no-base-name-check"
+    assert how_to_set(TrainConfig, parallelism="fsdp", num_nodes=2) == "--parallelism fsdp --num-nodes 2"
+    build_config(PredictConfig, {"batch_size": 4}, {}, "predict_options")  # as the predict component does
+    assert how_to_set(PredictConfig, base_name_check=False) == 'predict_options {"base_name_check": false}'
+    assert how_to_set(PredictConfig, batch_size=2) == "pipeline parameter predict_batch_size=2"
+    assert setting_name(TrainConfig, "nproc_per_node") == "gpu_count"
+    assert how_to_set(TrainConfig, fresh_if_corrupt_checkpoint=True) == (
+        'train_options {"fresh_if_corrupt_checkpoint": true}'
+    )

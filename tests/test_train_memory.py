@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sqltune.errors import SqltuneError
@@ -67,7 +69,17 @@ def test_a_run_that_cannot_fit_names_the_option_that_would(qwen72b):
     assert message.startswith("Qwen2.5-72B lora needs ~14") and "GiB per GPU under ddp on 8 GPUs" in message
     # 135.4 / 8 weights + 3.1 / 8 LoRA state + 3.0 activations + 2 gathered layers of 0.87B bf16 (3.3 GiB)
     assert message.endswith("with --parallelism fsdp on 8 GPUs ~24 GiB"), message
-    with pytest.raises(SqltuneError, match=r"with --parallelism fsdp on 2 nodes of 1 GPUs \(--num-nodes 2\)"):
+    with pytest.raises(SqltuneError, match=r"with --parallelism fsdp --num-nodes 2 \(2 nodes of 1 GPUs\)"):
         check_fits(shape, settings(method="qlora", max_seq_len=4096, batch_size=4), 1, 1, True, h100, "72B")
     fits = check_fits(shape, settings(parallelism="fsdp"), 8, 8, True, h100, "Qwen2.5-72B")
     assert fits.total < 0.9 * h100
+
+
+def test_in_a_pipeline_the_advice_names_pipeline_parameters(qwen72b, monkeypatch):
+    from sqltune.settings import FROM_PIPELINE_ENV
+
+    monkeypatch.setenv(FROM_PIPELINE_ENV, "1")  # what a component's build_config sets
+    shape = model_shape(qwen72b, settings())
+    expected = 'with pipeline parameter parallelism="fsdp" and pipeline parameter num_nodes=2 (2 nodes of 1 GPUs)'
+    with pytest.raises(SqltuneError, match=re.escape(expected)):
+        check_fits(shape, settings(method="qlora", max_seq_len=4096, batch_size=4), 1, 1, True, 80 * GIB, "72B")

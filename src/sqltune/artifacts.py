@@ -176,7 +176,13 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise SqltuneError(f"{root} is not a complete sqltune artifact: {MANIFEST} is missing")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SqltuneError(f"{root}: {MANIFEST} is corrupt: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise SqltuneError(f"{root}: {MANIFEST} is corrupt: it has no files table")
+    return manifest
 
 
 def verify_artifact(root: str | os.PathLike[str]) -> dict[str, Any]:

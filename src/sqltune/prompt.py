@@ -141,7 +141,9 @@ def prompt_functions(tokenizer: Any, template: str) -> tuple[Callable[[str], int
     if template != "chat":
         return count_tokens, None
     if not getattr(tokenizer, "chat_template", None):
-        raise SqltuneError("prompt template 'chat' needs a tokenizer with a chat template; use --template alpaca")
+        raise SqltuneError(
+            "prompt template 'chat' needs a tokenizer with a chat template; set prompt_template to alpaca"
+        )
 
     def chat_render(messages: Messages) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
+import os
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -24,6 +26,9 @@ from sqltune.errors import SqltuneError
 
 # How the pipeline sets a setting: its own parameter, a key of `<step>_options`, or the component itself (FIXED).
 PARAM, OPTIONS, FIXED = "param", "options", "fixed"
+# Set (and inherited by the training workers and a TrainJob's pods) once a pipeline step built its config from its
+# parameters: advice in errors then names pipeline parameters and options keys instead of CLI flags.
+FROM_PIPELINE_ENV = "SQLTUNE_SETTINGS_FROM_PIPELINE"
 Config = TypeVar("Config")
 
 
@@ -140,6 +145,7 @@ def build_config(config: type[Config], params: Mapping[str, Any], options: Mappi
     own = {name: params[name] for name, role in roles.items() if role == PARAM and name in params}
     hints = _hints(config)
     chosen = {key: _whole(value, hints[key], what, key) for key, value in options.items()}
+    os.environ[FROM_PIPELINE_ENV] = "1"
     try:
         return config(**own, **chosen)
     except SettingError as exc:
@@ -156,6 +162,33 @@ def _whole(value: Any, annotation: Any, what: str, key: str) -> Any:
     if not value.is_integer():
         raise SqltuneError(f"{what}: {key!r} must be a whole number, not {value!r}")
     return int(value)
+
+
+def how_to_set(config: type, **values: Any) -> str:
+    """How the user sets these settings from where they started the run: `--no-base-name-check` on the command
+    line, `predict_options {"base_name_check": false}` in a pipeline run (see FROM_PIPELINE_ENV)."""
+    parts = []
+    for name, value in values.items():
+        where = setting_name(config, name)
+        if not os.environ.get(FROM_PIPELINE_ENV):
+            parts.append(where if value is True else f"--no-{where[2:]}" if value is False else f"{where} {value}")
+        elif where.endswith("_options"):
+            parts.append(f'{where} {{"{name}": {json.dumps(value)}}}')
+        else:
+            parts.append(f"pipeline parameter {where}={json.dumps(value)}")
+    return (" and " if os.environ.get(FROM_PIPELINE_ENV) else " ").join(parts)
+
+
+def setting_name(config: type, name: str) -> str:
+    """The name the user sets a setting by where the run started: its CLI flag, or its pipeline parameter (the
+    step's options dict for the rarely changed ones)."""
+    from sqltune.pipeline import QUALIFIED
+
+    if not os.environ.get(FROM_PIPELINE_ENV):
+        return "--" + name.replace("_", "-")
+    step = config.__name__.removesuffix("Config").lower()
+    role = next(f.metadata.get("pipeline", PARAM) for f in settings_of(config) if f.name == name)
+    return f"{step}_options" if role == OPTIONS else QUALIFIED.get((step, name), (name,))[0]
 
 
 def config_args(config: Any) -> list[str]:

@@ -1,10 +1,11 @@
 """Execution accuracy: run untrusted SQL in a sandbox and compare results the way the official evaluators do.
 
-Sandbox (`Executor.run`): databases are opened read-only (`mode=ro` URI); an authorizer allows only reads (no
-writes, ATTACH, PRAGMA or transactions) and only the built-in functions a SELECT uses (`ALLOWED_FUNCTIONS`: not
-`load_extension`, nor `fts3_tokenizer`, which plants a function pointer that crashes the process); a progress
-handler enforces the time limit inside SQLite; and `Limits` caps rows, result bytes and SQLite's heap. Temporary
-storage (sorts, temporary b-trees) lives in that heap (`temp_store=MEMORY`), so no query writes to disk.
+Sandbox (`Executor.run`): databases are opened read-only, writing nothing beside them (`sqltune.sql.sqlite`); an
+authorizer allows only reads (no writes, ATTACH, PRAGMA or transactions) and only the built-in functions a SELECT
+uses (`ALLOWED_FUNCTIONS`: not `load_extension`, nor `fts3_tokenizer`, which plants a function pointer that crashes
+the process); a progress handler enforces the time limit inside SQLite; and `Limits` caps rows, result bytes and
+SQLite's heap. Temporary storage (sorts, temporary b-trees) lives in that heap (`temp_store=MEMORY`), so no query
+writes to disk.
 
 Comparison (test-suite-sql-eval): `> =`-style operators are rejoined, DISTINCT is removed from both queries
 unless kept, result multisets are compared with row order only when the gold has ORDER BY, and columns may be
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqltune.errors import SqltuneError
+from sqltune.sql.sqlite import UnreadableDatabase, open_read_only
 
 Rows = list[tuple]
 
@@ -111,7 +113,7 @@ class _Sandbox(NamedTuple):
 
 def _open_sandbox(path: Path, limits: Limits) -> _Sandbox:
     """A read-only connection under `limits`: see the module docstring."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn = open_read_only(path, isolation_level=None)
     conn.text_factory = lambda b: b.decode(errors="ignore")  # as the official evaluator reads text
     if hasattr(conn, "enable_load_extension"):
         conn.enable_load_extension(False)
@@ -150,7 +152,10 @@ class Executor:
     def run(self, path: Path, sql: str) -> tuple[Rows, float]:
         """(rows, seconds); raises QueryError: syntax error, execution error (also a denied statement or
         function), timeout, too many rows, result too large or memory limit."""
-        conn, authorizer = self._sandbox(path)
+        try:
+            conn, authorizer = self._sandbox(path)
+        except UnreadableDatabase as exc:
+            raise QueryError("unreadable database", str(exc)) from None
         limits = self.limits
         authorizer.denied_function = None
         start = time.monotonic()

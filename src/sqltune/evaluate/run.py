@@ -26,6 +26,7 @@ from sqltune.log import get_logger, progress
 from sqltune.sql.hardness import HARDNESS_LEVELS, hardness_of
 from sqltune.sql.parser import SqlParseError, parse_sql
 from sqltune.sql.schema import DatabaseSchema, load_tables
+from sqltune.sql.sqlite import database_problem
 
 log = get_logger(__name__)
 
@@ -83,6 +84,9 @@ def _execute(row: dict[str, Any], question: GoldQuestion, pred: str, config: Eva
     files = db_files_for(_state["db_dir"], question.db_id)
     if not files:
         row["error"] = "missing database"
+        return
+    if problems := [problem for path in files if (problem := database_problem(path))]:
+        row.update(error="unreadable database", detail="; ".join(problems))
         return
     executor: Executor = _state["executor"]
     alternatives = plug_gold_values(question.sql, pred) if config.plug_value else None

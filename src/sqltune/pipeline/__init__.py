@@ -11,3 +11,13 @@ PIPELINE_NAME = "sqltune-text2sql"
 PIPELINE_FILE = Path("pipelines/text2sql.yaml")  # the checked-in compiled pipeline, relative to the repo root
 MANIFEST_FILE = Path("manifests/pipeline/text2sql.yaml")  # its KFP Pipeline/PipelineVersion resources
 DEMO_PARAMS = Path("pipelines/params/demo.yaml")
+
+# Settings two steps have under one name with different values: the pipeline parameter says which step.
+QUALIFIED = {
+    ("predict", "batch_size"): ("predict_batch_size",),
+    ("preprocess", "limit"): ("train_limit", "eval_limit"),
+    ("train", "nproc_per_node"): ("gpu_count",),  # a worker per GPU the pod gets
+    # The SFT stage's, and the GRPO stage's after it in the same step (rl_steps 0: no GRPO stage).
+    ("train", "max_steps"): ("max_steps", "rl_steps"),
+    ("train", "learning_rate"): ("learning_rate", "rl_learning_rate"),
+}

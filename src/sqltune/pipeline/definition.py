@@ -48,15 +48,6 @@ PIPELINE_DEFAULTS = {
     "rl_steps": (0, "the GRPO stage is off unless asked for: it costs sampling, and has to earn its place"),
     "rl_learning_rate": (1e-5, "GRPO's sampled updates are noisier than SFT's: a smaller step (TRL's LoRA examples)"),
 }
-# Settings two steps have under one name with different values: the pipeline parameter says which step.
-QUALIFIED = {
-    ("predict", "batch_size"): ("predict_batch_size",),
-    ("preprocess", "limit"): ("train_limit", "eval_limit"),
-    ("train", "nproc_per_node"): ("gpu_count",),  # a worker per GPU the pod gets
-    # The SFT stage's, and the GRPO stage's after it in the same step (rl_steps 0: no GRPO stage).
-    ("train", "max_steps"): ("max_steps", "rl_steps"),
-    ("train", "learning_rate"): ("learning_rate", "rl_learning_rate"),
-}
 # Keys of the S3 credentials Secret, exposed to the steps under boto3's standard variable names.
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 

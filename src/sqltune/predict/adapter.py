@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqltune.artifacts import MANIFEST
+from sqltune.artifacts import MANIFEST, verify_artifact
 from sqltune.errors import SqltuneError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -32,18 +32,49 @@ class Adapter:
 
 
 def read_adapter(path: str | Path) -> Adapter:
-    """Read the adapter's PEFT config and (when present) the train step's manifest parameters."""
+    """Read the adapter's PEFT config and (when present) the train step's manifest parameters, once its files are
+    intact: every file its manifest lists matches its sha256 (a plain PEFT directory has none), the config is a
+    LoRA config and the weights file holds readable tensors. Anything else is an error naming the adapter."""
     path = Path(path)
     config_file = path / ADAPTER_CONFIG
     if not config_file.is_file() or not (path / ADAPTER_WEIGHTS).is_file():
         raise SqltuneError(f"adapter {path}: expected a PEFT adapter with {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
-    config = json.loads(config_file.read_text(encoding="utf-8"))
+    parameters = verify_artifact(path).get("parameters", {}) if (path / MANIFEST).is_file() else {}
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        rank = int(config["r"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise SqltuneError(f"adapter {path}: {ADAPTER_CONFIG} is corrupt ({type(exc).__name__}: {exc})") from None
     if config.get("peft_type", "LORA") != "LORA":
         raise SqltuneError(f"adapter {path}: peft_type {config.get('peft_type')!r} is not LORA")
-    manifest = path / MANIFEST
-    parameters = json.loads(manifest.read_text(encoding="utf-8")).get("parameters", {}) if manifest.is_file() else {}
+    _check_weights(path)
     names = (config.get("base_model_name_or_path"), parameters.get("base_model"))
-    return Adapter(path, int(config["r"]), tuple(str(n) for n in names if n), parameters)
+    return Adapter(path, rank, tuple(str(n) for n in names if n), parameters)
+
+
+def _check_weights(path: Path) -> None:
+    """The weights file must be whole safetensors holding LoRA tensors: its header (8 bytes of length, then JSON)
+    must parse and its tensors must cover the rest of the file exactly, as a truncated or overwritten file does not.
+    Read by hand so that images without safetensors (publish) check it too."""
+    weights = path / ADAPTER_WEIGHTS
+    size = weights.stat().st_size
+    try:
+        with open(weights, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if not 2 <= length <= size - 8:
+                raise ValueError(f"a header of {length} bytes in a file of {size}")
+            header = json.loads(handle.read(length))
+        tensors = {key: entry for key, entry in header.items() if key != "__metadata__"}
+        covered = max((entry["data_offsets"][1] for entry in tensors.values()), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:  # JSONDecodeError is a ValueError
+        raise SqltuneError(f"adapter {path}: {ADAPTER_WEIGHTS} is corrupt ({exc})") from None
+    if covered != size - 8 - length:
+        raise SqltuneError(
+            f"adapter {path}: {ADAPTER_WEIGHTS} is corrupt (its tensors take {covered} bytes, the file holds "
+            f"{size - 8 - length}: truncated or overwritten)"
+        )
+    if not any("lora_" in key for key in tensors):
+        raise SqltuneError(f"adapter {path}: {ADAPTER_WEIGHTS} holds no LoRA weights")
 
 
 def model_name(spec: str) -> str:
@@ -52,16 +83,17 @@ def model_name(spec: str) -> str:
     return spec.rsplit("/", 1)[-1]
 
 
-def check_base_name(adapter: Adapter, base_spec: str, base_dir: Path) -> None:
-    """The adapter must name the base model it is applied to (by spec or by resolved directory)."""
+def check_base_name(adapter: Adapter, base_spec: str, base_dir: Path, turn_off: str | None = None) -> None:
+    """The adapter must name the base model it is applied to (by spec or by resolved directory); `turn_off` is how
+    the caller's user turns the check off, when they can."""
     if not adapter.base_names:
         return
     ours = {model_name(base_spec), model_name(str(base_dir))}
     if not ours & {model_name(name) for name in adapter.base_names}:
+        escape = f", or {turn_off} if this is the same model under another name" if turn_off else ""
         raise SqltuneError(
             f"adapter {adapter.path} was trained on {' / '.join(adapter.base_names)}, not on base model "
-            f"{base_spec!r} ({base_dir}); pass the base model it was trained on, or --no-base-name-check "
-            "if this is the same model under another name"
+            f"{base_spec!r} ({base_dir}); pass the base model it was trained on{escape}"
         )
 
 

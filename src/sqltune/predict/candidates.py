@@ -34,6 +34,7 @@ from sqltune.evaluate.pool import crash_safe_map, worker_count
 from sqltune.log import progress
 from sqltune.predict.extract import NO_SQL
 from sqltune.sql.depth import SqlTooDeep, bounded, check_depth
+from sqltune.sql.sqlite import open_read_only
 
 # Columns every SQLite table has without declaring them.
 _IMPLICIT_COLUMNS = frozenset({"rowid", "oid", "_rowid_"})
@@ -53,7 +54,7 @@ class Outcome:
 def read_schema(path: Path) -> Schema:
     """Tables and views of a SQLite file with their columns, from the file itself (opened read-only)."""
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+        with closing(open_read_only(path)) as conn:
             names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
             return {
                 name.lower(): frozenset(row[1].lower() for row in conn.execute(f"PRAGMA table_info({_quote(name)})"))
@@ -137,6 +138,8 @@ class CandidateChecker:
                 tree = self._named_query(db_id, sql)
         except SqlTooDeep as exc:
             return Outcome(False, str(exc))
+        except SqltuneError as exc:  # the question's database is missing or unreadable: its candidates fail
+            return Outcome(False, f"database: {exc}")
         if isinstance(tree, Outcome):
             return tree
         try:

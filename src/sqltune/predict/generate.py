@@ -150,15 +150,19 @@ def prefix_batches(prompt_ids: Sequence[Sequence[int]], batch_size: int) -> list
     return sorted(batches, key=lambda batch: -lengths[batch[0]])
 
 
-def _new_token_count(row: list[int], eos_ids: set[int], pad_id: int) -> int:
-    """Generated tokens before EOS; the pad tokens generate() appends after a stop are not counted."""
+def _generated_length(row: list[int], eos_ids: set[int], pad_id: int, tokenizer: Any) -> tuple[int, int]:
+    """(tokens the model generated for this row, how many of them are text). Generation ends at an EOS token, which
+    was generated (as vLLM and an OpenAI usage count it) but is no text, or at the token that completes a stop
+    string; generate() pads the row after that. Where the pad token is the EOS token (SmolLM2), an EOS right after
+    a stop string is that padding."""
     for index, token in enumerate(row):
         if token in eos_ids:
-            return index
+            padding = pad_id in eos_ids and tokenizer.decode(row[:index]).rstrip().endswith(STOP_STRINGS)
+            return (index if padding else index + 1), index
     end = len(row)
     while end and row[end - 1] == pad_id:
         end -= 1
-    return end
+    return end, end
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -290,8 +294,8 @@ def _generate(
         total += elapsed
         for row, new in enumerate(new_ids):
             index = batch[row // copies]
-            count = _new_token_count(new, eos_ids, tokenizer.pad_token_id)
-            text = tokenizer.decode(new[:count], skip_special_tokens=True)
+            count, text_tokens = _generated_length(new, eos_ids, tokenizer.pad_token_id, tokenizer)
+            text = tokenizer.decode(new[:text_tokens], skip_special_tokens=True)
             log_prob = sampler.log_prob(row, count) if sampler else None
             results[index].append(Generation(text, len(prompt_ids[index]), count, elapsed, log_prob))
     return results, total

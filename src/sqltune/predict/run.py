@@ -28,6 +28,7 @@ from sqltune.predict.extract import NO_SQL, extract_sql
 from sqltune.predict.generate import Generation, Sampling, generate_candidates_hf, generate_hf
 from sqltune.predict.vllm_backend import generate_vllm, vllm_available
 from sqltune.prompt import build_prompt
+from sqltune.settings import how_to_set
 from sqltune.uri import localize
 
 log = get_logger(__name__)
@@ -184,18 +185,33 @@ def _rows(
 
 
 def _databases(db_dir: str | Path | None, records: Sequence[dict[str, Any]]) -> Path:
-    """`db_dir`, once every record's database is found and its schema read (before the model loads)."""
+    """`db_dir`, once the records' databases are found and their schemas read (before the model loads).
+
+    A question whose database is missing or unreadable (Spider's dev set names `wta_1`, which it does not ship)
+    keeps its greedy answer: its candidates fail with the reason. When no record's database can be read, the
+    directory is wrong: an error.
+    """
     if db_dir is None:
         raise SqltuneError("predict parameter candidates > 1 needs --db-dir (the databases to run candidates on)")
     path = Path(db_dir)
     if not path.is_dir():
         raise SqltuneError(f"--db-dir {db_dir} is not a directory")
-    checker = CandidateChecker(path)
+    checker, unusable = CandidateChecker(path), {}
     try:
         for db_id in sorted({str(record["db_id"]) for record in records}):
-            checker.schema(db_id)
+            try:
+                checker.schema(db_id)
+            except SqltuneError as exc:
+                unusable[db_id] = str(exc)
     finally:
         checker.close()
+    if unusable and len(unusable) == len({str(record["db_id"]) for record in records}):
+        raise SqltuneError(
+            f"--db-dir {db_dir}: no database of the records can be read ({next(iter(unusable.values()))})"
+        )
+    for db_id, why in unusable.items():
+        questions = sum(1 for record in records if str(record["db_id"]) == db_id)
+        log.warning("%d questions keep their greedy answer, their database cannot be read: %s", questions, why)
     return path
 
 
@@ -241,7 +257,7 @@ def predict(
     lora = read_adapter(localize(adapter, "adapter", endpoint_url)) if adapter else None
     base_dir = resolve_base_model(base_model, endpoint_url)
     if lora and config.base_name_check:
-        check_base_name(lora, base_model, base_dir)
+        check_base_name(lora, base_model, base_dir, turn_off=how_to_set(PredictConfig, base_name_check=False))
 
     tokenizer_dir = lora.path if lora and (lora.path / "tokenizer_config.json").is_file() else base_dir
     tokenizer = load_tokenizer(tokenizer_dir)

@@ -26,6 +26,7 @@ from sqlglot import exp
 
 from sqltune.log import get_logger
 from sqltune.sql.schema import DatabaseSchema
+from sqltune.sql.sqlite import UnreadableDatabase, open_read_only
 
 log = get_logger(__name__)
 
@@ -139,7 +140,11 @@ def sample_values(schema: DatabaseSchema, db_path: Path, limit: int = SAMPLE_VAL
     Columns that tables.json names but the database lacks (it happens in Spider) get no samples.
     """
     samples: dict[int, list[str]] = {}
-    connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        connection = open_read_only(db_path)
+    except UnreadableDatabase as exc:
+        log.warning("no sample values for database %s: %s", schema.db_id, exc)
+        return samples
     connection.text_factory = lambda raw: raw.decode("utf-8", errors="replace")  # a few Spider dbs hold latin-1
     try:
         for index, column in enumerate(schema.columns):

@@ -22,6 +22,7 @@ from sqltune import __version__
 from sqltune.artifacts import MANIFEST, artifact_dir, file_entries, read_manifest, sha256_file, verify_artifact
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
+from sqltune.predict.adapter import read_adapter
 from sqltune.publish.card import render_card
 from sqltune.publish.config import PublishConfig
 from sqltune.publish.registry import PromotionResult, Registry
@@ -84,16 +85,15 @@ def _read_inputs(adapter: Path, eval_dir: Path) -> tuple[dict[str, Any], dict[st
     """The verified train and evaluate artifacts: their manifests, the PEFT config and the metrics."""
     train = verify_artifact(adapter)
     evaluation = verify_artifact(eval_dir)
-    config_path = adapter / ADAPTER_CONFIG
-    if not config_path.is_file():
-        raise SqltuneError(f"adapter {adapter}: {ADAPTER_CONFIG} is missing (not a PEFT adapter directory)")
+    read_adapter(adapter)  # a LoRA adapter whose config and weights can be read, not only files that match
     metrics_path = eval_dir / "metrics.json"
     if not metrics_path.is_file():
         raise SqltuneError(f"evaluation {eval_dir}: metrics.json is missing")
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     if not isinstance(metrics.get("ex", {}).get("all"), int | float):
         raise SqltuneError(f"{metrics_path}: ex.all must be a number (the EX used for promotion)")
-    return train, evaluation | {"metrics": metrics}, json.loads(config_path.read_text(encoding="utf-8"))
+    adapter_config = json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    return train, evaluation | {"metrics": metrics}, adapter_config
 
 
 def _lineage(train: dict[str, Any], evaluation: dict[str, Any], adapter: Path, eval_dir: Path, run_id: str | None,

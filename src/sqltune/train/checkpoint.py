@@ -25,13 +25,14 @@ from typing import Any
 from sqltune.artifacts import atomic_dir, atomic_write_json, file_entries, sha256_file
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
+from sqltune.settings import how_to_set, setting_name
+from sqltune.train.config import TrainConfig
 from sqltune.uri import download_dir, is_s3, join, list_objects, s3_client, split_s3, upload_dir
 
 log = get_logger(__name__)
 
 STATE = "state.json"
 FILES = "files"  # the key of state.json recording {file name: {"sha256": ..., "size": ...}}
-FRESH_FLAG = "--fresh-if-corrupt-checkpoint"
 _NAME = re.compile(r"^step-(\d{8})$")
 
 
@@ -132,8 +133,9 @@ def same_run(root: str, fingerprint: dict[str, Any], may_change: tuple[str, ...]
             # Each optimizer step takes one micro-batch per worker: another world size is another batch order.
             raise SqltuneError(
                 f"checkpoint directory {root} holds a run of {saved['world_size']} workers, this run has "
-                f"{fingerprint['world_size']}: resume it with --nproc-per-node x --num-nodes = "
-                f"{saved['world_size']} workers, or use a new checkpoint directory"
+                f"{fingerprint['world_size']}: resume it with {setting_name(TrainConfig, 'nproc_per_node')} x "
+                f"{setting_name(TrainConfig, 'num_nodes')} = {saved['world_size']} workers, or use a new checkpoint "
+                "directory"
             )
         changed = sorted(
             k for k in set(saved) | set(fingerprint) if k not in may_change and saved.get(k) != fingerprint.get(k)
@@ -190,9 +192,9 @@ def load_latest(
         log.warning("no usable checkpoint under %s (%s): starting from step 0", root, "; ".join(unusable))
         return None
     raise SqltuneError(
-        f"no usable checkpoint under {root} ({'; '.join(unusable)}): rerun with {FRESH_FLAG} "
-        "(TrainConfig.fresh_if_corrupt_checkpoint) to train from step 0 and replace them, or use a new checkpoint "
-        "directory"
+        f"no usable checkpoint under {root} ({'; '.join(unusable)}): rerun with "
+        f"{how_to_set(TrainConfig, fresh_if_corrupt_checkpoint=True)} to train from step 0 and replace them, or use a "
+        "new checkpoint directory"
     )
 
 

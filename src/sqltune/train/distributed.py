@@ -18,7 +18,9 @@ from typing import Any
 
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
+from sqltune.settings import how_to_set
 from sqltune.train import checkpoint
+from sqltune.train.config import TrainConfig
 
 log = get_logger(__name__)
 
@@ -113,7 +115,7 @@ def _fully_shard(model: Any, device: Any, bf16: bool) -> Any:
     if not layers:
         raise SqltuneError(
             f"parallelism fsdp: {type(model.get_base_model()).__name__} names no decoder layer class "
-            "(_no_split_modules) to shard by; use --parallelism ddp"
+            f"(_no_split_modules) to shard by; use {how_to_set(TrainConfig, parallelism='ddp')}"
         )
     for layer in layers:
         fully_shard(layer, **kwargs)

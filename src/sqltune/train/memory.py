@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqltune.errors import SqltuneError
+from sqltune.settings import how_to_set, setting_name
 from sqltune.train.config import TrainConfig
 
 GIB = 2**30
@@ -124,7 +125,7 @@ def check_fits(
             raise SqltuneError(f"{need}: with {option} ~{fit.total / GIB:.0f} GiB")
     raise SqltuneError(
         f"{need}, and no option fits (fsdp on up to 64 nodes, qlora, gradient checkpointing, batch 1): "
-        "use a smaller model or shorter --max-seq-len"
+        f"use a smaller model or a shorter {setting_name(TrainConfig, 'max_seq_len')}"
     )
 
 
@@ -135,18 +136,19 @@ def _options(config: TrainConfig, world_size: int, gpus_per_node: int) -> list[t
     options = []
     fsdp = replace(config, parallelism="fsdp")
     if config.parallelism != "fsdp" and world_size > 1:
-        options.append((f"--parallelism fsdp on {world_size} GPUs", fsdp, world_size))
+        options.append((f"{how_to_set(TrainConfig, parallelism='fsdp')} on {world_size} GPUs", fsdp, world_size))
     for nodes in (2, 4, 8, 16, 32, 64):
         workers = nodes * gpus_per_node
         if workers > world_size:
-            options.append((f"--parallelism fsdp on {nodes} nodes of {gpus_per_node} GPUs (--num-nodes {nodes})",
-                            fsdp, workers))  # fmt: skip
+            where = how_to_set(TrainConfig, parallelism="fsdp", num_nodes=nodes)
+            options.append((f"{where} ({nodes} nodes of {gpus_per_node} GPUs)", fsdp, workers))
     if config.method == "lora":
-        options.append(("--method qlora", replace(config, method="qlora"), world_size))
+        options.append((how_to_set(TrainConfig, method="qlora"), replace(config, method="qlora"), world_size))
     if not config.gradient_checkpointing:
-        options.append(("--gradient-checkpointing", replace(config, gradient_checkpointing=True), world_size))
+        checkpointing = replace(config, gradient_checkpointing=True)
+        options.append((how_to_set(TrainConfig, gradient_checkpointing=True), checkpointing, world_size))
     if config.batch_size > 1:
         ga = config.gradient_accumulation_steps * config.batch_size
-        options.append((f"--batch-size 1 --gradient-accumulation-steps {ga}", replace(config, batch_size=1,
-                        gradient_accumulation_steps=ga), world_size))  # fmt: skip
+        smaller = replace(config, batch_size=1, gradient_accumulation_steps=ga)
+        options.append((how_to_set(TrainConfig, batch_size=1, gradient_accumulation_steps=ga), smaller, world_size))
     return options

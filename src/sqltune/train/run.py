@@ -22,6 +22,7 @@ from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, rea
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
 from sqltune.models import load_model, load_tokenizer, resolve_base_model
+from sqltune.settings import how_to_set
 from sqltune.train import checkpoint, memory
 from sqltune.train.config import GRPO_SETTINGS, TrainConfig
 from sqltune.train.data import Example, build_examples, collate, epoch_batches, step_batches, steps_per_epoch
@@ -144,8 +145,9 @@ def train(
         )
         if not math.isfinite(loss):
             raise SqltuneError(
-                f"training loss became {loss} at step {step + 1}: stopping (lower --learning-rate, check the data, "
-                "or use bf16/fp32 instead of fp16)"
+                f"training loss became {loss} at step {step + 1}: stopping (lower the learning rate, e.g. "
+                f"{how_to_set(TrainConfig, learning_rate=config.learning_rate / 4)}, check the data, or use bf16/fp32 "
+                "instead of fp16)"
             )
         if config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)

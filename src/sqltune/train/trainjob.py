@@ -10,6 +10,7 @@ shows exactly what `submit` creates; `follow` streams rank 0's log and fails wit
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
+from sqltune.settings import FROM_PIPELINE_ENV
 from sqltune.uri import is_s3, join
 
 log = get_logger(__name__)
@@ -122,9 +124,15 @@ def train_on_trainer(
         join(work_uri, "records.jsonl"), base_model, adapter_uri, config, checkpoint_dir=join(work_uri, "checkpoints"),
         endpoint_url=endpoint_url,
     )  # fmt: skip
-    env = {"AWS_ENDPOINT_URL": endpoint_url} if endpoint_url else None
+    env = {"AWS_ENDPOINT_URL": endpoint_url} if endpoint_url else {}
+    if os.environ.get(FROM_PIPELINE_ENV):  # the pods' errors advise pipeline parameters, as this step's do
+        env[FROM_PIPELINE_ENV] = "1"
     job = build_trainjob(
-        ["sqltune", *argv], num_nodes=config.num_nodes, gpus_per_node=config.nproc_per_node or 1, env=env, **placement
+        ["sqltune", *argv],
+        num_nodes=config.num_nodes,
+        gpus_per_node=config.nproc_per_node or 1,
+        env=env or None,
+        **placement,
     )
     client = kubernetes_client(namespace)
     follow(client, submit(client, job), echo)
