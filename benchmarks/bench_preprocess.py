@@ -18,8 +18,8 @@ from pathlib import Path
 
 os.environ.setdefault("SQLTUNE_PROGRESS", "0")
 
+from sqltune.datasets import read_dataset
 from sqltune.preprocess import PreprocessConfig, preprocess
-from sqltune.preprocess.readers import read_dataset
 from sqltune.preprocess.run import build_records, db_file, make_record
 from sqltune.preprocess.schema_text import STYLES, serialize_schema
 from sqltune.sql.schema import load_tables

@@ -26,7 +26,7 @@ def bench():
 
 
 def test_dev_subset_is_stratified_seeded_and_only_where_the_database_exists(bench, spider_dir):
-    from sqltune.preprocess.readers import read_json
+    from sqltune.datasets import read_json
 
     records = [
         {"id": str(i), "db_id": q["db_id"], "hardness": None} for i, q in enumerate(read_json(spider_dir / "dev.json"))

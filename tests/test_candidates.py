@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sqltune.evaluate.execution import Executor, Limits
 from sqltune.predict.candidates import CandidateChecker, Outcome, choose, read_schema
-from sqltune.predict.extract import NO_SQL
+from sqltune.sql.execution import Executor, Limits
+from sqltune.sql.extract import NO_SQL
 
 
 def make_database(db_dir: Path, db_id: str) -> Path:

@@ -20,9 +20,9 @@ import pytest
 
 from sqltune.errors import SqltuneError
 from sqltune.evaluate.config import EvaluateConfig
-from sqltune.evaluate.execution import QueryError, remove_distinct, results_match
 from sqltune.evaluate.run import evaluate
 from sqltune.evaluate.values import plug_gold_values
+from sqltune.sql.execution import QueryError, remove_distinct, results_match
 
 PREDICTION_FILES = [
     "codex_few_shot_dinsqlrepo",

@@ -17,7 +17,7 @@ from test_candidates import make_database
 
 from sqltune.artifacts import read_jsonl, read_manifest, verify_artifact, write_jsonl
 from sqltune.errors import SqltuneError
-from sqltune.evaluate.execution import Executor, Limits
+from sqltune.sql.execution import Executor, Limits
 from sqltune.train.reward import ExecutionReward
 
 VENV_BIN = Path(sys.executable).parent

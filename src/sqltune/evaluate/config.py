@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from sqltune.evaluate.execution import Limits
-from sqltune.preprocess.config import Dataset
+from sqltune.datasets import Dataset
 from sqltune.settings import OPTIONS, SettingError, check_settings, setting
+from sqltune.sql.execution import Limits
 
 _LIMITS = Limits()
 

@@ -18,13 +18,13 @@ from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, wri
 from sqltune.errors import SqltuneError
 from sqltune.evaluate.config import EvaluateConfig
 from sqltune.evaluate.exact_match import PARTIAL_TYPES, aggregate_partial, exact_match, parse_normalized
-from sqltune.evaluate.execution import Executor, QueryError, db_files_for, execution_match, time_query
 from sqltune.evaluate.inputs import GoldQuestion, load_gold, load_predictions
-from sqltune.evaluate.pool import crash_safe_map, worker_count
 from sqltune.evaluate.values import plug_gold_values
 from sqltune.log import get_logger, progress
+from sqltune.sql.execution import Executor, QueryError, db_files_for, execution_match, time_query
 from sqltune.sql.hardness import HARDNESS_LEVELS, hardness_of
 from sqltune.sql.parser import SqlParseError, parse_sql
+from sqltune.sql.pool import crash_safe_map, worker_count
 from sqltune.sql.schema import DatabaseSchema, load_tables
 from sqltune.sql.sqlite import database_problem
 
@@ -174,7 +174,7 @@ def summarize(rows: list[dict[str, Any]], config: EvaluateConfig) -> dict[str, A
     if any(with_partial.values()):
         metrics["partial"] = {lv: aggregate_partial(p) for lv, p in with_partial.items() if p}
     if config.ves_repeats:
-        from sqltune.evaluate.execution import ves_reward, ves_score
+        from sqltune.sql.execution import ves_reward, ves_score
 
         metrics["ves"] = {
             lv: ves_score([ves_reward(r["time_ratio"]) for r in group if "time_ratio" in r])

@@ -29,11 +29,11 @@ import sqlglot
 from sqlglot import exp
 
 from sqltune.errors import SqltuneError
-from sqltune.evaluate.execution import Executor, QueryError, Rows, db_files_for
-from sqltune.evaluate.pool import crash_safe_map, worker_count
 from sqltune.log import progress
-from sqltune.predict.extract import NO_SQL
 from sqltune.sql.depth import SqlTooDeep, bounded, check_depth
+from sqltune.sql.execution import Executor, QueryError, Rows, db_files_for
+from sqltune.sql.extract import NO_SQL
+from sqltune.sql.pool import crash_safe_map, worker_count
 from sqltune.sql.sqlite import open_read_only
 
 # Columns every SQLite table has without declaring them.

@@ -21,14 +21,14 @@ from typing import Any
 from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, read_jsonl, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
-from sqltune.predict.adapter import Adapter, check_base_name, check_shapes, read_adapter
+from sqltune.models.adapter import Adapter, check_base_name, check_shapes, read_adapter
 from sqltune.predict.candidates import CandidateChecker, check_candidates, choose
 from sqltune.predict.config import PredictConfig
-from sqltune.predict.extract import NO_SQL, extract_sql
 from sqltune.predict.generate import Generation, Sampling, generate_candidates_hf, generate_hf
 from sqltune.predict.vllm_backend import generate_vllm, vllm_available
 from sqltune.prompt import build_prompt
 from sqltune.settings import how_to_set
+from sqltune.sql.extract import NO_SQL, extract_sql
 from sqltune.uri import localize
 
 log = get_logger(__name__)

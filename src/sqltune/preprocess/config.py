@@ -4,24 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from enum import Enum
 from typing import Any
 
+from sqltune.datasets import Dataset, Split
 from sqltune.preprocess.schema_text import DEFAULT_STYLE, SchemaStyle
 from sqltune.prompt import PromptTemplate
 from sqltune.settings import FIXED, SettingError, check_settings, setting
-
-
-class Dataset(str, Enum):
-    spider = "spider"
-    bird = "bird"
-    cosql = "cosql"
-    sparc = "sparc"
-
-
-class Split(str, Enum):
-    train = "train"
-    dev = "dev"
 
 
 @dataclass

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, write_jsonl
+from sqltune.datasets import Example, Layout, read_dataset, read_json
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
 from sqltune.preprocess.config import PreprocessConfig
-from sqltune.preprocess.readers import Example, Layout, read_dataset, read_json
 from sqltune.preprocess.schema_text import serialize_schema
 from sqltune.prompt import build_prompt
 from sqltune.sql.schema import DatabaseSchema, load_tables

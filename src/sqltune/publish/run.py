@@ -22,7 +22,7 @@ from sqltune import __version__
 from sqltune.artifacts import MANIFEST, artifact_dir, file_entries, read_manifest, sha256_file, verify_artifact
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
-from sqltune.predict.adapter import read_adapter
+from sqltune.models.adapter import read_adapter
 from sqltune.publish.card import render_card
 from sqltune.publish.config import PublishConfig
 from sqltune.publish.registry import PromotionResult, Registry

@@ -64,8 +64,8 @@ def train(
     import shutil
     from pathlib import Path
 
+    from sqltune.datasets import read_dataset
     from sqltune.images import image_for
-    from sqltune.preprocess.readers import read_dataset
     from sqltune.train.config import stage_configs
     from sqltune.train.launch import train_here
     from sqltune.train.plot import join_pages

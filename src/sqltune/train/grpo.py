@@ -30,7 +30,7 @@ from sqltune.artifacts import check_output, file_entries, input_fingerprint
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
 from sqltune.models import load_model, load_tokenizer, resolve_base_model
-from sqltune.predict.adapter import check_base_name, read_adapter
+from sqltune.models.adapter import check_base_name, read_adapter
 from sqltune.prompt import build_prompt, prompt_functions, prompt_messages
 from sqltune.train import checkpoint
 from sqltune.train.config import TrainConfig

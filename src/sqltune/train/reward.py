@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from sqltune.errors import SqltuneError
-from sqltune.evaluate.execution import Executor, Limits, QueryError, db_files_for, execution_match
-from sqltune.evaluate.pool import crash_safe_map, worker_count
 from sqltune.log import get_logger
-from sqltune.predict.extract import NO_SQL, extract_sql
 from sqltune.sql.depth import SqlTooDeep, check_depth
+from sqltune.sql.execution import Executor, Limits, QueryError, db_files_for, execution_match
+from sqltune.sql.extract import NO_SQL, extract_sql
+from sqltune.sql.pool import crash_safe_map, worker_count
 
 log = get_logger(__name__)
 

@@ -1,4 +1,5 @@
-"""A LoRA adapter directory as predict uses it: its training parameters, and a check that it fits the base model.
+"""A LoRA adapter directory as predict, the GRPO stage and publish read it: intact, its training parameters, and a
+check that it fits the base model.
 
 The train step saves its parameters in the adapter's `manifest.json` (`prompt_template`, `max_seq_len`,
 `base_model`); a plain PEFT directory without a manifest works too. An adapter applied to a different base

@@ -1,6 +1,8 @@
-"""Readers for the Spider, BIRD and CoSQL/SParC directory layouts, into one `Example` per question (or turn).
+"""The datasets sqltune reads: Spider, BIRD and CoSQL/SParC directory layouts, into one `Example` per question (or
+turn), and where a split keeps its schemas and SQLite databases.
 
-A reader only finds files and normalizes fields; schemas, prompts and hardness are added by `run.py`.
+Shared by the steps: preprocess builds records from the examples (schemas, prompts and hardness are added there),
+the train step's GRPO stage finds the training questions' databases, evaluate scores by the dataset's rules.
 """
 
 from __future__ import annotations
@@ -8,13 +10,23 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from sqltune.errors import SqltuneError
 
-DATASETS = ("spider", "bird", "cosql", "sparc")
-SPLITS = ("train", "dev")
+
+class Dataset(str, Enum):
+    spider = "spider"
+    bird = "bird"
+    cosql = "cosql"
+    sparc = "sparc"
+
+
+class Split(str, Enum):
+    train = "train"
+    dev = "dev"
 
 
 @dataclass(frozen=True)
@@ -158,10 +170,10 @@ def read_multiturn(root: Path, split: str, dataset: str) -> Layout:
 
 def read_dataset(dataset: str, root: Path, split: str) -> Layout:
     """The layout and examples of one split; errors name the dataset, split or file that is wrong."""
-    if dataset not in DATASETS:
-        raise SqltuneError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
-    if split not in SPLITS:
-        raise SqltuneError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if dataset not in {d.value for d in Dataset}:
+        raise SqltuneError(f"unknown dataset {dataset!r}; expected one of {', '.join(d.value for d in Dataset)}")
+    if split not in {s.value for s in Split}:
+        raise SqltuneError(f"unknown split {split!r}; expected one of {', '.join(s.value for s in Split)}")
     if dataset == "spider":
         layout = read_spider(root, split)
     elif dataset == "bird":
