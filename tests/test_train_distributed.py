@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 import test_train
-from test_train import VENV_BIN, cli_args, config, loss_on
+from test_train import VENV_BIN, _lease, cli_args, config, loss_on
 
 from sqltune.artifacts import read_jsonl, verify_artifact
 from sqltune.errors import SqltuneError
@@ -127,6 +127,7 @@ def test_a_killed_worker_fails_the_run_and_the_rerun_resumes_the_sharded_checkpo
         time.sleep(0.2)
     victim, survivor = _worker(first, rank=1), _worker(first, rank=0)
     assert victim and survivor, first.stderr.read()[-2000:] if first.poll() is not None else "workers not found"
+    assert _lease(s3_env, ckpt)[0]["pid"] == first.pid  # the launcher holds the directory for its workers
     victim.send_signal(signal.SIGKILL)
     stderr = first.communicate(timeout=120)[1]
     assert first.returncode == 2, stderr[-2000:]
@@ -138,6 +139,7 @@ def test_a_killed_worker_fails_the_run_and_the_rerun_resumes_the_sharded_checkpo
     assert second.returncode == 0, second.stderr[-3000:]
     metrics = json.loads(second.stdout)
     assert 1 <= metrics["resumed_from_step"] < 6 and metrics["steps"] == 6
+    assert _lease(s3_env, ckpt) is None  # both launchers let go of it
     unbroken = train(
         data, "tiny-random-llama", tmp_path / "unbroken", config=config(max_steps=6, gradient_accumulation_steps=2)
     )

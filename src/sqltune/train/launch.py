@@ -80,9 +80,14 @@ def train_here(
         data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite,
         init_adapter=init_adapter, db_dir=db_dir,
     )  # fmt: skip
+    from sqltune.train.lock import checkpoint_lock
+
     num_nodes, per_node = nodes(config.num_nodes), workers_per_node(config.nproc_per_node)
-    launch(argv, num_nodes, per_node, rendezvous or Rendezvous(), base_model, endpoint_url)
-    if rendezvous and rendezvous.node_rank:
+    rendezvous = rendezvous or Rendezvous()
+    # The run holds its checkpoint directory from here, for all its workers (node 0's launcher, for all nodes').
+    with checkpoint_lock(None if rendezvous.node_rank else checkpoint_dir, endpoint_url):
+        launch(argv, num_nodes, per_node, rendezvous, base_model, endpoint_url)
+    if rendezvous.node_rank:
         return {}  # node 0 writes the adapter
     return json.loads((Path(out) / "train_metrics.json").read_text(encoding="utf-8"))
 
