@@ -18,6 +18,7 @@ from test_candidates import make_database
 from sqltune.artifacts import read_jsonl, read_manifest, verify_artifact, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.sql.execution import Executor, Limits
+from sqltune.train.lock import LOCK_FILE
 from sqltune.train.reward import ExecutionReward
 
 VENV_BIN = Path(sys.executable).parent
@@ -215,6 +216,7 @@ def test_a_killed_grpo_run_resumes_from_its_checkpoint(env, tmp_path):
     assert first.wait() == -signal.SIGKILL, first.stderr.read().decode()[-2000:]
     assert not out.exists()
     assert (ckpt / ".grpo-scratch").is_dir()  # TRL's own checkpoint files, left where the rerun clears them
+    assert json.loads((ckpt / LOCK_FILE).read_text())["pid"] == first.pid  # unlocked by its death: the rerun takes it
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env(env))
     assert second.returncode == 0, second.stderr[-3000:]

@@ -231,6 +231,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(env, lora_run, tmp_path):
     first.send_signal(signal.SIGKILL)
     assert first.wait() == -signal.SIGKILL, first.stderr.read().decode()[-2000:]
     assert not out.exists()  # the killed run left no adapter
+    assert _lock_holder(str(ckpt))["pid"] == first.pid  # and its lock file, no longer locked: the rerun takes it
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
@@ -279,6 +280,8 @@ def test_bad_inputs_fail_clearly(env, tmp_path):
             config(**{name: value, "max_steps": -1})
     with pytest.raises(SqltuneError, match="lr_scheduler='sideways'"):
         train(data, "tiny-random-llama", tmp_path / "a", config=config(lr_scheduler="sideways"))
+    with pytest.raises(SqltuneError, match=f"checkpoint directory {empty} exists and is not a directory"):
+        train(data, "tiny-random-llama", tmp_path / "a", config=config(), checkpoint_dir=str(empty))
     assert not (tmp_path / "a").exists()
 
 
@@ -426,6 +429,132 @@ def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_env):
             config=config(max_steps=6, learning_rate=1e-3),
             checkpoint_dir=prefix,
         )
+
+
+def _lock_holder(ckpt: str, s3=None) -> dict | None:
+    """Who holds checkpoint directory `ckpt` by what its lock file or lease object says (None: nobody says)."""
+    from sqltune.train.lock import LOCK_FILE
+
+    if s3 is None:
+        path = Path(ckpt) / LOCK_FILE
+        text = path.read_text() if path.is_file() else ""
+    else:
+        found = _lease(s3, ckpt)
+        text = json.dumps(found[0]) if found else ""
+    try:
+        return json.loads(text)
+    except ValueError:  # not there, or not written yet
+        return None
+
+
+def _lease(s3, ckpt: str) -> tuple[dict, object, object] | None:
+    """The lease object under s3:// prefix `ckpt`, its Last-Modified and the server's time now."""
+    from email.utils import parsedate_to_datetime
+
+    from sqltune.train.lock import LEASE
+
+    bucket, _, prefix = ckpt.removeprefix("s3://").partition("/")
+    client = s3.client()
+    try:
+        reply = client.get_object(Bucket=bucket, Key=f"{prefix}/{LEASE}")
+    except client.exceptions.NoSuchKey:
+        return None
+    now = parsedate_to_datetime(reply["ResponseMetadata"]["HTTPHeaders"]["date"])
+    return json.loads(reply["Body"].read()), reply["LastModified"], now
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_second_run_on_a_checkpoint_directory_in_use_is_refused_while_the_first_completes(
+    env, tmp_path, request, where
+):
+    """The first run is frozen (SIGSTOP) after its first checkpoint, so the two surely overlap; the second exits 2
+    naming the directory and the holder, writes nothing, and the first, continued, completes and lets go."""
+    import socket
+
+    from sqltune.train.checkpoint import complete_steps
+
+    _, data = env
+    s3 = request.getfixturevalue("s3_env") if where == "s3" else None
+    if s3:
+        s3.create_bucket("train-lock")
+    ckpt = "s3://train-lock/run" if s3 else str(tmp_path / "ckpt")
+
+    def command(out: Path) -> list[str]:
+        return [str(VENV_BIN / "sqltune"), *cli_args(data, out), "--checkpoint-dir", ckpt, "--checkpoint-every", "2"]
+
+    first = subprocess.Popen(command(tmp_path / "first"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not complete_steps(ckpt) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None and complete_steps(ckpt), first.stderr.read()[-2000:]
+    os.kill(first.pid, signal.SIGSTOP)  # 6 of its 8 steps to go
+    try:
+        second = subprocess.run(command(tmp_path / "second"), capture_output=True, text=True, timeout=300)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert second.returncode == 2, second.stderr[-2000:]
+    error = second.stderr.strip().splitlines()[-1]
+    assert error.startswith(
+        f"error: checkpoint directory {ckpt} is in use by another training run (pid {first.pid} on "
+        f"{socket.gethostname()}, since "
+    ), error
+    assert "wait for it to finish" in error and "another checkpoint directory (--checkpoint-dir)" in error, error
+    if s3:
+        assert re.search(r"whose lease s3://\S+ expires at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", error), error
+    assert not (tmp_path / "second").exists()
+
+    assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+    metrics = json.loads((tmp_path / "first" / "train_metrics.json").read_text())
+    assert metrics["steps"] == 8 and metrics["resumed_from_step"] is None
+    assert _lock_holder(ckpt, s3) is None  # let go at the end (locally, the kernel's lock went with the process)
+
+
+# What a launcher holding an S3 checkpoint directory does, with a lease term of argv[2] seconds.
+HOLD_LEASE = """
+import sys
+from sqltune.train.lock import checkpoint_lock
+with checkpoint_lock(sys.argv[1], ttl_s=float(sys.argv[2])):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_an_s3_lease_is_renewed_while_its_run_lives_and_taken_over_once_it_died(env, s3_env, tmp_path, caplog):
+    """A holder of a 4 s lease: past its first term the lease is still held (its heartbeat renewed it); SIGKILLed,
+    it renews no more, and once its lease expired (by the server's clock) a training run takes the directory over."""
+    from datetime import timedelta
+
+    _, data = env
+    s3_env.create_bucket("train-lease")
+    ckpt, ttl = "s3://train-lease/run", 4
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, ckpt, str(ttl)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout.readline() == "held\n"
+    lease, taken, _ = _lease(s3_env, ckpt)
+    assert lease["pid"] == holder.pid and lease["ttl_s"] == ttl
+
+    def wait_until_past(moment: object) -> tuple[dict, object, object]:
+        """Poll until the server's clock is past `moment` (a callable of the current lease) or the lease is gone."""
+        deadline = time.monotonic() + 60
+        while (found := _lease(s3_env, ckpt)) and found[2] < moment(found):
+            assert time.monotonic() < deadline
+            time.sleep(0.25)
+        return found
+
+    lease, renewed, _ = wait_until_past(lambda _: taken + timedelta(seconds=ttl + 2))
+    assert lease["owner"] and renewed > taken and holder.poll() is None
+    with pytest.raises(SqltuneError, match=rf"{ckpt} is in use by another training run \(pid {holder.pid} on .*"
+                                           r"expires at .* UTC unless that run renews it"):  # fmt: skip
+        train_checkpointed(data, tmp_path / "refused", ckpt)
+
+    holder.kill()
+    holder.wait()
+    wait_until_past(lambda found: found[1] + timedelta(seconds=ttl))  # not renewed for a whole term
+    with caplog.at_level(logging.WARNING):
+        metrics = train_checkpointed(data, tmp_path / "after", ckpt)
+    assert f"taking over the lease of a run that stopped renewing it (pid {holder.pid} on " in caplog.text
+    assert metrics["steps"] == 6 and metrics["resumed_from_step"] is None
+    assert _lease(s3_env, ckpt) is None  # released at the end
 
 
 def test_a_damaged_checkpoint_on_s3_falls_back_and_leaves_no_download(env, s3_env, monkeypatch, tmp_path, caplog):

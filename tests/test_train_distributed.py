@@ -1,5 +1,6 @@
 """Training on several workers on the CPU (gloo): `sqltune train --nproc-per-node 2` with ddp and fsdp, a worker
-killed mid-run, a sharded checkpoint resumed, and two "nodes" meeting over 127.0.0.1 as Kubeflow Trainer's pods do."""
+killed mid-run, a sharded checkpoint resumed, two "nodes" meeting over 127.0.0.1 as Kubeflow Trainer's pods do, and
+twelve workers on one node (more than torchrun's --redirects syntax can name)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 import test_train
-from test_train import VENV_BIN, cli_args, config, loss_on
+from test_train import VENV_BIN, _lease, cli_args, config, loss_on
 
 from sqltune.artifacts import read_jsonl, verify_artifact
 from sqltune.errors import SqltuneError
@@ -126,6 +127,7 @@ def test_a_killed_worker_fails_the_run_and_the_rerun_resumes_the_sharded_checkpo
         time.sleep(0.2)
     victim, survivor = _worker(first, rank=1), _worker(first, rank=0)
     assert victim and survivor, first.stderr.read()[-2000:] if first.poll() is not None else "workers not found"
+    assert _lease(s3_env, ckpt)[0]["pid"] == first.pid  # the launcher holds the directory for its workers
     victim.send_signal(signal.SIGKILL)
     stderr = first.communicate(timeout=120)[1]
     assert first.returncode == 2, stderr[-2000:]
@@ -137,6 +139,7 @@ def test_a_killed_worker_fails_the_run_and_the_rerun_resumes_the_sharded_checkpo
     assert second.returncode == 0, second.stderr[-3000:]
     metrics = json.loads(second.stdout)
     assert 1 <= metrics["resumed_from_step"] < 6 and metrics["steps"] == 6
+    assert _lease(s3_env, ckpt) is None  # both launchers let go of it
     unbroken = train(
         data, "tiny-random-llama", tmp_path / "unbroken", config=config(max_steps=6, gradient_accumulation_steps=2)
     )
@@ -197,3 +200,56 @@ def test_two_nodes_meet_over_localhost_with_the_environment_kubeflow_trainer_set
     metrics = json.loads((tmp_path / "node0" / "train_metrics.json").read_text())
     assert metrics["world_size"] == 2 and not (tmp_path / "node1").exists()
     assert metrics["final_loss"] == pytest.approx(one_process["lora"]["final_loss"], rel=LOSS_TOLERANCE)
+
+
+def _launcher_leftovers(tmp: Path) -> list[str]:
+    """What the launcher left in TMPDIR: torchrun's `torchelastic_*` log directories, or any worker log tree."""
+    return sorted(str(p.relative_to(tmp)) for p in [*tmp.glob("torchelastic_*"), *tmp.rglob("attempt_*")])
+
+
+def _private_tmp(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    return scratch, {**os.environ, "TMPDIR": str(scratch)}
+
+
+def test_twelve_workers_train_as_one_run_and_leave_no_launcher_directory(env, tmp_path):
+    """More than ten workers on one node (a 16-core CPU node, 16 small GPUs): one step of batch 1 each."""
+    _, data = env
+    scratch, run_env = _private_tmp(tmp_path)
+    out = tmp_path / "adapter"
+    command = short(data, out, "--nproc-per-node", "12", "--batch-size", "1", "--max-steps", "1")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=run_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = json.loads(done.stdout)  # rank 0's summary alone: the eleven others write to the launcher's files
+    assert printed["world_size"] == 12 and printed["steps"] == 1
+    assert json.loads((out / "train_metrics.json").read_text())["world_size"] == 12
+    assert "starting 12 training workers on node 0 of 1 (12 in all)" in done.stderr
+    assert _launcher_leftovers(scratch) == []
+
+
+def test_a_failed_worker_of_twelve_is_reported_with_its_last_output_and_leaves_no_launcher_directory(env, tmp_path):
+    """Rank 11 dies by a signal, leaving no error of its own: the error names it and ends with the last line it
+    wrote (its output went to the launcher's log directory, which is removed)."""
+    _, data = env
+    scratch, run_env = _private_tmp(tmp_path)
+    out = tmp_path / "adapter"
+    command = short(data, out, "--nproc-per-node", "12", "--batch-size", "1", "--max-steps", "1")
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=run_env)
+    deadline, logs, written = time.monotonic() + 300, [], ""
+    while "schema trimmed" not in written and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        logs = list(scratch.glob("*/*/attempt_*/11/stderr.log"))
+        written = logs[0].read_text(errors="replace") if logs else ""
+    victim = _worker(run, rank=11) if run.poll() is None else None
+    assert victim and "schema trimmed" in written, run.stderr.read()[-2000:] if run.poll() is not None else written
+    victim.suspend()  # nothing more reaches its log once we have read it
+    last_line = [line.strip() for line in Path(logs[0]).read_text(errors="replace").splitlines() if line.strip()][-1]
+    victim.kill()
+    stderr = run.communicate(timeout=300)[1]
+    assert run.returncode == 2, stderr[-3000:]
+    error = next(line for line in stderr.splitlines() if line.startswith("error: "))
+    assert error.startswith("error: training worker rank 11 of 12 failed (exit code -9): Signal 9 (SIGKILL)"), error
+    assert "the other workers were stopped" in error and last_line in error, (error, last_line)
+    assert not out.exists()
+    assert _launcher_leftovers(scratch) == []

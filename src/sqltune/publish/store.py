@@ -249,21 +249,22 @@ def get_json(
     return obj, reply["ETag"]
 
 
-def put_json(client: Any, bucket: str, key: str, obj: Any, *, if_match: str | None = None) -> bool:
+def put_json(client: Any, bucket: str, key: str, obj: Any, *, if_match: str | None = None) -> str | None:
     """Write JSON only if the object is absent (`if_match=None`) or still has ETag `if_match`.
 
-    Returns False when the condition failed: someone else wrote it first.
+    Returns the ETag of what was written (for the next `if_match`), or None when the condition failed: someone
+    else wrote it first.
     """
     return put_bytes(client, bucket, key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), if_match)
 
 
-def put_bytes(client: Any, bucket: str, key: str, body: bytes, if_match: str | None = None) -> bool:
+def put_bytes(client: Any, bucket: str, key: str, body: bytes, if_match: str | None = None) -> str | None:
     """A conditional write (see `put_json`) the server checks against our SHA256."""
     from botocore.exceptions import ClientError
 
     condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
     try:
-        client.put_object(
+        reply = client.put_object(
             Bucket=bucket,
             Key=key,
             Body=body,
@@ -273,9 +274,9 @@ def put_bytes(client: Any, bucket: str, key: str, body: bytes, if_match: str | N
         )
     except ClientError as exc:
         if error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
-            return False
+            return None
         raise
-    return True
+    return reply["ETag"]
 
 
 def list_keys(client: Any, bucket: str, prefix: str) -> list[str]:

@@ -1,8 +1,8 @@
 """Untrusted SQL run in worker processes, so that a crash in SQLite or the OOM killer fails one task, not the run.
 
-Evaluate's verdicts, predict's candidate checks and the GRPO reward all go through `crash_safe_map`: tasks are dealt out in
-contiguous chunks (tasks of one database sit together), each worker keeps its own state from `initializer`, and
-when a worker dies the chunks it took down are run again one task at a time, so exactly the task whose worker
+Evaluate's verdicts, predict's candidate checks and the GRPO reward all go through `crash_safe_map`: tasks are dealt
+out in contiguous chunks (tasks of one database sit together), each worker keeps its own state from `initializer`,
+and when a worker dies the chunks it took down are run again one task at a time, so exactly the task whose worker
 dies again is known; it gets `crashed(task)` and the others their normal results.
 """
 

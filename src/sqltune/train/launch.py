@@ -1,4 +1,4 @@
-"""Start `sqltune train` as N workers per node through PyTorch's elastic launcher (`torch.distributed.run`).
+"""Start `sqltune train` as N workers per node through PyTorch's elastic launcher (what torchrun runs).
 
 The command relaunches itself: `sqltune train --nproc-per-node 4 ...` on a pod, on a laptop or in a KFP step
 runs the same `sqltune train ...` in 4 worker processes, so every path trains the same way. Across nodes the
@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ log = get_logger(__name__)
 
 # Set by torchrun in every worker it starts: a worker trains, it never launches again.
 WORKER_ENV = "TORCHELASTIC_RUN_ID"
+# The launcher's log directory (the workers' output but local rank 0's), under TMPDIR while the workers run.
+LOG_DIR_PREFIX = "sqltune-launch-"
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,14 @@ def train_here(
         data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite,
         init_adapter=init_adapter, db_dir=db_dir,
     )  # fmt: skip
+    from sqltune.train.lock import checkpoint_lock
+
     num_nodes, per_node = nodes(config.num_nodes), workers_per_node(config.nproc_per_node)
-    launch(argv, num_nodes, per_node, rendezvous or Rendezvous(), base_model, endpoint_url)
-    if rendezvous and rendezvous.node_rank:
+    rendezvous = rendezvous or Rendezvous()
+    # The run holds its checkpoint directory from here, for all its workers (node 0's launcher, for all nodes').
+    with checkpoint_lock(None if rendezvous.node_rank else checkpoint_dir, endpoint_url):
+        launch(argv, num_nodes, per_node, rendezvous, base_model, endpoint_url)
+    if rendezvous.node_rank:
         return {}  # node 0 writes the adapter
     return json.loads((Path(out) / "train_metrics.json").read_text(encoding="utf-8"))
 
@@ -128,37 +137,57 @@ def launch(
 ) -> None:  # fmt: skip
     """Run `sqltune <argv>` as `nproc_per_node` workers on this node, `num_nodes` nodes in all; raise if one fails.
 
-    Only local rank 0's output reaches the console (the others' is kept in the launcher's log directory):
-    rank 0 logs the run, a failing worker's error is reported here. The base model is resolved here first,
-    so a download or a build happens once per node, not once per worker.
+    Only local rank 0's output reaches the console (the others' goes to files in a log directory of this process,
+    removed when the workers are done, also when they failed): rank 0 logs the run, a failing worker's error is
+    reported here. The base model is resolved here first, so a download or a build happens once per node, not
+    once per worker. torchrun's own `run()` is not used: its `--redirects` can only name local ranks 0-9 and its
+    log directories are never removed; the launch goes through the API `run()` calls (`elastic_launch`).
     """
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
+    from torch.distributed.launcher.api import elastic_launch
+    from torch.distributed.run import config_from_args, get_args_parser
 
     from sqltune.models import resolve_base_model
 
     resolve_base_model(base_model, endpoint_url)
-    if num_nodes == 1:
-        where = ["--standalone"]  # a free port on this machine; nothing to meet
+    if num_nodes == 1:  # what torchrun's --standalone does inside run(): a store on a free port of this machine
+        where = ["--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", str(uuid.uuid4())]
     else:
         where = ["--node-rank", str(rendezvous.node_rank), "--master-addr", rendezvous.master_addr,
                  "--master-port", str(rendezvous.master_port)]  # fmt: skip
-    # Local rank 0 writes to this console as it is (its JSON summary stays parseable); the others to files.
-    quiet = ["--redirects", ",".join(f"{rank}:3" for rank in range(1, nproc_per_node))] if nproc_per_node > 1 else []
     sizes = ["--nnodes", str(num_nodes), "--nproc-per-node", str(nproc_per_node), "--max-restarts", "0"]
-    args = get_args_parser().parse_args([*sizes, *where, *quiet, "--module", "sqltune.cli", *argv])
     log.info(
         "starting %d training workers on node %d of %d (%d in all)",
         nproc_per_node, rendezvous.node_rank, num_nodes, num_nodes * nproc_per_node,
     )  # fmt: skip
-    try:
-        run(args)
-    except ChildFailedError as exc:
-        rank, failure = root_failure(exc.failures)
-        raise SqltuneError(
-            f"training worker rank {rank} of {num_nodes * nproc_per_node} failed (exit code {failure.exitcode}): "
-            f"{failure.message}; the other workers were stopped"
-        ) from None
+    with tempfile.TemporaryDirectory(prefix=LOG_DIR_PREFIX, ignore_cleanup_errors=True) as logs:
+        args = get_args_parser().parse_args([*sizes, *where, "--log-dir", logs, "--module", "sqltune.cli", *argv])
+        config, entrypoint, entry_args = config_from_args(args)
+        # Local rank 0 writes to this console as it is (its JSON summary stays parseable); the others to files.
+        config.logs_specs = DefaultLogsSpecs(log_dir=logs, redirects=dict.fromkeys(range(1, nproc_per_node), Std.ALL))
+        try:
+            elastic_launch(config, entrypoint)(*entry_args)
+        except ChildFailedError as exc:
+            rank, failure = root_failure(exc.failures)
+            raise SqltuneError(
+                f"training worker rank {rank} of {num_nodes * nproc_per_node} failed (exit code {failure.exitcode}): "
+                f"{failure.message}; the other workers were stopped{_last_output(logs, failure)}"
+            ) from None
+
+
+def _last_output(logs: str, failure: ProcessFailure, lines: int = 3) -> str:
+    """For a worker that died without leaving an error of its own (a signal, a native crash: NCCL or gloo print
+    their reason and abort), the end of what it wrote to its log file in `logs`, as a clause of one line; else
+    nothing (its error says it, or local rank 0 wrote to the console)."""
+    if _left_an_error(failure):
+        return ""
+    written = list(Path(logs).glob(f"*/attempt_*/{failure.local_rank}/stderr.log"))
+    if not written:
+        return ""
+    text = max(written, key=lambda path: path.stat().st_mtime).read_text(encoding="utf-8", errors="replace")
+    tail = [line.strip()[:200] for line in text.splitlines() if line.strip()][-lines:]
+    return f"; its last output: {' | '.join(tail)}" if tail else ""
 
 
 def root_failure(failures: dict[int, ProcessFailure]) -> tuple[int, ProcessFailure]:
@@ -170,10 +199,13 @@ def root_failure(failures: dict[int, ProcessFailure]) -> tuple[int, ProcessFailu
     def order(item: tuple[int, ProcessFailure]) -> tuple[bool, bool, int, int]:
         rank, failure = item
         stopped_by_launcher = failure.exitcode == -signal.SIGTERM
-        left_an_error = "timestamp" in failure.error_file_data  # what record_worker_error writes
-        return stopped_by_launcher, left_an_error, failure.timestamp, rank
+        return stopped_by_launcher, _left_an_error(failure), failure.timestamp, rank
 
     return min(failures.items(), key=order)
+
+
+def _left_an_error(failure: ProcessFailure) -> bool:
+    return "timestamp" in failure.error_file_data  # what record_worker_error writes
 
 
 def record_worker_error(exc: BaseException) -> None:

@@ -34,6 +34,7 @@ from sqltune.train.distributed import (
     save_sharded,
     sharded_reader,
 )
+from sqltune.train.lock import checkpoint_lock
 from sqltune.train.plot import write_loss_curve
 from sqltune.uri import is_s3, join, localize, upload_dir
 
@@ -64,10 +65,26 @@ def train(
     the artifact. With `config.method` grpo, `init_adapter` (the SFT adapter) is trained further by GRPO,
     rewarded by running its SQL against the databases under `db_dir` (`sqltune.train.grpo`). Returns the
     metrics also written to `train_metrics.json`.
+
+    The run holds `checkpoint_dir` while it trains (`lock.checkpoint_lock`): a second run on it is refused.
+    Launched workers leave that to their launcher (`launch.train_here`), which holds it for the run.
     """
-    import torch
+    from sqltune.train.launch import is_worker
 
     config = config or TrainConfig()
+    inputs = dict(init_adapter=init_adapter, db_dir=db_dir, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url,
+                  overwrite=overwrite)  # fmt: skip
+    with nullcontext() if is_worker() else checkpoint_lock(checkpoint_dir, endpoint_url):
+        return _train(data, base_model, out, config, **inputs)
+
+
+def _train(
+    data: str | os.PathLike[str], base_model: str, out: str | os.PathLike[str], config: TrainConfig, *,
+    checkpoint_dir: str | None, endpoint_url: str | None, overwrite: bool, init_adapter: str | None,
+    db_dir: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    import torch
+
     if config.method == "grpo":
         from sqltune.train.grpo import train_grpo
 
