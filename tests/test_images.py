@@ -10,6 +10,7 @@ import pytest
 from sqltune import __version__
 from sqltune.errors import SqltuneError
 from sqltune.images import RECIPES, STEPS, all_images, image_for
+from sqltune.pipeline import PIPELINE_FILE
 
 
 def test_defaults_use_registry_and_version() -> None:
@@ -35,7 +36,7 @@ def test_reads_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_bad_step_and_tag_are_clear_errors() -> None:
-    with pytest.raises(SqltuneError, match="valid steps: preprocess, train"):
+    with pytest.raises(SqltuneError, match="valid components: preprocess, placement, train"):
         image_for("deploy", {})
     with pytest.raises(SqltuneError, match="SQLTUNE_IMAGE_TAG"):
         image_for("train", {"SQLTUNE_IMAGE_TAG": "bad tag"})
@@ -43,6 +44,6 @@ def test_bad_step_and_tag_are_clear_errors() -> None:
 
 def test_compiled_pipeline_uses_the_default_images_we_build() -> None:
     repo = Path(__file__).resolve().parents[1]
-    used = set(re.findall(r"^ +image: (\S+)$", (repo / "pipelines" / "text2sql.yaml").read_text(), flags=re.M))
+    used = set(re.findall(r"^ +image: (\S+)$", PIPELINE_FILE.read_text(), flags=re.M))
     assert used == set(all_images(env={}).values()), "every step runs an image that `make images` builds"
     assert all((repo / RECIPES[step].dockerfile).is_file() for step in STEPS)

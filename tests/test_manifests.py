@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from sqltune.images import image_for
-from sqltune.pipeline import MANIFEST_FILE
+from sqltune.pipeline import MANIFEST_FILE, PIPELINE_FILE
 from sqltune.pipeline.compile import version_name, write_pipeline_manifests
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_role_is_least_privilege_and_bound_to_the_runner() -> None:
 
 
 def test_secret_template_has_placeholders_the_pipeline_reads() -> None:
-    compiled = list(yaml.safe_load_all((REPO / "pipelines" / "text2sql.yaml").read_text()))
+    compiled = list(yaml.safe_load_all((PIPELINE_FILE).read_text()))
     params = compiled[0]["root"]["inputDefinitions"]["parameters"]
     read_keys = set(re.findall(r"secretKey: (\w+)", yaml.safe_dump(compiled[1])))
     secrets = {doc["metadata"]["name"]: doc for _, doc in _documents(TEMPLATES) if doc["kind"] == "Secret"}
@@ -123,7 +123,8 @@ def test_secret_template_has_placeholders_the_pipeline_reads() -> None:
 @pytest.fixture(scope="module")
 def fresh_pipeline_manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_pipeline_manifests(
-        tmp_path_factory.mktemp("manifests") / "text2sql.yaml", compiled=REPO / "pipelines" / "text2sql.yaml"
+        tmp_path_factory.mktemp("manifests") / "text2sql.yaml",
+        compiled=PIPELINE_FILE,
     )
 
 
@@ -133,7 +134,7 @@ def test_pipeline_manifests_are_in_sync_with_the_pipeline(fresh_pipeline_manifes
 
 
 def test_pipeline_version_carries_the_compiled_pipeline() -> None:
-    compiled_file = REPO / "pipelines" / "text2sql.yaml"
+    compiled_file = PIPELINE_FILE
     compiled = list(yaml.safe_load_all(compiled_file.read_text()))
     pipeline, version = yaml.safe_load_all((REPO / MANIFEST_FILE).read_text())
     assert (pipeline["kind"], version["kind"]) == ("Pipeline", "PipelineVersion")

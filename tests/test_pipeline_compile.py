@@ -10,11 +10,12 @@ from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from sqltune.pipeline import PIPELINE_FILE
 from sqltune.pipeline.compile import compile_pipeline
 from sqltune.pipeline.params import load_params, load_pipeline_spec, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKED_IN = REPO / "pipelines" / "text2sql.yaml"
+CHECKED_IN = PIPELINE_FILE
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_checked_in_yaml_is_byte_identical_to_a_fresh_compile(tmp_path, monkeypa
     for var in ("SQLTUNE_IMAGE_REGISTRY", "SQLTUNE_IMAGE_TAG", "SQLTUNE_IMAGE_TRAIN"):
         monkeypatch.delenv(var, raising=False)
     fresh = compile_pipeline(tmp_path / "fresh.yaml")
-    assert fresh.read_bytes() == CHECKED_IN.read_bytes(), "pipelines/text2sql.yaml is stale: run `make compile`"
+    assert fresh.read_bytes() == CHECKED_IN.read_bytes(), f"{CHECKED_IN} is stale: run `make compile`"
 
 
 def test_pipeline_spec_parses_with_kfp_protos(documents):

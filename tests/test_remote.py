@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 
 from sqltune.cli import app
 from sqltune.errors import SqltuneError
+from sqltune.pipeline import PIPELINE_FILE
 from sqltune.pipeline.remote import Connection, submit_run
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT2SQL = REPO / "pipelines" / "text2sql.yaml"
+TEXT2SQL = PIPELINE_FILE
 API = "/apis/v2beta1"
 KUBE_PROXY = re.compile(r"/api/v1/namespaces/(?P<namespace>[^/]+)/services/ml-pipeline:http/proxy")
 pytestmark = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")

@@ -9,22 +9,22 @@ import inspect
 import pytest
 import typer
 from kfp.dsl.types.type_annotations import is_Input_Output_artifact_annotation
+from sqltune.components.evaluate import evaluate as evaluate_component
+from sqltune.components.predict import predict as predict_component
+from sqltune.components.preprocess import preprocess as preprocess_component
+from sqltune.components.publish import publish as publish_component
+from sqltune.components.train import train as train_component
+from sqltune.pipelines.text2sql.pipeline import PIPELINE_DEFAULTS, text2sql
 from typer.main import get_command
 
 from sqltune.cli import app
 from sqltune.errors import SqltuneError
-from sqltune.evaluate.component import evaluate as evaluate_component
 from sqltune.evaluate.config import EvaluateConfig
 from sqltune.pipeline import QUALIFIED
-from sqltune.pipeline.definition import PIPELINE_DEFAULTS, text2sql
-from sqltune.predict.component import predict as predict_component
 from sqltune.predict.config import PredictConfig
-from sqltune.preprocess.component import preprocess as preprocess_component
 from sqltune.preprocess.config import PreprocessConfig
-from sqltune.publish.component import publish as publish_component
 from sqltune.publish.config import PublishConfig
 from sqltune.settings import FIXED, OPTIONS, PARAM, build_config, config_command, setting
-from sqltune.train.component import train as train_component
 from sqltune.train.config import TrainConfig
 
 STEPS = {

@@ -1,4 +1,6 @@
-"""The one place that names the component images the pipeline runs, and says what each one holds.
+"""The one place that names the component images the pipeline runs and says what each one holds, read from the
+components' `metadata.yaml` (`image`: its name, and for a component with an image of its own, the Dockerfile and
+the sqltune extras it installs).
 
 Components take `base_image=image_for("<step>")` at compile time, `make images` builds and tags the same
 names, and the checked-in pipeline YAML is compiled with the defaults (no environment overrides), so it is
@@ -15,14 +17,18 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import yaml
 
 from sqltune import __version__
 from sqltune.errors import SqltuneError
 
-STEPS: tuple[str, ...] = ("preprocess", "train", "predict", "evaluate", "publish")
 DEFAULT_REGISTRY = "ghcr.io/sqltune"
 # A docker tag: https://docs.docker.com/reference/cli/docker/image/tag/ ('+' of a local version is not allowed).
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+COMPONENTS: tuple[str, ...] = ("preprocess", "placement", "train", "predict", "evaluate", "publish")
 
 
 @dataclass(frozen=True)
@@ -42,17 +48,29 @@ class Recipe:
         return self.build_args["EXTRAS"].split(",")
 
 
-_CPU = ("images/cpu/Dockerfile", "PYTHON_IMAGE")
-_CUDA = ("images/cuda/Dockerfile", "CUDA_IMAGE")
-# What each image holds: only its step's extras (no torch in the CPU images; vLLM, which pins the CUDA
-# torch exactly, only in predict), and kfp for the executor that runs the component.
-RECIPES: dict[str, Recipe] = {
-    "preprocess": Recipe(*_CPU, {"EXTRAS": "preprocess,kfp"}),
-    "train": Recipe(*_CUDA, {"EXTRAS": "train,kfp,trainer"}),
-    "predict": Recipe(*_CUDA, {"EXTRAS": "predict,vllm,kfp", "VLLM_VERSION": "0.33.0"}),
-    "evaluate": Recipe(*_CPU, {"EXTRAS": "evaluate,kfp"}),
-    "publish": Recipe(*_CPU, {"EXTRAS": "publish,kfp"}),
-}
+def metadata(component: str) -> dict[str, Any]:
+    """A component's `components/<name>/metadata.yaml`: its description, image and dependencies."""
+    if component not in COMPONENTS:
+        raise SqltuneError(f"unknown component {component!r}; valid components: {', '.join(COMPONENTS)}")
+    return yaml.safe_load((files("sqltune.components") / component / "metadata.yaml").read_text(encoding="utf-8"))
+
+
+def _recipes() -> dict[str, Recipe]:
+    """What each image holds, from the metadata of the components that have an image of their own: only their
+    step's extras (no torch in the CPU images; vLLM, which pins the CUDA torch exactly, only in predict), and kfp
+    for the executor that runs the component."""
+    recipes = {}
+    for component in COMPONENTS:
+        image = metadata(component)["image"]
+        if "dockerfile" in image:
+            extra_args = {key: str(value) for key, value in image.get("build_args", {}).items()}
+            build_args = {"EXTRAS": ",".join(image["extras"]), **extra_args}
+            recipes[component] = Recipe(image["dockerfile"], image["base_arg"], build_args)
+    return recipes
+
+
+RECIPES: dict[str, Recipe] = _recipes()
+STEPS: tuple[str, ...] = tuple(RECIPES)  # the components with an image of their own, in pipeline order
 
 
 def default_tag() -> str:
@@ -60,18 +78,16 @@ def default_tag() -> str:
     return __version__.replace("+", "-")
 
 
-def image_name(step: str) -> str:
-    """The repository name of a step's image, e.g. `sqltune-train`."""
-    if step not in STEPS:
-        raise SqltuneError(f"unknown pipeline step {step!r}; valid steps: {', '.join(STEPS)}")
-    return f"sqltune-{step}"
+def image_name(component: str) -> str:
+    """The repository name of the image a component runs in, e.g. `sqltune-train` (placement: `sqltune-preprocess`)."""
+    return metadata(component)["image"]["name"]
 
 
 def image_for(step: str, env: Mapping[str, str] | None = None) -> str:
-    """The full image reference for a step: `<registry>/sqltune-<step>:<tag>`, or its per-step override."""
+    """The full image reference for a component: `<registry>/sqltune-<step>:<tag>`, or its image's override."""
     env = os.environ if env is None else env
     name = image_name(step)
-    override = env.get(f"SQLTUNE_IMAGE_{step.upper()}")
+    override = env.get(f"SQLTUNE_IMAGE_{name.removeprefix('sqltune-').upper()}")
     if override:
         return override
     registry = (env.get("SQLTUNE_IMAGE_REGISTRY") or DEFAULT_REGISTRY).rstrip("/")

@@ -1,7 +1,7 @@
 """`make image-test`: build the component images and run each step inside its own image, as the KFP launcher does.
 
 For every selected step: the component's command and arguments from the compiled pipeline
-(`pipelines/text2sql.yaml`), an executor input whose artifact URIs are `minio://...` (the executor maps them to
+(`pipelines/text2sql/text2sql.yaml`), an executor input whose artifact URIs are `minio://...` (the executor maps them to
 `/minio/...`, mounted writable from a host folder), the image's own non-root user, a read-only root
 filesystem with a tmpfs /tmp, and no network except for publish, which reaches the SeaweedFS S3 server
 (`sqltune.locals3`) on the host. Steps upstream of a selected one that are not selected run the same command
@@ -48,8 +48,9 @@ from sqltune.imagebuild import (
 )
 from sqltune.images import RECIPES, STEPS, image_for
 from sqltune.imagetest_trainjob import check_trainjob_follow
+from sqltune.pipeline import PIPELINE_FILE
 
-PIPELINE = REPO / "pipelines" / "text2sql.yaml"
+PIPELINE = PIPELINE_FILE
 RUN_PREFIX = "mlpipeline/v2/artifacts/sqltune-image-test"  # the launcher's layout: <root>/<pipeline run>/<task>
 CONTAINER_OUTPUTS = "/tmp/kfp_outputs"  # where the launcher has the executor write its output
 BUCKET = "sqltune-image-test"

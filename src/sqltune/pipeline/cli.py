@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from sqltune.pipeline import DEMO_PARAMS, MANIFEST_FILE, PIPELINE_FILE
+from sqltune.pipeline import COMPONENTS_DIR, DEMO_PARAMS, MANIFEST_FILE, PIPELINE_FILE
 from sqltune.pipeline.remote import DEFAULT_EXPERIMENT, Connection
 from sqltune.settings import config_command
 
@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 
 
 def compile(out: Path = typer.Option(PIPELINE_FILE, help="Output YAML.")) -> None:
-    """Compile the pipeline to its checked-in YAML."""
+    """Compile the pipeline to its checked-in YAML, and write each component's README.md from its code."""
     from sqltune.pipeline.compile import compile_pipeline
+    from sqltune.pipeline.readme import write_readmes
 
     typer.echo(compile_pipeline(out))
+    for readme in write_readmes(COMPONENTS_DIR):
+        typer.echo(readme)
 
 
 def manifests(

@@ -1,6 +1,6 @@
 """Compile the pipeline, byte-identical on every compile: the checked-in YAML and its GitOps manifests.
 
-Both outputs come from one in-process compile of `sqltune.pipeline.definition` with the pinned KFP SDK.
+Both outputs come from one in-process compile of `sqltune.pipelines.text2sql.pipeline` with the pinned KFP SDK.
 The SDK is deterministic except in one place: the comment header lists dict/list parameter defaults in
 protobuf map order, which changes from process to process, so those are rewritten from the key-sorted body.
 The KFP `Pipeline` + `PipelineVersion` resources (`make manifests`) name the version after the sqltune
@@ -29,7 +29,7 @@ def _compile(out: Path, manifest_options: object | None = None) -> Path:
     """Compile the pipeline to `out` (atomically); with `manifest_options`, as KFP Kubernetes resources."""
     from kfp import compiler
 
-    from sqltune.pipeline.definition import text2sql
+    from sqltune.pipelines.text2sql.pipeline import text2sql
 
     with tempfile.TemporaryDirectory(prefix="sqltune-compile-") as scratch:
         compiled = Path(scratch) / out.name

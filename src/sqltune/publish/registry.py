@@ -34,10 +34,9 @@ from sqltune.publish.store import (
     list_keys,
     load_version_manifest,
     pointer_problem,
-    put_json,
     read_version_manifest,
-    s3_errors,
 )
+from sqltune.s3 import put_json, s3_errors
 from sqltune.uri import path_inside, s3_client
 
 log = get_logger(__name__)

@@ -31,14 +31,13 @@ from sqltune.publish.store import (
     PART_SIZE,
     abort_stale_uploads,
     check_name,
-    describe,
     expected_checksum,
     get_json,
     list_keys,
     object_matches,
-    put_bytes,
     upload_file,
 )
+from sqltune.s3 import describe, put_bytes
 
 log = get_logger(__name__)
 

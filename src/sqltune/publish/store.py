@@ -1,5 +1,5 @@
-"""S3 operations publish and the model registry share: the key layout, verified uploads, conditional JSON writes
-and one translation of S3 failures into clear errors.
+"""S3 operations publish and the model registry share: the key layout, verified uploads and reading the registry's
+JSON objects (conditional writes and the translation of S3 failures into clear errors are `sqltune.s3`'s).
 
 Layout under `s3://BUCKET/PREFIX/<model>/`: `<version>/...` (a version is complete once its `manifest.json`
 exists; the manifest is always written last) and `channels/<channel>.json` pointers with one history object
@@ -13,12 +13,10 @@ downloaded and hashed instead.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 from sqltune.artifacts import MANIFEST
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
+from sqltune.s3 import NOT_FOUND, b64, describe, error_code
 
 log = get_logger(__name__)
 
@@ -33,7 +32,6 @@ CHANNELS = "channels"
 MULTIPART_THRESHOLD = 64 << 20
 PART_SIZE = 16 << 20  # S3 allows 5 MiB..5 GiB per part and at most 10,000 parts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "InvalidToken"}
 
 
 class CorruptObject(SqltuneError):
@@ -85,44 +83,6 @@ class Location:
         return self.key(CHANNELS, check_name(channel, "channel"), "history") + "/"
 
 
-def error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
-def describe(exc: BaseException, bucket: str, endpoint_url: str | None) -> str:
-    """A one-line reason for an S3 failure; never includes credentials."""
-    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
-
-    where = f"bucket {bucket!r} at {endpoint_url or 'the AWS endpoint'}"
-    code = error_code(exc)
-    if isinstance(exc, NoCredentialsError):
-        return "no S3 credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or an IAM role)"
-    if code in _AUTH_CODES:
-        return f"access denied to {where} ({code}): check the S3 credentials and their permissions"
-    if code in {"NoSuchBucket", "404"}:
-        return f"{where} does not exist"
-    if isinstance(exc, EndpointConnectionError) or "Could not connect" in str(exc):
-        return f"cannot reach the S3 endpoint {endpoint_url or '(AWS default)'}"
-    return f"S3 request on {where} failed: {code or type(exc).__name__}: {_message(exc)}"
-
-
-def _message(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Message") or exc)
-
-
-@contextmanager
-def s3_errors(bucket: str, endpoint_url: str | None, doing: str) -> Iterator[None]:
-    """Turn boto3 failures inside the block into one clear SqltuneError."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except (BotoCoreError, ClientError) as exc:
-        raise SqltuneError(f"{doing} failed: {describe(exc, bucket, endpoint_url)}") from None
-
-
 def check_bucket(client: Any, bucket: str) -> None:
     """Fail early, before anything is written, when the bucket is missing or the credentials are wrong."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -131,10 +91,6 @@ def check_bucket(client: Any, bucket: str) -> None:
         client.head_bucket(Bucket=bucket)
     except (BotoCoreError, ClientError) as exc:
         raise SqltuneError(describe(exc, bucket, client.meta.endpoint_url)) from None
-
-
-def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
 
 
 def _parts(path: Path, part_size: int) -> Iterator[bytes]:
@@ -146,9 +102,9 @@ def _parts(path: Path, part_size: int) -> Iterator[bytes]:
 def expected_checksum(path: Path, size: int, sha256_hex: str, multipart_threshold: int, part_size: int) -> str:
     """The ChecksumSHA256 S3 reports for `path` uploaded by `upload_file` (without the "-N" part-count suffix)."""
     if size <= multipart_threshold:
-        return _b64(bytes.fromhex(sha256_hex))
+        return b64(bytes.fromhex(sha256_hex))
     digests = b"".join(hashlib.sha256(chunk).digest() for chunk in _parts(path, part_size))
-    return _b64(hashlib.sha256(digests).digest())
+    return b64(hashlib.sha256(digests).digest())
 
 
 def head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
@@ -158,7 +114,7 @@ def head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
     try:
         return client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     except ClientError as exc:
-        if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+        if error_code(exc) in NOT_FOUND:
             return None
         raise
 
@@ -185,7 +141,7 @@ def upload_file(
     if path.stat().st_size <= multipart_threshold:
         with open(path, "rb") as body:
             client.put_object(
-                Bucket=bucket, Key=key, Body=body, ChecksumSHA256=_b64(bytes.fromhex(sha256_hex)), Metadata=metadata
+                Bucket=bucket, Key=key, Body=body, ChecksumSHA256=b64(bytes.fromhex(sha256_hex)), Metadata=metadata
             )
         return
     upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", Metadata=metadata)[
@@ -194,7 +150,7 @@ def upload_file(
     try:
         parts = []
         for number, chunk in enumerate(_parts(path, part_size), 1):
-            checksum = _b64(hashlib.sha256(chunk).digest())
+            checksum = b64(hashlib.sha256(chunk).digest())
             reply = client.upload_part(
                 Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, ChecksumSHA256=checksum
             )
@@ -236,7 +192,7 @@ def get_json(
     try:
         reply = client.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+        if error_code(exc) in NOT_FOUND:
             return None
         raise
     try:
@@ -247,36 +203,6 @@ def get_json(
     if reason:
         raise CorruptObject(f"s3://{bucket}/{key}", reason, reply["ETag"])
     return obj, reply["ETag"]
-
-
-def put_json(client: Any, bucket: str, key: str, obj: Any, *, if_match: str | None = None) -> str | None:
-    """Write JSON only if the object is absent (`if_match=None`) or still has ETag `if_match`.
-
-    Returns the ETag of what was written (for the next `if_match`), or None when the condition failed: someone
-    else wrote it first.
-    """
-    return put_bytes(client, bucket, key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), if_match)
-
-
-def put_bytes(client: Any, bucket: str, key: str, body: bytes, if_match: str | None = None) -> str | None:
-    """A conditional write (see `put_json`) the server checks against our SHA256."""
-    from botocore.exceptions import ClientError
-
-    condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
-    try:
-        reply = client.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=body,
-            ContentType="application/json",
-            ChecksumSHA256=_b64(hashlib.sha256(body).digest()),
-            **condition,
-        )
-    except ClientError as exc:
-        if error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
-            return None
-        raise
-    return reply["ETag"]
 
 
 def list_keys(client: Any, bucket: str, prefix: str) -> list[str]:

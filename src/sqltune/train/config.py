@@ -3,7 +3,7 @@
 The CLI options of `sqltune train` are generated from this class, the train component and the pipeline
 take the same names (a test checks), and the accuracy benchmark's variants are overrides of it. The
 defaults suit LoRA/QLoRA on a 0.1-8B model on one device; the pipeline's own defaults (QLoRA, batch 8 on a
-GPU node) are listed with their reasons in `sqltune.pipeline.definition.PIPELINE_DEFAULTS`.
+GPU node) are listed with their reasons in `pipelines/text2sql/pipeline.py` (PIPELINE_DEFAULTS).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from typing import Any
 
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
+from sqltune.s3 import NOT_FOUND, PRECONDITION_FAILED, error_code, put_json, s3_errors
 from sqltune.uri import is_s3, join, s3_client, split_s3
 
 log = get_logger(__name__)
@@ -127,8 +128,6 @@ class _Lease:
         return {"owner": self.owner, **self.holder, "ttl_s": self.ttl_s}
 
     def acquire(self) -> None:
-        from sqltune.publish.store import put_json, s3_errors
-
         with s3_errors(self.bucket, self.endpoint_url, f"taking the lease {self.uri} of the checkpoint directory"):
             for _ in range(5):  # each retry means another run wrote or removed the lease meanwhile
                 self.etag = put_json(self.client, self.bucket, self.key, self._body())
@@ -158,12 +157,10 @@ class _Lease:
 
     def _read(self) -> tuple[Any, str, datetime, datetime] | None:
         """(the lease, its ETag, when it expires, the server's time now), or None when there is none."""
-        from sqltune.publish.store import error_code
-
         try:
             reply = self.client.get_object(Bucket=self.bucket, Key=self.key)
         except Exception as exc:
-            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+            if error_code(exc) in NOT_FOUND:
                 return None
             raise
         try:
@@ -176,8 +173,6 @@ class _Lease:
         return holder, reply["ETag"], reply["LastModified"] + timedelta(seconds=ttl), now
 
     def _renew(self) -> None:
-        from sqltune.publish.store import put_json
-
         while not self._stop.wait(self.ttl_s / 4):
             try:
                 etag = put_json(self.client, self.bucket, self.key, self._body(), if_match=self.etag)
@@ -194,15 +189,13 @@ class _Lease:
 
     def release(self) -> None:
         """Stop renewing and delete the lease if it is still ours; never fails the run (it expires anyway)."""
-        from sqltune.publish.store import error_code
-
         self._stop.set()
         if self._heartbeat.is_alive():
             self._heartbeat.join()
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
         except Exception as exc:
-            if error_code(exc) in {"PreconditionFailed", "412"}:
+            if error_code(exc) in PRECONDITION_FAILED:
                 return  # another run holds it now (see _renew)
             log.warning("could not remove the lease %s (%s); it expires %ss after its last renewal", self.uri, exc,
                         self.ttl_s)  # fmt: skip

@@ -19,7 +19,18 @@ def publish(
     publish_options: dict,
     run_id: str,
 ) -> str:
-    """Publish a verified adapter version; returns its s3:// URI. Credentials come from the environment."""
+    """Publish a verified adapter version; returns its s3:// URI. Credentials come from the environment.
+
+    Args:
+        adapter: The adapter from train.
+        evaluation: Its evaluation (the EX that decides promotion).
+        endpoint_url: The S3 endpoint ('': AWS).
+        promote_channel: The channel to promote the version to when it beats the current one ('': do not promote).
+        run_id: The pipeline run's id: the version is named run-<id>, so a retry publishes the same version.
+
+    Returns:
+        The published version's s3:// URI.
+    """
     from pathlib import Path
 
     from sqltune.publish import publish as run_publish

@@ -60,6 +60,27 @@ def train(
     `sft_adapter`; `adapter`, what predict and publish take, is the GRPO stage's continuation of it (rl_steps
     steps at rl_learning_rate, rewarded on the training questions' databases, read from `source_uri` as
     preprocess reads the `dataset`), or a copy of it when rl_steps is 0.
+
+    Args:
+        train_data: The training records from preprocess.
+        base_model: The model to fine-tune: a local folder, hf://org/name[@revision], an s3:// prefix, or a built-in.
+        rl_steps: Steps of the GRPO stage after SFT (0: no GRPO stage).
+        rl_learning_rate: Peak learning rate of the GRPO stage.
+        checkpoint_uri: Where checkpoints go (run_id below it); a retried or rerun step resumes from them ('': none).
+        run_id: The pipeline run's id: the checkpoints' folder, so a retry of the same run resumes.
+        trainer_runtime: The Kubeflow Trainer runtime a multi-node TrainJob runs on.
+        gpu_type: The GPU resource a TrainJob's nodes request (nvidia.com/gpu).
+        gpu_node_selector: Node labels a TrainJob's nodes must have.
+        gpu_tolerations: Taints a TrainJob's nodes tolerate.
+        s3_secret_name: The Secret with the S3 credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+        hf_token_secret_name: The Secret with a Hugging Face token (HF_TOKEN), for gated base models.
+        endpoint_url: The S3 endpoint ('': AWS).
+        dataset: The source's layout, for the GRPO stage's databases.
+        source_uri: The raw dataset, for the GRPO stage's databases (the training questions').
+        adapter: The adapter predict and publish take: the GRPO stage's, else the SFT adapter.
+        sft_adapter: The SFT stage's adapter.
+        metrics: Loss, throughput, steps, trainable parameters (and the GRPO stage's reward).
+        loss_curve: The loss (and reward) curves.
     """
     import shutil
     from pathlib import Path

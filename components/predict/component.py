@@ -25,6 +25,13 @@ def predict(
     several candidates, each runs against the eval split's `databases` and the one most agree with is chosen.
 
     Each parameter is the PredictConfig setting of the same name; `predict_options` sets the rarely changed ones.
+
+    Args:
+        eval_data: The dev records from preprocess.
+        databases: The dev split's databases, where candidates run.
+        base_model: The base model the adapter was trained on (or the one to score alone).
+        predictions: predictions.jsonl (one SQL per record, with candidates when there are several) and metrics.
+        adapter: The fine-tuned adapter; without one the base model predicts alone.
     """
     from pathlib import Path
 

@@ -18,7 +18,16 @@ def preprocess(
     eval_data: Output[Dataset],
     databases: Output[Dataset],
 ):
-    """Build instruction records for the train and dev splits, and the databases the dev split needs."""
+    """Build instruction records for the train and dev splits, and the databases the dev split needs.
+
+    Args:
+        source_uri: The raw dataset in its own layout (Spider, BIRD, CoSQL or SParC): a local folder or s3:// prefix.
+        train_limit: Only the first N training questions (0: every question).
+        eval_limit: Only the first N dev questions (0: every question).
+        train_data: The training split's records.jsonl (question, gold SQL, schema text, prompt) and manifest.
+        eval_data: The dev split's records.jsonl and manifest.
+        databases: The dev split's SQLite databases (database/<db_id>/*.sqlite) and tables.json.
+    """
     from sqltune.preprocess import preprocess as run_preprocess
     from sqltune.preprocess.config import split_configs
 

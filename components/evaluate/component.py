@@ -21,6 +21,18 @@ def evaluate(
     """Score the predictions against the gold SQL; returns overall EX for the publish gate.
 
     `dataset` is the EvaluateConfig setting of that name; `evaluate_options` sets the others.
+
+    Args:
+        eval_data: The dev records (gold SQL and hardness) from preprocess.
+        predictions: The predictions to score.
+        databases: The dev split's databases and tables.json.
+        evaluation: metrics.json, results.jsonl (a verdict per question) and the reports.
+        metrics: EX and EM per hardness level, for the Kubeflow UI.
+        report: The report in Markdown.
+        report_html: The report in HTML.
+
+    Returns:
+        EX over all questions (0 to 1), for the publish gate.
     """
     import shutil
     from pathlib import Path

@@ -7,19 +7,17 @@ retries and timeouts are Kubernetes platform settings (kfp-kubernetes): ignored 
 the KFP backend on a cluster.
 """
 
-from typing import NamedTuple
-
 from kfp import dsl, kubernetes
 from kfp.dsl.pipeline_channel import PipelineChannel
+from sqltune.components.evaluate import evaluate
+from sqltune.components.placement import placement
+from sqltune.components.predict import predict
+from sqltune.components.preprocess import preprocess
+from sqltune.components.publish import publish
+from sqltune.components.train import train
 
-from sqltune.evaluate.component import evaluate
-from sqltune.images import image_for
 from sqltune.pipeline import PIPELINE_NAME
-from sqltune.predict.component import predict
-from sqltune.preprocess.component import preprocess
 from sqltune.preprocess.schema_text import DEFAULT_STYLE
-from sqltune.publish.component import publish
-from sqltune.train.component import train
 from sqltune.train.trainjob import DEFAULT_RUNTIME, GPU_NODE_SELECTOR, GPU_TOLERATIONS
 
 HOUR = 3600
@@ -96,25 +94,6 @@ def _on_gpu(
     _wait_for_producers(task, gpu_type, gpu_count)
     kubernetes.add_node_selector_json(task, node_selector)
     kubernetes.add_toleration_json(task, tolerations)
-
-
-# The preprocess image: the smallest that has sqltune, and pulled for the first step anyway.
-@dsl.component(base_image=image_for("preprocess"), install_kfp_package=False)
-def placement(
-    gpu_count: int, num_nodes: int, rl_steps: int, gpu_node_selector: dict, gpu_tolerations: list
-) -> NamedTuple(
-    "Placement",
-    train_gpus=str,
-    train_cpu=str,
-    train_memory=str,
-    train_node_selector=dict,
-    train_tolerations=list,
-    predict_gpus=str,
-):
-    """Resources and node placement of the train and predict pods (see sqltune.pipeline.placement)."""
-    from sqltune.pipeline.placement import place
-
-    return place(gpu_count, num_nodes, rl_steps, gpu_node_selector, gpu_tolerations)
 
 
 @dsl.pipeline(

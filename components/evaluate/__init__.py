@@ -1,0 +1,3 @@
+from sqltune.components.evaluate.component import evaluate
+
+__all__ = ["evaluate"]

@@ -1,0 +1,3 @@
+from sqltune.components.placement.component import placement
+
+__all__ = ["placement"]

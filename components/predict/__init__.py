@@ -1,0 +1,3 @@
+from sqltune.components.predict.component import predict
+
+__all__ = ["predict"]

@@ -1,0 +1,3 @@
+from sqltune.components.preprocess.component import preprocess
+
+__all__ = ["preprocess"]

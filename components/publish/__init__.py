@@ -1,0 +1,3 @@
+from sqltune.components.publish.component import publish
+
+__all__ = ["publish"]

@@ -1,0 +1,3 @@
+from sqltune.components.train.component import train
+
+__all__ = ["train"]
