@@ -330,20 +330,22 @@ def test_no_secret_in_logs_outputs_errors_or_published_objects(
     results = []
     for args in (
         ["publish", "--adapter", str(adapter), "--eval", str(evaluation), *common, "--promote", "production"],
-        ["models", "list", *common],
-        ["models", "show", "--channel", "production", *common],
-        ["models", "pull", "--channel", "production", "--dest", str(tmp_path / "pulled"), *common],
-        ["models", "history", "--channel", "production", *common],
+        ["registry", "list", *common],
+        ["registry", "show", "--channel", "production", *common],
+        ["registry", "pull", "--channel", "production", "--dest", str(tmp_path / "pulled"), *common],
+        ["registry", "history", "--channel", "production", *common],
+        ["models", "list", *common],  # the registry's old name, still working until 0.3
     ):
         results.append(runner.invoke(app, args))
         assert results[-1].exit_code == 0, (args, results[-1].output, results[-1].exception)
     assert results[0].stdout.strip().startswith(f"s3://{bucket}/p/m/sha-"), "publish prints the version URI"
     assert "promoted to production" in results[0].stderr
+    assert results[-1].stdout == results[1].stdout and "Use `sqltune registry`" in results[-1].stderr
     outputs = [result.output for result in results]
 
     wrong = {**os.environ, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key[::-1]}
     failed = subprocess.run(
-        [sys.executable, "-c", "from sqltune.cli import main; main()", "models", "list", *common],
+        [sys.executable, "-c", "from sqltune.cli import main; main()", "registry", "list", *common],
         env=wrong,
         capture_output=True,
         text=True,

@@ -52,7 +52,10 @@ app.command()(train_cli.train)
 app.command(name="evaluate")(evaluate_cli.evaluate_command)
 
 app.command()(publish_cli.publish)
-app.add_typer(publish_cli.models_app, name="models")
+app.add_typer(publish_cli.registry_app, name="registry")
+# `sqltune models` was the registry's first name (sqltune.models is the base models): kept until 0.3, with a warning.
+RENAMED = "Use `sqltune registry`: the same commands (this name goes in 0.3)."
+app.add_typer(publish_cli.registry_app, name="models", hidden=True, deprecated=RENAMED)  # type: ignore[arg-type]
 
 app.command(name="compile")(pipeline_cli.compile)
 app.command()(pipeline_cli.manifests)

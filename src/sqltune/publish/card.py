@@ -74,7 +74,7 @@ Pipeline run: `{lineage.get("pipeline_run_id") or "(none)"}`. Every file's sha25
 
 ## Use
 
-Download and verify it with `sqltune models pull ... --dest ./{model_name}`, then with PEFT:
+Download and verify it with `sqltune registry pull ... --dest ./{model_name}`, then with PEFT:
 
 ```python
 from peft import PeftModel

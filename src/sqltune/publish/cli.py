@@ -1,4 +1,4 @@
-"""`sqltune publish` and `sqltune models list|show|promote|rollback|pull|history`."""
+"""`sqltune publish` and `sqltune registry list|show|promote|rollback|pull|history` (the published adapter versions)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqltune.artifacts import OVERWRITE_HELP
 from sqltune.publish.config import ModelLocation, PublishConfig
 from sqltune.settings import config_command
 
-models_app = typer.Typer(
+registry_app = typer.Typer(
     help="Published adapter versions on S3: list, show, pull, promote, roll back.", no_args_is_help=True
 )
 
@@ -46,7 +46,7 @@ def publish(
     typer.echo(result.uri)
 
 
-@models_app.command("list")
+@registry_app.command("list")
 @config_command(ModelLocation, name="location")
 def list_versions(endpoint_url: str = _ENDPOINT, *, location: ModelLocation) -> None:
     """Versions of a model, oldest first, with EX (all) and channels; incomplete and corrupt ones are marked."""
@@ -59,11 +59,11 @@ def list_versions(endpoint_url: str = _ENDPOINT, *, location: ModelLocation) -> 
         channels = ",".join(info.channels) or "-"
         typer.echo(f"{info.version}\t{state}\tEX={ex}\tchannels={channels}\t{info.created_at or '-'}")
     for channel, reason in registry.corrupt_channels().items():
-        fix = "`models promote --force` or `models rollback --to` replaces it"
+        fix = "`registry promote --force` or `registry rollback --to` replaces it"
         typer.echo(f"warning: channel {channel}: {reason}; {fix}", err=True)
 
 
-@models_app.command()
+@registry_app.command()
 @config_command(ModelLocation, name="location")
 def show(
     version: str = typer.Option(None, "--version", help="Version to show."),
@@ -77,7 +77,7 @@ def show(
     typer.echo(json.dumps(registry.manifest(registry.resolve(version, channel)), indent=2, sort_keys=True))
 
 
-@models_app.command()
+@registry_app.command()
 @config_command(ModelLocation, name="location")
 def pull(
     dest: Path = typer.Option(..., "--dest", help="Local directory to create (an earlier pull there is replaced)."),
@@ -93,7 +93,7 @@ def pull(
     typer.echo(registry.pull(registry.resolve(version, channel), dest, overwrite=overwrite))
 
 
-@models_app.command()
+@registry_app.command()
 @config_command(ModelLocation, name="location")
 def promote(
     version: str = typer.Option(..., "--version", help="Version to promote."),
@@ -111,7 +111,7 @@ def promote(
         raise typer.Exit(1)
 
 
-@models_app.command()
+@registry_app.command()
 @config_command(ModelLocation, name="location")
 def rollback(
     channel: str = typer.Option(..., "--channel", help="Channel to move back."),
@@ -125,7 +125,7 @@ def rollback(
     typer.echo(json.dumps(asdict(result), indent=2))
 
 
-@models_app.command()
+@registry_app.command()
 @config_command(ModelLocation, name="location")
 def history(
     channel: str = typer.Option(..., "--channel", help="Channel whose moves to print."),

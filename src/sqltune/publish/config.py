@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class ModelLocation:
-    """Where a model's versions live: `s3://bucket/prefix/model_name/` (every `sqltune models` command)."""
+    """Where a model's versions live: `s3://bucket/prefix/model_name/` (every `sqltune registry` command)."""
 
     bucket: str = setting(..., "S3 bucket.")
     model_name: str = setting(..., "Model name (a key segment).")
