@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sqltune.artifacts import read_jsonl, verify_artifact
-from sqltune.errors import SqltuneError
-from sqltune.imagebuild import find_engine, parse_bases, parse_steps, podman_conf
-from sqltune.imagetest import (
+from imagebuild import find_engine, parse_bases, parse_steps, podman_conf
+from imagetest import (
     PARAMETERS,
     RUN_PREFIX,
     Workspace,
@@ -23,6 +21,8 @@ from sqltune.imagetest import (
     run_step,
     task_inputs,
 )
+from sqltune.artifacts import read_jsonl, verify_artifact
+from sqltune.errors import SqltuneError
 from sqltune.sample_data import write_sample_dataset
 
 

@@ -188,7 +188,7 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sqltune.imagebuild", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="images/tools/imagebuild.py", description=__doc__.split("\n")[0])
     add_build_options(parser)
     args = parser.parse_args(argv)
     try:

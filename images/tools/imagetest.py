@@ -10,7 +10,7 @@ verify against their manifests and its executor output must hold what the step r
 not contain torch. The run is tiny: the sample dataset, 2 training steps of tiny-random-llama, 4 prompts.
 The pipeline's helper tasks (placement) run in the image they use, and must return what the library decides.
 Then the train step's TrainJob follow logic runs through the Kubeflow SDK's container backend on the first
-selected image (`sqltune.imagetest_trainjob`).
+selected image (`trainjob_follow.py`).
 
 When a base image cannot be pulled (no registry reachable), a stand-in is made from the distribution's package
 mirror with debootstrap (root only) and passed through the Dockerfile's base-image build argument.
@@ -34,9 +34,7 @@ from typing import Any
 
 import yaml
 
-from sqltune.artifacts import sha256_file, verify_artifact
-from sqltune.errors import SqltuneError
-from sqltune.imagebuild import (
+from imagebuild import (
     REPO,
     Engine,
     add_build_options,
@@ -46,9 +44,11 @@ from sqltune.imagebuild import (
     parse_steps,
     size_table,
 )
+from sqltune.artifacts import sha256_file, verify_artifact
+from sqltune.errors import SqltuneError
 from sqltune.images import RECIPES, STEPS, image_for
-from sqltune.imagetest_trainjob import check_trainjob_follow
 from sqltune.pipeline import PIPELINE_FILE
+from trainjob_follow import check_trainjob_follow
 
 PIPELINE = PIPELINE_FILE
 RUN_PREFIX = "mlpipeline/v2/artifacts/sqltune-image-test"  # the launcher's layout: <root>/<pipeline run>/<task>
@@ -553,7 +553,7 @@ def image_test(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sqltune.imagetest", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="images/tools/imagetest.py", description=__doc__.split("\n")[0])
     add_build_options(parser)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (artifacts, logs) for a look")
     args = parser.parse_args(argv)
