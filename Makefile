@@ -40,19 +40,20 @@ bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
 # Component images (sqltune.images names them and says what each holds), with docker or podman, whichever runs.
-# STEPS="evaluate publish" picks images (default: all five). PYTHON_IMAGE / CUDA_IMAGE override a base image;
-# CA_BUNDLE (default: the bundle the host's pip trusts, PIP_CERT) reaches pip and apt inside the build as a
-# secret, never a layer. `image-test` also makes stand-in bases where the real ones cannot be pulled, then runs
-# each step inside its image as the KFP launcher does (python -m sqltune.imagetest --help).
+# The tooling that builds and tests them lives in images/tools/, outside the package and the images, and runs
+# as scripts. STEPS="evaluate publish" picks images (default: all five). PYTHON_IMAGE / CUDA_IMAGE override a base
+# image; CA_BUNDLE (default: the bundle the host's pip trusts, PIP_CERT) reaches pip and apt inside the build as
+# a secret, never a layer. `image-test` also makes stand-in bases where the real ones cannot be pulled, then runs
+# each step inside its image as the KFP launcher does (.venv/bin/python images/tools/imagetest.py --help).
 CA_BUNDLE ?= $(PIP_CERT)
 IMAGE_OPTIONS = --steps "$(STEPS)" $(if $(PYTHON_IMAGE),--base PYTHON_IMAGE=$(PYTHON_IMAGE)) \
 	$(if $(CUDA_IMAGE),--base CUDA_IMAGE=$(CUDA_IMAGE)) $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
 images: venv
-	$(BIN)/python -m sqltune.imagebuild $(IMAGE_OPTIONS)
+	$(BIN)/python images/tools/imagebuild.py $(IMAGE_OPTIONS)
 
 image-test: venv
-	$(BIN)/python -m sqltune.imagetest $(IMAGE_OPTIONS)
+	$(BIN)/python images/tools/imagetest.py $(IMAGE_OPTIONS)
 
 # The KFP Pipeline/PipelineVersion resources (GitOps) of the pipeline, after a fresh compile.
 manifests: compile

@@ -9,21 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from sqltune.artifacts import read_jsonl, verify_artifact
+from imagebuild import find_engine, parse_bases, parse_steps, podman_conf
+from imagetest import PARAMETERS
+from launcher_run import RUN_PREFIX, Workspace, component, executor_input, load_pipeline, run_step, task_inputs
+from sqltune.artifacts import read_jsonl, verify_artifact, write_manifest
 from sqltune.errors import SqltuneError
-from sqltune.imagebuild import find_engine, parse_bases, parse_steps, podman_conf
-from sqltune.imagetest import (
-    PARAMETERS,
-    RUN_PREFIX,
-    Workspace,
-    check_placement,
-    component,
-    executor_input,
-    load_pipeline,
-    run_step,
-    task_inputs,
-)
 from sqltune.sample_data import write_sample_dataset
+from step_checks import check_output, check_placement
 
 
 def test_wiring_follows_the_compiled_pipeline_into_the_publish_condition() -> None:
@@ -66,18 +58,37 @@ def test_the_placement_task_returns_its_decision_through_the_kfp_executor(tmp_pa
     """The helper task's NamedTuple of strings, dict and list comes back as KFP output parameters, as `place` says;
     the same check runs in the preprocess image under `make image-test`."""
     result = run_step(None, load_pipeline(), "placement", PARAMETERS["placement"], {}, Workspace(tmp_path), {})
-    assert check_placement(result) == "train_gpus 1, predict_gpus 4"
+    assert check_placement(result.executor_output, PARAMETERS["placement"]) == "train_gpus 1, predict_gpus 4"
     returned = result.executor_output["parameterValues"]
     assert returned["train_tolerations"] == PARAMETERS["placement"]["gpu_tolerations"]
     result.executor_output["parameterValues"]["train_gpus"] = "4"
     with pytest.raises(SqltuneError, match="placement returned"):
-        check_placement(result)
+        check_placement(result.executor_output, PARAMETERS["placement"])
 
 
 def test_a_failing_step_is_an_error_that_names_it(tmp_path: Path) -> None:
     parameters = {**PARAMETERS["preprocess"], "source_uri": str(tmp_path / "no-such-dataset")}
     with pytest.raises(SqltuneError, match=r"preprocess \(host\) exited with code 1"):
         run_step(None, load_pipeline(), "preprocess", parameters, {}, Workspace(tmp_path / "work"), {})
+
+
+def test_an_output_that_does_not_hold_is_an_error_that_names_it(tmp_path: Path) -> None:
+    """A directory must verify against its manifest, a file must hold something, Metrics must have values."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "weights.bin").write_bytes(b"weights")
+    write_manifest(adapter, "adapter")
+    check_output(adapter, "system.Model", {}, "train: output adapter")
+    (adapter / "weights.bin").write_bytes(b"changed")
+    with pytest.raises(SqltuneError, match=r"train: output adapter at .*adapter does not verify: .*weights\.bin"):
+        check_output(adapter, "system.Model", {}, "train: output adapter")
+    report = tmp_path / "report.md"
+    report.write_text("")
+    with pytest.raises(SqltuneError, match=r"evaluate: output report is missing or empty at .*report\.md"):
+        check_output(report, "system.Markdown", {}, "evaluate: output report")
+    check_output(tmp_path / "metrics", "system.Metrics", {"ex": 0.5}, "evaluate: output metrics")
+    with pytest.raises(SqltuneError, match="evaluate: output metrics holds no metrics in the executor output"):
+        check_output(tmp_path / "metrics", "system.Metrics", {}, "evaluate: output metrics")
 
 
 def test_steps_and_bases_are_checked() -> None:

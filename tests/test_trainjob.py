@@ -1,7 +1,8 @@
 """Multi-node runs as Kubeflow Trainer TrainJobs: the object built with the Kubeflow SDK's API models.
 
-The wait / stream / fail logic (`trainjob.follow`) runs in `make image-test` (`sqltune.imagetest_trainjob`), through
-the SDK's container backend on the built images: it needs an image with sqltune, which the unit suite has not."""
+The wait / stream / fail logic (`trainjob.follow`) runs in `make image-test` (`images/tools/trainjob_follow.py`),
+through the SDK's container backend on the built images: it needs an image with sqltune, which the unit suite has
+not."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqltune.errors import SqltuneError
 from sqltune.images import RECIPES, STEPS, image_for
@@ -79,6 +80,14 @@ class Engine:
     def image_size(self, image: str) -> int:
         """The image's size in bytes, as the engine reports it."""
         return int(self.command("image", "inspect", "--format", "{{.Size}}", image, capture=True).strip())
+
+
+def run_command(args: Sequence[str], what: str, **kwargs: Any) -> None:
+    """Run a command other than the engine's (debootstrap, tar, chmod, ...); a failure is a SqltuneError naming
+    `what` with the command's output."""
+    done = subprocess.run(list(args), capture_output=True, text=True, check=False, **kwargs)
+    if done.returncode != 0:
+        raise SqltuneError(f"{what} failed (exit {done.returncode}): {(done.stdout + done.stderr)[-2000:]}")
 
 
 def podman_conf(state_dir: Path) -> Path:
@@ -188,7 +197,7 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sqltune.imagebuild", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="images/tools/imagebuild.py", description=__doc__.split("\n")[0])
     add_build_options(parser)
     args = parser.parse_args(argv)
     try:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from imagebuild import Engine
 from sqltune import __version__
 from sqltune.errors import SqltuneError
-from sqltune.imagebuild import Engine
 
 MISSING_SOURCE = "/no/such/spider"  # node_fails_in_sqltune's: a node's source cannot read this module
 
