@@ -1,6 +1,10 @@
 """The compiled pipeline end to end through kfp.local: a tiny model, the sample dataset, a real S3 server."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +12,8 @@ from sqltune.artifacts import read_jsonl, sha256_file, verify_artifact
 from sqltune.pipeline.local import run_local, summary_table
 from sqltune.publish.registry import Registry
 from sqltune.sample_data import write_sample_dataset
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +137,52 @@ def test_publish_gate_skips_publishing_below_min_ex(tmp_path, sample_source, e2e
     assert verify_artifact(adapter)["files"] == verify_artifact(sft)["files"]
     assert run.published_uri is None
     assert registry.list_versions() == versions_before
+
+
+def _sqltune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`sqltune ARGS` through its real entry point, from the repo root; no S3 endpoint, progress bars on."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["SQLTUNE_PROGRESS"] = "1"
+    command = [sys.executable, "-m", "sqltune.cli", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# --- a pipeline root that cannot hold a run: one line, exit 2, before anything starts ---
+
+
+def _unusable_roots(tmp_path: Path, s3_data_dir: Path) -> dict[str, tuple[Path, str]]:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    (tmp_path / "bad-s3").mkdir()
+    (tmp_path / "bad-s3" / "s3-data").write_text("not a directory")
+    return {
+        "a file": (a_file, "is a file, not a directory"),
+        "under a file": (a_file / "runs", f"{a_file} is a file, not a directory"),
+        "not writable": (Path("/sys"), "is not writable"),
+        "in a read-only place": (Path("/sys/sqltune-runs"), "cannot be created"),
+        "inside an S3 data dir": (s3_data_dir / "runs", f"inside the S3 server's data directory {s3_data_dir}"),
+        "its s3-data is a file": (tmp_path / "bad-s3", "s3-data is a file, not a directory"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["a file", "under a file", "not writable", "in a read-only place", "inside an S3 data dir",
+             "its s3-data is a file"]
+)  # fmt: skip
+def test_run_refuses_an_unusable_pipeline_root_in_one_line(tmp_path, sample_source, s3_server, case):
+    root, problem = _unusable_roots(tmp_path, s3_server.data_dir)[case]
+    done = _sqltune("run", "--pipeline-root", str(root), "--param", f"source_uri={sample_source}", timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr  # no step started, no traceback
+    assert done.stderr.startswith(f"error: pipeline root {root} ") and problem in done.stderr, done.stderr
+
+
+def test_demo_refuses_an_unusable_pipeline_root_before_writing_anything(tmp_path):
+    out = tmp_path / "demo-out"
+    out.mkdir()
+    (out / "runs").write_text("not a directory")  # the demo's pipeline root is OUT/runs
+    done = _sqltune("demo", "--out", str(out), timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: pipeline root {out / 'runs'} is a file, not a directory"), done.stderr
+    assert not (out / "sample-data").exists()

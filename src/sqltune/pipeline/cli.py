@@ -70,14 +70,15 @@ def demo(
     param: list[str] = typer.Option(None, "--param", "-p", help="Override a parameter as key=value."),
 ) -> None:
     """The main job on this machine: generate the sample dataset, run the whole pipeline, show base vs tuned."""
-    from sqltune.pipeline.local import run_local, summary_table
+    from sqltune.pipeline.local import own_s3, run_local, summary_table, usable_pipeline_root
     from sqltune.pipeline.params import pipeline_params
     from sqltune.sample_data import write_sample_dataset
 
     data = (out / "sample-data").resolve()
+    params = pipeline_params(PIPELINE_FILE, config, [f"source_uri={data}", *(param or [])])
+    usable_pipeline_root(out / "runs", s3_data=own_s3(params))  # before the sample data is written
     counts = write_sample_dataset(data)
     typer.echo(f"sample dataset: {counts['train']} train / {counts['dev']} dev questions in {data}")
-    params = pipeline_params(PIPELINE_FILE, config, [f"source_uri={data}", *(param or [])])
     result = run_local(params, PIPELINE_FILE, out / "runs")
     _print_result(result, summary_table(result))
 

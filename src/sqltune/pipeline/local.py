@@ -3,13 +3,15 @@
 Each step runs as a subprocess of this Python (SubprocessRunner without a venv: sqltune and kfp are
 already installed here, as in the step images). When no S3 endpoint is configured, a SeaweedFS server is
 started on 127.0.0.1 for the run, so the publish step writes to a real S3 API. Outputs land under
-`pipeline_root/<run>/<task>/`; the summary is read back from there.
+`pipeline_root/<run>/<task>/`; the summary is read back from there. A pipeline root that cannot hold a run
+is refused before anything starts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -72,6 +74,46 @@ def _read_executor_output(task_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+S3_DATA = "s3-data"  # under the pipeline root: the data of the S3 server a run starts for itself
+
+
+def own_s3(params: Mapping[str, Any]) -> bool:
+    """Whether a run with these parameters starts its own S3 server (no endpoint configured)."""
+    return not (params.get("s3_endpoint_url") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def usable_pipeline_root(path: str | Path, *, s3_data: bool) -> Path:
+    """PATH, absolute and created, or a SqltuneError that names it and what is wrong, before anything runs.
+
+    `s3_data`: the run keeps its own S3 server's data in PATH/s3-data. A pipeline root inside an S3 server's
+    data directory is refused: the runs' outputs would mix with SeaweedFS's volumes.
+    """
+    from sqltune.locals3 import is_data_dir
+
+    root = Path(path).expanduser().resolve()
+    for place in (root, *root.parents):
+        if place.exists() and not place.is_dir():
+            problem = "is a file" if place == root else f"cannot be created: {place} is a file"
+            raise SqltuneError(f"pipeline root {root} {problem}, not a directory")
+        if place.is_dir() and is_data_dir(place):
+            where = "is" if place == root else "is inside"
+            raise SqltuneError(
+                f"pipeline root {root} {where} the S3 server's data directory {place}; choose a directory outside it"
+            )
+    data = root / S3_DATA
+    if s3_data and data.exists() and not data.is_dir():
+        raise SqltuneError(f"pipeline root {root} cannot hold the run's S3 data: {data} is a file, not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SqltuneError(f"pipeline root {root} cannot be created: {exc.strerror or exc}") from None
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sqltune-write-check-", dir=root))
+    except OSError as exc:
+        raise SqltuneError(f"pipeline root {root} is not writable: {exc.strerror or exc}") from None
+    return root
+
+
 def run_local(
     params: Mapping[str, Any],
     pipeline_file: str | Path = PIPELINE_FILE,
@@ -85,19 +127,18 @@ def run_local(
     spec = load_pipeline_spec(pipeline_file)
     params = coerce_params(params, spec)
     settings = {**parameter_defaults(spec), **params}
-    root = Path(pipeline_root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root = usable_pipeline_root(pipeline_root, s3_data=own_s3(settings))
     before = set(root.iterdir())
 
     s3_data_dir = None
     with ExitStack() as stack:
         endpoint = settings.get("s3_endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
         if not endpoint:
-            s3_data_dir = root / "s3-data"
+            s3_data_dir = root / S3_DATA
             server = stack.enter_context(local_s3(s3_data_dir, buckets=[settings["bucket"]]))
             stack.enter_context(_environment(server.env()))
             endpoint = server.endpoint_url
-            log.info("no S3 endpoint configured: started SeaweedFS at %s (data in %s)", endpoint, root / "s3-data")
+            log.info("no S3 endpoint configured: started SeaweedFS at %s (data in %s)", endpoint, s3_data_dir)
         # kfp.local warns about every cluster-only setting (images, GPUs, resources, display names): expected here.
         stack.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
@@ -109,7 +150,7 @@ def run_local(
         except RuntimeError as exc:
             raise SqltuneError(f"local pipeline run failed: {exc} (step logs are above)") from None
 
-    new_runs = sorted(set(root.iterdir()) - before - {root / "s3-data"}, key=lambda p: p.stat().st_mtime)
+    new_runs = sorted(set(root.iterdir()) - before - {root / S3_DATA}, key=lambda p: p.stat().st_mtime)
     if not new_runs:
         raise SqltuneError(f"the pipeline run wrote nothing under {root}")
     run_dir = new_runs[-1]
