@@ -66,6 +66,11 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def is_data_dir(path: Path) -> bool:
+    """Whether `path` is a SeaweedFS data directory: our server's log, or the volume id weed writes there."""
+    return (path / "weed.log").is_file() or (path / "vol_dir.uuid").is_file()
+
+
 @dataclass
 class LocalS3:
     """One `weed mini` server. `start()`/`stop()` may be repeated; ports and data survive a restart."""

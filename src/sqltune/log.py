@@ -43,7 +43,17 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
+def progress_enabled() -> bool:
+    """Progress bars are on unless SQLTUNE_PROGRESS=0 (tests, CI logs)."""
+    return os.environ.get("SQLTUNE_PROGRESS", "1") != "0"
+
+
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
     """A progress bar on stderr; silenced with SQLTUNE_PROGRESS=0 (tests, CI logs)."""
-    disable = os.environ.get("SQLTUNE_PROGRESS", "1") == "0"
+    disable = not progress_enabled()
     yield from tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, mininterval=1.0, file=sys.stderr)
+
+
+def progress_bar(desc: str, total: int, unit: str, file: Any) -> Any:
+    """A bar the caller moves itself (`bar.n = ...; bar.refresh()`), cleared when closed; silenced as above."""
+    return tqdm(desc=desc, total=total, unit=unit, leave=False, disable=not progress_enabled(), file=file)

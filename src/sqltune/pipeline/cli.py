@@ -39,50 +39,58 @@ def manifests(
     typer.echo(write_pipeline_manifests(out, compiled=pipeline_file))
 
 
+def _verbose(ctx: typer.Context) -> bool:
+    """`sqltune -v COMMAND`: the global flag, on the root command."""
+    return bool(ctx.find_root().params.get("verbose"))
+
+
 def run(
+    ctx: typer.Context,
     param: list[str] = typer.Option(None, "--param", "-p", help="A pipeline parameter as key=value (repeatable)."),
     config: Path = typer.Option(None, help="A YAML file of pipeline parameters (--param overrides it)."),
     pipeline_file: Path = typer.Option(PIPELINE_FILE, help="The compiled pipeline YAML."),
     pipeline_root: Path = typer.Option(Path("runs"), help="Where kfp.local writes the steps' outputs."),
 ) -> None:
-    """Run the compiled pipeline end to end on this machine with kfp.local (starts a local S3 if needed)."""
-    from sqltune.pipeline.local import run_local, summary_table
+    """Run the compiled pipeline end to end on this machine with kfp.local (starts a local S3 if needed).
+
+    Shows a line per step; every step's logs go to a file under PIPELINE_ROOT/logs/ (`sqltune -v run` prints them).
+    """
+    from sqltune.pipeline.local import run_local
     from sqltune.pipeline.params import pipeline_params
 
     params = pipeline_params(pipeline_file, config, param)
-    result = run_local(params, pipeline_file, pipeline_root)
-    _print_result(result, summary_table(result))
+    _print_result(run_local(params, pipeline_file, pipeline_root, quiet=not _verbose(ctx)))
 
 
-def _print_result(result: LocalRun, table: str) -> None:
-    typer.echo(f"\nrun outputs: {result.run_dir}")
-    typer.echo(table)
-    if result.published_uri and result.s3_data_dir:
-        typer.echo(f"adapter published to {result.published_uri} on the run's own S3 server, now stopped;")
-        typer.echo(f"serve it again with: sqltune s3-server --dir {result.s3_data_dir} --port 8333")
-    elif result.published_uri:
-        typer.echo(f"adapter published to {result.published_uri} (S3 endpoint {result.s3_endpoint_url})")
-    else:
-        ex = result.finetuned.get("ex", {}).get("all")
-        typer.echo(f"adapter not published: EX {ex} is below min_ex {result.parameters.get('min_ex')}")
+def _print_result(result: LocalRun) -> None:
+    from sqltune.pipeline.console import result_lines
+    from sqltune.pipeline.local import summary_table
+
+    for line in result_lines(result, summary_table(result)):
+        typer.echo(line)
 
 
 def demo(
+    ctx: typer.Context,
     out: Path = typer.Option(Path("demo-out"), help="Where the sample dataset and the run's outputs go."),
     config: Path = typer.Option(DEMO_PARAMS, help="The demo's pipeline parameters."),
     param: list[str] = typer.Option(None, "--param", "-p", help="Override a parameter as key=value."),
 ) -> None:
-    """The main job on this machine: generate the sample dataset, run the whole pipeline, show base vs tuned."""
-    from sqltune.pipeline.local import run_local, summary_table
+    """The main job on this machine: generate the sample dataset, run the whole pipeline, show base vs tuned.
+
+    Shows a line per step; every step's logs go to a file under OUT/runs/logs/ (`sqltune -v demo` prints them).
+    """
+    from sqltune.pipeline.console import shown
+    from sqltune.pipeline.local import own_s3, run_local, usable_pipeline_root
     from sqltune.pipeline.params import pipeline_params
     from sqltune.sample_data import write_sample_dataset
 
     data = (out / "sample-data").resolve()
-    counts = write_sample_dataset(data)
-    typer.echo(f"sample dataset: {counts['train']} train / {counts['dev']} dev questions in {data}")
     params = pipeline_params(PIPELINE_FILE, config, [f"source_uri={data}", *(param or [])])
-    result = run_local(params, PIPELINE_FILE, out / "runs")
-    _print_result(result, summary_table(result))
+    usable_pipeline_root(out / "runs", s3_data=own_s3(params))  # before the sample data is written
+    counts = write_sample_dataset(data)
+    typer.echo(f"sample dataset: {counts['train']} train / {counts['dev']} dev questions in {shown(data)}")
+    _print_result(run_local(params, PIPELINE_FILE, out / "runs", quiet=not _verbose(ctx)))
 
 
 def _credentials(env_file: Path) -> tuple[str, str]:
