@@ -195,7 +195,7 @@ def test_demo_console_shows_the_steps_the_table_and_what_next_and_logs_the_rest(
     s3_data = tmp_path / "demo-out" / "runs" / "s3-data"
     assert f"sqltune s3-server --dir {s3_data} --port 8333" in done.stdout
     assert (
-        "sqltune models list --bucket sqltune --prefix adapters --model-name smollm2-135m-text2sql-demo "
+        "sqltune registry list --bucket sqltune --prefix adapters --model-name smollm2-135m-text2sql-demo "
         "--endpoint-url http://127.0.0.1:8333" in done.stdout
     )
     # The progress of the long steps, read from the steps' own bars: 2 training steps, 3 batches of 2 questions.

@@ -232,8 +232,8 @@ def what_next(run: LocalRun) -> list[tuple[str, list[str]]]:
             endpoint = str(run.s3_endpoint_url)
             why, commands = "the published versions", []
         commands += [
-            f"sqltune models list {location} --endpoint-url {endpoint}",
-            f"sqltune models show {location} --version {version} --endpoint-url {endpoint}",
+            f"sqltune registry list {location} --endpoint-url {endpoint}",
+            f"sqltune registry show {location} --version {version} --endpoint-url {endpoint}",
         ]
         steps.append((why, commands))
     return steps
