@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sqltune.artifacts import read_jsonl, sha256_file, verify_artifact
+from sqltune.pipeline import DEMO_PARAMS
 from sqltune.pipeline.local import run_local, summary_table
 from sqltune.publish.registry import Registry
 from sqltune.sample_data import write_sample_dataset
@@ -222,7 +223,7 @@ def test_verbose_demo_streams_every_step_log_as_before(tmp_path):
 def test_a_failing_step_shows_its_error_and_the_log_file(tmp_path):
     missing = tmp_path / "no-such-dataset"
     done = _sqltune(
-        "run", "--config", "pipelines/params/demo.yaml", "--pipeline-root", str(tmp_path / "runs"),
+        "run", "--config", str(DEMO_PARAMS), "--pipeline-root", str(tmp_path / "runs"),
         "--param", f"source_uri={missing}", "--param", "base_model=tiny-random-llama",
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr

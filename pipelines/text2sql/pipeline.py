@@ -1,7 +1,7 @@
 """The text2sql pipeline: preprocess -> train (GPU; SFT, then GRPO when rl_steps > 0) -> predict -> evaluate ->
 publish if EX >= min_ex.
 
-Compile with `make compile` (or `sqltune compile`); the compiled `pipelines/text2sql.yaml` is checked in
+Compile with `make compile` (or `sqltune compile`); the compiled `pipelines/text2sql/text2sql.yaml` is checked in
 and must stay byte-identical to a fresh compile (a test checks). GPU placement, secrets,
 retries and timeouts are Kubernetes platform settings (kfp-kubernetes): ignored by kfp.local, applied by
 the KFP backend on a cluster.
