@@ -394,18 +394,19 @@ def test_with_no_usable_checkpoint_a_run_fails_unless_told_to_start_fresh(env, t
 def test_a_restarted_run_prunes_the_checkpoints_it_skipped(tmp_path):
     """Saving step 2 over unusable steps 4 and 6 removes those, not the new step 2 (keep=2 counts back from it)."""
     from sqltune.train import checkpoint
+    from sqltune.train.checkpoint import CheckpointState
 
     root = str(tmp_path / "ckpt")
     writers = {"weights.bin": lambda path: path.write_bytes(b"w" * 10)}
     for step in (2, 4, 6):
-        checkpoint.save(root, step, writers, {"step": step}, keep=3)
-    checkpoint.save(root, 2, writers, {"step": 2, "restarted": True}, keep=2)
+        checkpoint.save(root, CheckpointState(step), writers, keep=3)
+    checkpoint.save(root, CheckpointState(2, rows=[{"restarted": True}]), writers, keep=2)
     assert checkpoint.complete_steps(root) == [2]
     for step in (4, 6):
-        checkpoint.save(root, step, writers, {"step": step}, keep=2)
+        checkpoint.save(root, CheckpointState(step), writers, keep=2)
     assert checkpoint.complete_steps(root) == [4, 6]
     state, loaded = checkpoint.load_latest(root, {"weights.bin": Path.read_bytes})
-    assert state["step"] == 6 and loaded == {"weights.bin": b"w" * 10}
+    assert state.step == 6 and loaded == {"weights.bin": b"w" * 10}
 
 
 def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_env):

@@ -33,6 +33,7 @@ from sqltune.models import load_model, load_tokenizer, resolve_base_model
 from sqltune.models.adapter import check_base_name, read_adapter
 from sqltune.prompt import build_prompt, prompt_functions, prompt_messages
 from sqltune.train import checkpoint
+from sqltune.train.checkpoint import CheckpointState
 from sqltune.train.config import TrainConfig
 from sqltune.train.reward import ExecutionReward
 from sqltune.uri import is_s3, localize
@@ -217,8 +218,8 @@ def _resume(
     if latest is None:
         return None, []
     state, _ = latest
-    log.info("resuming GRPO from checkpoint at step %d", state["step"])
-    return into, state["rows"]
+    log.info("resuming GRPO from checkpoint at step %d", state.step)
+    return into, state.rows
 
 
 class _Recorder(TrainerCallback):
@@ -263,8 +264,8 @@ class _Recorder(TrainerCallback):
             return
         source = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         files = {name: _copier(source / name) for name in file_entries(source)}
-        done = {"step": state.global_step, "rows": self.rows, "fingerprint": self.fingerprint}
-        checkpoint.save(self.root, state.global_step, files, done, self.config.keep_checkpoints, self.endpoint_url)
+        done = CheckpointState(state.global_step, self.rows, self.fingerprint)
+        checkpoint.save(self.root, done, files, keep=self.config.keep_checkpoints, endpoint_url=self.endpoint_url)
         shutil.rmtree(source)
 
 

@@ -24,6 +24,7 @@ from sqltune.log import get_logger, progress
 from sqltune.models import load_model, load_tokenizer, resolve_base_model
 from sqltune.settings import how_to_set
 from sqltune.train import checkpoint, memory
+from sqltune.train.checkpoint import CheckpointState
 from sqltune.train.config import GRPO_SETTINGS, TrainConfig
 from sqltune.train.data import Example, build_examples, collate, epoch_batches, step_batches, steps_per_epoch
 from sqltune.train.distributed import (
@@ -144,7 +145,7 @@ def _train(
             checkpoint_dir, endpoint_url, model, optimizer, scheduler, fingerprint, fresh_if_corrupt, dist
         )
     if resumed:
-        step, rows, train_time = resumed["step"], resumed["rows"], resumed["train_time"]
+        step, rows, train_time = resumed.step, resumed.rows, resumed.train_time
         log.info("resumed from checkpoint at step %d of %d", step, total_steps)
 
     batches: list[list[int]] = []
@@ -359,22 +360,25 @@ def _save_checkpoint(
         "scheduler.pt": lambda p: torch.save(scheduler.state_dict(), p),
         "rng.pt": lambda p: torch.save(rng, p),
     }
-    state = {"step": step, "rows": rows, "train_time": train_time, "fingerprint": fingerprint}
+    state = CheckpointState(step, rows, fingerprint, train_time)
     if dist.sharded:
-        save_sharded(root, step, model, optimizer, files, state, config.keep_checkpoints, endpoint_url, dist)
+        save_sharded(
+            root, state, files, model=model, optimizer=optimizer, dist=dist, keep=config.keep_checkpoints,
+            endpoint_url=endpoint_url,
+        )  # fmt: skip
         return
     if dist.is_main:
         adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
         files["adapter.safetensors"] = lambda p: save_file(adapter, str(p))
         files["optimizer.pt"] = lambda p: torch.save(optimizer.state_dict(), p)
-        checkpoint.save(root, step, files, state, config.keep_checkpoints, endpoint_url)
+        checkpoint.save(root, state, files, keep=config.keep_checkpoints, endpoint_url=endpoint_url)
     dist.barrier()
 
 
 def _resume(
     root: str, endpoint_url: str | None, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict[str, Any],
     fresh_if_corrupt: bool, dist: Distributed,
-) -> dict[str, Any] | None:  # fmt: skip
+) -> CheckpointState | None:  # fmt: skip
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -418,7 +422,7 @@ def _peak_memory_gb(device: Any) -> tuple[float, str]:
 
 def _metrics(
     rows: list[dict[str, Any]], stats: Any, config: TrainConfig, base_model: str, trainable: int, total_params: int,
-    train_time: float, device: Any, dist: Distributed, resumed: dict[str, Any] | None,
+    train_time: float, device: Any, dist: Distributed, resumed: CheckpointState | None,
 ) -> dict[str, Any]:  # fmt: skip
     losses = [r["loss"] for r in rows]
     tokens = sum(r["tokens"] for r in rows)
@@ -448,7 +452,7 @@ def _metrics(
         "world_size": dist.world_size,
         "parallelism": config.parallelism if dist.world_size > 1 else "none",
         "device": str(device.type),
-        "resumed_from_step": resumed["step"] if resumed else None,
+        "resumed_from_step": resumed.step if resumed else None,
     }
 
 
