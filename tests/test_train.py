@@ -160,18 +160,19 @@ def test_gradient_checkpointing_recomputes_each_decoder_layer_in_backward(env, t
     """Asked for, checkpointing keeps no layer activations and runs each decoder layer again in backward: twice
     the layer forwards of a run without it (transformers checkpoints only a model in training mode). Counted on
     entry to the MLP: the recompute stops inside it once backward has what it needs."""
-    from sqltune.train import run, train
+    from sqltune.train import train
+    from sqltune.train.sft import SFTRecipe
 
     _, data = env
     forwards: list[int] = []
-    build = run._peft_model
+    build = SFTRecipe._load_model
 
-    def counted(*args, **kwargs):
-        model = build(*args, **kwargs)
+    def counted(recipe):
+        model = build(recipe)
         model.get_base_model().model.layers[0].mlp.register_forward_pre_hook(lambda *_: forwards.append(1))
         return model
 
-    monkeypatch.setattr(run, "_peft_model", counted)
+    monkeypatch.setattr(SFTRecipe, "_load_model", counted)
     counts = {}
     for checkpointing in (False, True):
         forwards.clear()
