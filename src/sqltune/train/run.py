@@ -1,23 +1,30 @@
 """The train step's entry: one run of a recipe (`SFTRecipe` for lora and qlora, `GRPORecipe` for grpo) in this
-process (`run_recipe`, `train`), or on this node's workers through PyTorch's launcher (`train_here`).
+process (`run_recipe`, `train`) or on this node's workers through PyTorch's launcher (`train_here`), and the step's
+stage plan (`run_stages`: SFT, then the GRPO stage from its adapter when the plan has one).
 
-The CLI calls `train_here`; so does the stage plan (`stages.run_stages`) that the component and the accuracy
-benchmark run; each launched worker is a `sqltune train` that runs the recipe itself.
+The CLI calls `train_here`; the component and the accuracy benchmark call `run_stages`, which calls it (or, for
+the benchmark, a child process running `run_recipe`); each launched worker is a `sqltune train` that runs the
+recipe itself.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqltune.train.config import TrainConfig
+from sqltune.train.config import Stages, TrainConfig
 from sqltune.train.io import TrainInputs
 from sqltune.train.launch import Rendezvous, is_worker, launch, launches
 from sqltune.train.lock import checkpoint_lock
 from sqltune.train.sft import SFTRecipe
+from sqltune.train.trainjob import train_on_trainer
+from sqltune.uri import join
 
 
 class Recipe(Protocol):
@@ -105,3 +112,68 @@ def train_here(inputs: TrainInputs, config: TrainConfig, rendezvous: Rendezvous 
     if rendezvous.node_rank:
         return {}
     return json.loads((Path(inputs.out) / "train_metrics.json").read_text(encoding="utf-8"))
+
+
+# The figures of a stage plan's run that the train step reports (its KFP Metrics), GRPO's prefixed where SFT has one
+# of the same name.
+SUMMARY = ("final_loss", "best_loss", "tokens_per_s", "steps", "trainable_params", "wall_time_s", "grpo_steps",
+           "grpo_final_loss", "first_reward", "final_reward", "mean_reward", "correct_groups")  # fmt: skip
+
+StageRunner = Callable[[TrainInputs, TrainConfig], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StageResults:
+    """The metrics of each stage that ran, and the pages of their loss (and reward) curves, in order."""
+
+    sft: dict[str, Any]
+    grpo: dict[str, Any] | None = None
+    curves: list[Path] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The metrics of the adapter the plan ends with."""
+        return self.grpo if self.grpo is not None else self.sft
+
+    def summary(self) -> dict[str, float]:
+        """The SUMMARY figures of both stages in one mapping (GRPO's `grpo_`-prefixed where SFT has the name)."""
+        merged = dict(self.sft)
+        merged.update({f"grpo_{k}" if k in merged else k: v for k, v in (self.grpo or {}).items()})
+        return {name: float(merged[name]) for name in SUMMARY if isinstance(merged.get(name), (int, float))}
+
+
+def run_stages(
+    stages: Stages,
+    inputs: TrainInputs,
+    sft_out: str | os.PathLike[str],
+    *,
+    db_dir: Callable[[], str | os.PathLike[str]] | None = None,
+    trainjob: Mapping[str, Any] | None = None,
+    run_stage: StageRunner = train_here,
+) -> StageResults:
+    """SFT into `sft_out`; then, when `stages` has a GRPO stage, GRPO from that adapter into `inputs.out`, its
+    checkpoints in `grpo` under `inputs.checkpoint_dir`, rewarded on the databases `db_dir()` (asked for only
+    then: they may have to be downloaded); without one, `inputs.out` gets a copy of the SFT adapter (nothing to
+    copy when it is `sft_out`).
+
+    `run_stage(inputs, config)` runs a stage: `train_here` (this node's workers), unless the caller isolates it
+    (the accuracy benchmark, in a child process). With `trainjob` (`build_trainjob`'s placement) and
+    `num_nodes` > 1, SFT runs as a Kubeflow TrainJob on that many nodes instead (`trainjob.train_on_trainer`).
+    """
+    sft_inputs = replace(inputs, out=sft_out)
+    if trainjob is not None and (stages.sft.num_nodes or 1) > 1:
+        sft = train_on_trainer(sft_inputs, stages.sft, **trainjob)
+    else:
+        sft = run_stage(sft_inputs, stages.sft)
+    curves = [Path(sft_out) / "loss_curve.html"]
+    if stages.grpo is None:
+        if Path(sft_out) != Path(inputs.out):
+            shutil.copytree(sft_out, inputs.out, dirs_exist_ok=True)
+        return StageResults(sft, curves=curves)
+    root = inputs.checkpoint_dir
+    grpo_inputs = replace(
+        inputs, checkpoint_dir=join(root, "grpo") if root else None, init_adapter=sft_out,
+        db_dir=db_dir() if db_dir else None,
+    )  # fmt: skip
+    grpo = run_stage(grpo_inputs, stages.grpo)
+    return StageResults(sft, grpo, curves=[*curves, Path(inputs.out) / "loss_curve.html"])
