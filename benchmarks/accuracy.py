@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,9 @@ from sqltune.log import get_logger
 from sqltune.preprocess.schema_text import DEFAULT_STYLE, SchemaStyle
 from sqltune.settings import config_command
 from sqltune.sql.hardness import HARDNESS_LEVELS
-from sqltune.train import TrainConfig
-from sqltune.train.config import GRPO_SETTINGS
+from sqltune.train import TrainConfig, TrainInputs
+from sqltune.train.config import GRPO_SETTINGS, Stages, plan_stages
+from sqltune.train.run import run_stages
 
 log = get_logger("sqltune.bench.accuracy")
 
@@ -59,6 +60,7 @@ SPIDER = HERE.parents[1] / "shared" / "data" / "spider"
 BASE = "base"
 DEFAULT_VARIANTS = ("lora:method=lora", "qlora:method=qlora")
 RL_KEYS = {"rl_steps": int, "rl_learning_rate": float}  # the pipeline's names for the GRPO stage
+TRAIN_SETTINGS = {f.name for f in fields(TrainConfig)}
 _DEFAULTS_HELP = " ".join(DEFAULT_VARIANTS)
 WORK = Path.home() / ".cache" / "sqltune" / "bench-accuracy"
 PACKAGES = ("sqltune", "torch", "transformers", "peft", "bitsandbytes", "accelerate")
@@ -148,20 +150,21 @@ def parse_variant(spec: str, bench: Bench) -> tuple[str, dict[str, Any]]:
         else:
             overrides[key] = types[key](value)
     train = replace(bench.train, **overrides, checkpoint_every=0)
+    settings = {"schema_style": schema_style, "candidates": candidates, **train.to_dict()}
     if rl:
         rl = {"rl_steps": rl.get("rl_steps", 0), "rl_learning_rate": rl.get("rl_learning_rate", 1e-5)}
-        grpo_config(train.to_dict(), rl)  # validated by TrainConfig as the GRPO stage will run it
-    return name, {"schema_style": schema_style, "candidates": candidates, **train.to_dict(), **rl}
+        if rl["rl_steps"] < 1:
+            raise SqltuneError(f"rl_steps={rl['rl_steps']} is invalid: expected >= 1 (leave it out for no GRPO stage)")
+        stages_of({**settings, **rl})  # the GRPO stage validated as it will run
+    return name, {**settings, **rl}
 
 
-def grpo_config(sft: dict[str, Any], rl: dict[str, Any]) -> TrainConfig:
-    """The GRPO stage's TrainConfig: the SFT settings with rl_steps steps at rl_learning_rate."""
-    if rl["rl_steps"] < 1:
-        raise SqltuneError(f"rl_steps={rl['rl_steps']} is invalid: expected >= 1 (leave it out for no GRPO stage)")
-    settings = {k: v for k, v in sft.items() if k in {f.name for f in fields(TrainConfig)}}
-    return TrainConfig(
-        **{**settings, "method": "grpo", "max_steps": rl["rl_steps"], "learning_rate": rl["rl_learning_rate"]}
-    )
+def stages_of(settings: dict[str, Any]) -> Stages:
+    """A variant's stage plan, as the pipeline's: SFT with its settings but the GRPO ones (variants that differ only
+    in those share the SFT adapter), then, with rl_steps, the GRPO stage with them."""
+    sft = TrainConfig(**{k: v for k, v in sft_settings(settings).items() if k in TRAIN_SETTINGS})
+    rl_steps, rl_learning_rate = settings.get("rl_steps", 0), settings.get("rl_learning_rate", 1e-5)
+    return plan_stages(sft, rl_steps, rl_learning_rate, **{key: settings[key] for key in GRPO_SETTINGS})
 
 
 def _candidates(value: str | int, what: str) -> int:
@@ -228,10 +231,10 @@ def subset(records_file: Path, ids: list[str], out: Path) -> Path:
     return out
 
 
-# Each adapter trains in a fresh interpreter, so the peak RSS it reports is its own.
+# Each stage trains in a fresh interpreter, so the peak RSS it reports is its own.
 _TRAIN_CHILD = (
-    "import json, sys; from sqltune.train import TrainConfig, train; job = json.loads(sys.argv[1]); "
-    "train(job.pop('data'), job.pop('base_model'), job.pop('out'), config=TrainConfig(**job.pop('config')), **job)"
+    "import json, sys; from sqltune.train import TrainConfig, TrainInputs; from sqltune.train.run import run_recipe; "
+    "job = json.loads(sys.argv[1]); run_recipe(TrainInputs(**job['inputs']), TrainConfig(**job['config']))"
 )
 
 
@@ -251,11 +254,12 @@ def sft_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in training_settings(settings).items() if k not in (*GRPO_SETTINGS, *RL_KEYS)}
 
 
-def train_variant(data: Path, base_model: str, out: Path, config: dict[str, Any], **grpo_inputs: str) -> dict[str, Any]:
-    """Train `out` with TrainConfig `config` (the GRPO stage: with `init_adapter` and `db_dir`) in a child."""
+def train_in_child(inputs: TrainInputs, config: TrainConfig) -> dict[str, Any]:
+    """`run_stages`' stage runner: the recipe's run in a child process, unless its adapter is there from before."""
+    out = Path(inputs.out)
     if not done(out):
-        job = {"data": str(data), "base_model": base_model, "out": str(out), "config": config, **grpo_inputs}
-        if subprocess.run([sys.executable, "-c", _TRAIN_CHILD, json.dumps(job)], check=False).returncode:
+        job = {"inputs": asdict(inputs), "config": config.to_dict()}
+        if subprocess.run([sys.executable, "-c", _TRAIN_CHILD, json.dumps(job, default=str)], check=False).returncode:
             raise SqltuneError(f"training {out} failed; see its log above")
     return json.loads((out / "train_metrics.json").read_text())
 
@@ -338,6 +342,10 @@ def run(args: Bench, command: str) -> dict[str, Any]:
         result["total_wall_s"] = time.perf_counter() - started
         save(args.results, result)
 
+    def adapter_dir(trained_with: dict[str, Any]) -> Path:
+        """Where the adapter trained with these settings on these training questions is kept (and found again)."""
+        return args.work / "adapters" / key_of(args.base_model, trained_with, t_ids, str(args.spider))
+
     scoring = (args.base_model, args.train.prompt_template, args.train.max_seq_len, args.max_new_tokens)
     for name, candidates in bases.items():
         data = subsets[args.schema_style]
@@ -349,27 +357,18 @@ def run(args: Bench, command: str) -> dict[str, Any]:
                         "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)})  # fmt: skip
     for name, settings in variants.items():
         data = subsets[settings["schema_style"]]
-        sft = sft_settings(settings)
-        adapter = args.work / "adapters" / key_of(args.base_model, sft, t_ids, str(args.spider))
+        stages = stages_of(settings)
+        sft_adapter = adapter_dir(sft_settings(settings))
+        adapter = adapter_dir(training_settings(settings)) if stages.grpo is not None else sft_adapter  # no copy
         scored = settings if settings.get("rl_steps") else {k: v for k, v in settings.items() if k not in GRPO_SETTINGS}
         out = args.work / "runs" / f"{name}-{key_of(scoring, scored, t_ids, d_ids, str(args.spider))}"
         log.info("variant %s: %s", name, settings)
         tick = time.perf_counter()
-        config = {k: v for k, v in sft.items() if k != "schema_style"}
-        train_metrics = train_variant(data["train"], args.base_model, adapter, config)
-        row: dict[str, Any] = {"settings": settings}
-        if settings.get("rl_steps"):
-            row["sft"] = train_metrics
-            sft_adapter, adapter = (
-                adapter,
-                args.work / "adapters" / key_of(args.base_model, training_settings(settings), t_ids, str(args.spider)),
-            )
-            grpo = grpo_config(training_settings(settings), settings).to_dict()
-            train_metrics = train_variant(
-                data["train"], args.base_model, adapter, grpo, init_adapter=str(sft_adapter), db_dir=str(db_dir)
-            )
+        inputs = TrainInputs(data["train"], args.base_model, adapter)
+        trained = run_stages(stages, inputs, sft_adapter, db_dir=lambda: db_dir, run_stage=train_in_child)
+        row: dict[str, Any] = {"settings": settings, **({"sft": trained.sft} if trained.grpo is not None else {})}
         predict_metrics, evaluation = score(args, data["dev"], adapter, out, settings["candidates"])
-        finished(name, {**row, "train": train_metrics, "predict": predict_metrics, "evaluation": evaluation,
+        finished(name, {**row, "train": trained.final, "predict": predict_metrics, "evaluation": evaluation,
                         "wall_s": time.perf_counter() - tick, "work": str(out)})  # fmt: skip
     return result
 

@@ -160,18 +160,19 @@ def test_gradient_checkpointing_recomputes_each_decoder_layer_in_backward(env, t
     """Asked for, checkpointing keeps no layer activations and runs each decoder layer again in backward: twice
     the layer forwards of a run without it (transformers checkpoints only a model in training mode). Counted on
     entry to the MLP: the recompute stops inside it once backward has what it needs."""
-    from sqltune.train import run, train
+    from sqltune.train import train
+    from sqltune.train.sft import SFTRecipe
 
     _, data = env
     forwards: list[int] = []
-    build = run._peft_model
+    build = SFTRecipe._load_model
 
-    def counted(*args, **kwargs):
-        model = build(*args, **kwargs)
+    def counted(recipe):
+        model = build(recipe)
         model.get_base_model().model.layers[0].mlp.register_forward_pre_hook(lambda *_: forwards.append(1))
         return model
 
-    monkeypatch.setattr(run, "_peft_model", counted)
+    monkeypatch.setattr(SFTRecipe, "_load_model", counted)
     counts = {}
     for checkpointing in (False, True):
         forwards.clear()
@@ -394,18 +395,19 @@ def test_with_no_usable_checkpoint_a_run_fails_unless_told_to_start_fresh(env, t
 def test_a_restarted_run_prunes_the_checkpoints_it_skipped(tmp_path):
     """Saving step 2 over unusable steps 4 and 6 removes those, not the new step 2 (keep=2 counts back from it)."""
     from sqltune.train import checkpoint
+    from sqltune.train.checkpoint import CheckpointState
 
     root = str(tmp_path / "ckpt")
     writers = {"weights.bin": lambda path: path.write_bytes(b"w" * 10)}
     for step in (2, 4, 6):
-        checkpoint.save(root, step, writers, {"step": step}, keep=3)
-    checkpoint.save(root, 2, writers, {"step": 2, "restarted": True}, keep=2)
+        checkpoint.save(root, CheckpointState(step), writers, keep=3)
+    checkpoint.save(root, CheckpointState(2, rows=[{"restarted": True}]), writers, keep=2)
     assert checkpoint.complete_steps(root) == [2]
     for step in (4, 6):
-        checkpoint.save(root, step, writers, {"step": step}, keep=2)
+        checkpoint.save(root, CheckpointState(step), writers, keep=2)
     assert checkpoint.complete_steps(root) == [4, 6]
     state, loaded = checkpoint.load_latest(root, {"weights.bin": Path.read_bytes})
-    assert state["step"] == 6 and loaded == {"weights.bin": b"w" * 10}
+    assert state.step == 6 and loaded == {"weights.bin": b"w" * 10}
 
 
 def test_checkpoints_on_s3_are_pruned_and_resumed(env, s3_env):

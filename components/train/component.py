@@ -82,48 +82,32 @@ def train(
         metrics: Loss, throughput, steps, trainable parameters (and the GRPO stage's reward).
         loss_curve: The loss (and reward) curves.
     """
-    import shutil
     from pathlib import Path
 
     from sqltune.datasets import read_dataset
     from sqltune.images import image_for
     from sqltune.train.config import stage_configs
-    from sqltune.train.launch import train_here
+    from sqltune.train.io import TrainInputs
     from sqltune.train.plot import join_pages
-    from sqltune.train.trainjob import train_on_trainer
+    from sqltune.train.run import run_stages
     from sqltune.uri import join, localize
 
-    config, grpo = stage_configs(locals())
-    records = Path(train_data.path) / "records.jsonl"
-    checkpoints = join(checkpoint_uri, run_id) if checkpoint_uri else None
-    if num_nodes > 1:
-        summary = train_on_trainer(
-            records, base_model, Path(sft_adapter.path), config, work_uri=checkpoints or "",
-            endpoint_url=endpoint_url or None, image=image_for("train"), runtime=trainer_runtime,
-            gpu_resource=gpu_type, node_selector=gpu_node_selector, tolerations=gpu_tolerations,
-            s3_secret=s3_secret_name, hf_token_secret=hf_token_secret_name,
-        )  # fmt: skip
-    else:
-        summary = train_here(
-            records, base_model, sft_adapter.path, config, checkpoint_dir=checkpoints, endpoint_url=endpoint_url or None
-        )
-    pages = [Path(sft_adapter.path) / "loss_curve.html"]
-    if grpo is not None:
-        source = localize(source_uri, f"{dataset} source", endpoint_url or None)
-        rewarded = train_here(
-            records, base_model, adapter.path, grpo, checkpoint_dir=join(checkpoints, "grpo") if checkpoints else None,
-            endpoint_url=endpoint_url or None, init_adapter=sft_adapter.path,
-            db_dir=read_dataset(dataset, source, "train").database_dir,
-        )  # fmt: skip
-        summary.update({f"grpo_{k}" if k in summary else k: v for k, v in rewarded.items()})
-        pages.append(Path(adapter.path) / "loss_curve.html")
-    else:
-        shutil.copytree(sft_adapter.path, adapter.path, dirs_exist_ok=True)
-    names = ("final_loss", "best_loss", "tokens_per_s", "steps", "trainable_params", "wall_time_s", "grpo_steps",
-             "grpo_final_loss", "first_reward", "final_reward", "mean_reward", "correct_groups")  # fmt: skip
-    for name in names:
-        if isinstance(summary.get(name), (int, float)):
-            metrics.log_metric(name, float(summary[name]))
-    for artifact, stage in ((sft_adapter, method), (adapter, "grpo" if grpo is not None else method)):
+    stages = stage_configs(locals())
+    endpoint = endpoint_url or None
+    inputs = TrainInputs(
+        Path(train_data.path) / "records.jsonl", base_model, adapter.path, endpoint_url=endpoint,
+        checkpoint_dir=join(checkpoint_uri, run_id) if checkpoint_uri else None,
+    )  # fmt: skip
+    placement = dict(
+        image=image_for("train"), runtime=trainer_runtime, gpu_resource=gpu_type, node_selector=gpu_node_selector,
+        tolerations=gpu_tolerations, s3_secret=s3_secret_name, hf_token_secret=hf_token_secret_name,
+    )  # fmt: skip
+    results = run_stages(
+        stages, inputs, sft_adapter.path, trainjob=placement,
+        db_dir=lambda: read_dataset(dataset, localize(source_uri, f"{dataset} source", endpoint), "train").database_dir,
+    )  # fmt: skip
+    for name, value in results.summary().items():
+        metrics.log_metric(name, value)
+    for artifact, stage in ((sft_adapter, method), (adapter, "grpo" if stages.grpo is not None else method)):
         artifact.metadata.update({"base_model": base_model, "method": stage})
-    join_pages(pages, Path(loss_curve.path))
+    join_pages(results.curves, Path(loss_curve.path))

@@ -1,7 +1,7 @@
 """Training checkpoints in a local directory or under an s3:// prefix, and finding the newest usable one.
 
 A checkpoint is `step-NNNNNNNN/` holding the adapter weights, optimizer and scheduler state, and
-`state.json` (step, the per-step log so far, and the sha256 and size of every other file). `state.json` is
+`state.json` (the run's progress, `CheckpointState`, and the sha256 and size of every other file). `state.json` is
 what makes it complete: locally the whole directory is renamed into place at once; on S3 `state.json` is
 uploaded after every other file. A run killed mid-save therefore leaves nothing that resume would mistake
 for a checkpoint, and a file damaged later (a truncated copy, a full disk) fails its checksum, so resume
@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,32 @@ log = get_logger(__name__)
 STATE = "state.json"
 FILES = "files"  # the key of state.json recording {file name: {"sha256": ..., "size": ...}}
 _NAME = re.compile(r"^step-(\d{8})$")
+
+
+@dataclass
+class CheckpointState:
+    """A run's progress as its checkpoints record it in `state.json`, beside the checksums of their files.
+
+    The JSON keys are the ones checkpoints have always had, so a checkpoint written before this class resumes.
+    """
+
+    step: int  # optimizer steps done
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the per-step log so far (train_log.jsonl)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # the run's settings: a resume must match (`same_run`)
+    train_time: float | None = None  # SFT: seconds spent in optimizer steps (GRPO's rows time each step)
+    world_size: int | None = None  # a sharded checkpoint: the workers whose shards it holds
+
+    def to_json(self) -> dict[str, Any]:
+        state = {"step": self.step, "rows": self.rows, "fingerprint": self.fingerprint}
+        optional = {"train_time": self.train_time, "world_size": self.world_size}
+        return {**state, **{key: value for key, value in optional.items() if value is not None}}
+
+    @classmethod
+    def from_json(cls, state: Mapping[str, Any]) -> CheckpointState:
+        return cls(
+            step=state["step"], rows=state.get("rows", []), fingerprint=state.get("fingerprint", {}),
+            train_time=state.get("train_time"), world_size=state.get("world_size"),
+        )  # fmt: skip
 
 
 class _Unusable(Exception):
@@ -87,25 +114,26 @@ def stage(root: str, step: int, local: Path, under: str, endpoint_url: str | Non
 
 
 def save(
-    root: str, step: int, files: dict[str, Any], state: dict[str, Any], keep: int, endpoint_url: str | None = None,
+    root: str, state: CheckpointState, files: dict[str, Any], *, keep: int, endpoint_url: str | None = None,
     staged: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
-    """Write checkpoint `step` under `root`: `files` maps file names to writers `f(path)`; then prune.
+    """Write the checkpoint of `state.step` under `root`: `files` maps file names to writers `f(path)`; then prune.
 
     `staged` are the checksums of files the workers already `stage`d for this step: they become part of it.
-    Pruning keeps the `keep` newest checkpoints up to `step` and removes those after it: they are what
+    Pruning keeps the `keep` newest checkpoints up to this step and removes those after it: they are what
     resume skipped as unusable, and would otherwise be taken for the newest again.
     """
+    step = state.step
     if is_s3(root):
         if staged is None:
             _delete(root, step, endpoint_url)  # an incomplete or unusable leftover of the same step
         with tempfile.TemporaryDirectory(prefix="sqltune-checkpoint-") as scratch:
             staging = Path(scratch)
-            state = _write_files(staging, files, state)
-            state[FILES].update(staged or {})
+            written = _write_files(staging, files, state)
+            written[FILES].update(staged or {})
             target = join(root, _name(step))
             upload_dir(staging, target, endpoint_url)
-            atomic_write_json(staging / STATE, state)
+            atomic_write_json(staging / STATE, written)
             bucket, key = split_s3(join(target, STATE))
             s3_client(endpoint_url).upload_file(str(staging / STATE), bucket, key)
     else:  # our own directory: a leftover of the same step is replaced
@@ -123,12 +151,12 @@ def save(
         _delete(root, old, endpoint_url)
 
 
-def same_run(root: str, fingerprint: dict[str, Any], may_change: tuple[str, ...]) -> Callable[[dict[str, Any]], None]:
+def same_run(root: str, fingerprint: dict[str, Any], may_change: tuple[str, ...]) -> Callable[[CheckpointState], None]:
     """`load_latest`'s `accept`: the checkpoint must come from a run with these settings (`fingerprint`), up to
     the settings in `may_change`, and with as many workers."""
 
-    def accept(state: dict[str, Any]) -> None:
-        saved = state.get("fingerprint", {})
+    def accept(state: CheckpointState) -> None:
+        saved = state.fingerprint
         if saved.get("world_size", fingerprint.get("world_size")) != fingerprint.get("world_size"):
             # Each optimizer step takes one micro-batch per worker: another world size is another batch order.
             raise SqltuneError(
@@ -155,8 +183,8 @@ def load_latest(
     *,
     fresh_if_corrupt: bool = False,
     endpoint_url: str | None = None,
-    accept: Callable[[dict[str, Any]], None] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    accept: Callable[[CheckpointState], None] | None = None,
+) -> tuple[CheckpointState, dict[str, Any]] | None:
     """(state, {file name: what its reader returned}) of the newest usable checkpoint; None to start fresh.
 
     `accept(state)` runs before any reader and raises when the checkpoint belongs to another run.
@@ -198,20 +226,20 @@ def load_latest(
     )
 
 
-def _write_files(staging: Path, files: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    """Write the checkpoint's files; returns the state that records their sha256 and size."""
+def _write_files(staging: Path, files: dict[str, Any], state: CheckpointState) -> dict[str, Any]:
+    """Write the checkpoint's files; returns the content of its `state.json`, which records their sha256 and size."""
     for name, write in files.items():
         write(staging / name)
-    return {**state, FILES: file_entries(staging)}
+    return {**state.to_json(), FILES: file_entries(staging)}
 
 
-def _verified_state(local: Path) -> dict[str, Any]:
+def _verified_state(local: Path) -> CheckpointState:
     """The checkpoint's state, once every file it records has its recorded size and sha256."""
     try:
         state = json.loads((local / STATE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _Unusable(f"{STATE} cannot be read ({exc})") from None
-    if not isinstance(state, dict) or not isinstance(state.get(FILES, {}), dict):
+    if not isinstance(state, dict) or not isinstance(state.get(FILES, {}), dict) or type(state.get("step")) is not int:
         raise _Unusable(f"{STATE} is not a checkpoint state")
     # Checkpoints written before checksums were recorded have none: for them the readers catch the damage.
     for name, entry in state.get(FILES, {}).items():
@@ -222,7 +250,7 @@ def _verified_state(local: Path) -> dict[str, Any]:
             raise _Unusable(f"{name} has {path.stat().st_size} bytes, {entry['size']} expected")
         if sha256_file(path) != entry["sha256"]:
             raise _Unusable(f"{name} does not match its sha256")
-    return state
+    return CheckpointState.from_json(state)
 
 
 def _read(path: Path, read: Callable[[Path], Any]) -> Any:

@@ -9,6 +9,9 @@ import typer
 from sqltune.artifacts import OVERWRITE_HELP
 from sqltune.settings import config_command
 from sqltune.train.config import TrainConfig
+from sqltune.train.io import TrainInputs
+from sqltune.train.launch import Rendezvous, launches
+from sqltune.train.run import train_here
 
 
 @config_command(TrainConfig)
@@ -39,31 +42,27 @@ def train(
 
     With several workers (--nproc-per-node, --num-nodes) the command starts them through torchrun and waits.
     """
-    from sqltune.train import launch
-
-    inputs = {"checkpoint_dir": checkpoint_dir, "endpoint_url": endpoint_url, "init_adapter": init_adapter,
-              "db_dir": db_dir}  # fmt: skip
-    argv = launch.train_argv(data, base_model, out, config, overwrite=overwrite, **inputs)
+    inputs = TrainInputs(
+        data, base_model, out, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite,
+        init_adapter=init_adapter, db_dir=db_dir,
+    )  # fmt: skip
     if print_trainjob:
-        typer.echo(_trainjob_yaml(argv, config, trainer_runtime, data, out, checkpoint_dir), nl=False)
+        typer.echo(_trainjob_yaml(inputs, config, trainer_runtime), nl=False)
         return
-    rendezvous = launch.Rendezvous(node_rank, master_addr, master_port)
-    metrics = launch.train_here(data, base_model, out, config, overwrite=overwrite, rendezvous=rendezvous, **inputs)
-    if launch.launches(config):
+    metrics = train_here(inputs, config, Rendezvous(node_rank, master_addr, master_port))
+    if launches(config):
         return  # rank 0, a worker, printed the summary
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "dropped_ids"}, indent=2))
 
 
-def _trainjob_yaml(
-    argv: list[str], config: TrainConfig, runtime: str, data: str, out: str, checkpoint_dir: str | None
-) -> str:
+def _trainjob_yaml(inputs: TrainInputs, config: TrainConfig, runtime: str) -> str:
     """The TrainJob the pipeline would submit for this run: its pods share no disk, so every path is s3://."""
     from sqltune.errors import SqltuneError
     from sqltune.images import image_for
     from sqltune.train import trainjob
     from sqltune.uri import is_s3
 
-    paths = {"--data": data, "--out": out, "--checkpoint-dir": checkpoint_dir}
+    paths = {"--data": inputs.data, "--out": inputs.out, "--checkpoint-dir": inputs.checkpoint_dir}
     local = [f"{flag} {value}" for flag, value in paths.items() if not (value and is_s3(value))]
     if local:
         raise SqltuneError(
@@ -71,7 +70,7 @@ def _trainjob_yaml(
         )
     gpus = config.nproc_per_node or 1
     job = trainjob.build_trainjob(
-        ["sqltune", *argv], image=image_for("train"), num_nodes=config.num_nodes or 1, gpus_per_node=gpus,
-        runtime=runtime,
+        ["sqltune", *inputs.argv(config)], image=image_for("train"), num_nodes=config.num_nodes or 1,
+        gpus_per_node=gpus, runtime=runtime,
     )  # fmt: skip
     return trainjob.to_yaml(job)

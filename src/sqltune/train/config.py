@@ -171,23 +171,39 @@ class TrainConfig:
         return asdict(self)
 
 
-def stage_configs(params: Mapping[str, Any]) -> tuple[TrainConfig, TrainConfig | None]:
-    """The train component's stages from its parameters: the SFT stage's config, and the GRPO stage's after it
-    (None when `rl_steps` is 0). The component and the pipeline's submission check both build them here."""
-    if params["method"] == Method.grpo.value:
-        raise SettingError("train", "method", params["method"], "lora or qlora: rl_steps > 0 adds GRPO after them")
-    sft = build_config(TrainConfig, params, params["train_options"], "train_options")
-    rl_steps = params["rl_steps"]
+@dataclass(frozen=True)
+class Stages:
+    """The train step's plan: SFT (LoRA or QLoRA) with `sft`, then, when `grpo` is set, GRPO from its adapter."""
+
+    sft: TrainConfig
+    grpo: TrainConfig | None = None
+
+
+def plan_stages(sft: TrainConfig, rl_steps: int, rl_learning_rate: float, **grpo_settings: Any) -> Stages:
+    """SFT with `sft`, then `rl_steps` GRPO steps (none when 0) at `rl_learning_rate`, in one process, with the
+    settings of `sft` and `grpo_settings` (GRPO_SETTINGS for that stage alone). Errors name rl_steps and
+    rl_learning_rate, as the pipeline calls them."""
     if isinstance(rl_steps, bool) or not isinstance(rl_steps, int) or rl_steps < 0:
         raise SettingError("train", "rl_steps", rl_steps, "a whole number >= 0 (0: no GRPO stage)")
     if rl_steps == 0:
-        return sft, None
-    stage = {"max_steps": rl_steps, "learning_rate": params["rl_learning_rate"]}
+        return Stages(sft)
+    if set(grpo_settings) - set(GRPO_SETTINGS):
+        raise TypeError(f"plan_stages: {sorted(set(grpo_settings) - set(GRPO_SETTINGS))} are not GRPO_SETTINGS")
+    stage = {"max_steps": rl_steps, "learning_rate": rl_learning_rate, **grpo_settings}
     try:
         grpo = replace(sft, method=Method.grpo.value, nproc_per_node=1, num_nodes=1, **stage)
     except SettingError as exc:  # name the pipeline's GRPO parameter, not the SFT stage's setting
         raise SettingError("train", QUALIFIED_GRPO.get(exc.name, exc.name), exc.value, exc.expected) from None
-    return sft, grpo
+    return Stages(sft, grpo)
+
+
+def stage_configs(params: Mapping[str, Any]) -> Stages:
+    """The train component's stages from its parameters (the component and the pipeline's submission check both
+    build them here)."""
+    if params["method"] == Method.grpo.value:
+        raise SettingError("train", "method", params["method"], "lora or qlora: rl_steps > 0 adds GRPO after them")
+    sft = build_config(TrainConfig, params, params["train_options"], "train_options")
+    return plan_stages(sft, params["rl_steps"], params["rl_learning_rate"])
 
 
 # The GRPO stage's settings that the pipeline sets under names of their own.

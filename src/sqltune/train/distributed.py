@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
 from sqltune.settings import how_to_set
 from sqltune.train import checkpoint
+from sqltune.train.checkpoint import CheckpointState
 from sqltune.train.config import TrainConfig
 
 log = get_logger(__name__)
@@ -150,24 +152,25 @@ def full_adapter_state(model: Any, dist: Distributed) -> dict[str, Any] | None:
 
 
 def save_sharded(
-    root: str, step: int, model: Any, optimizer: Any, files: dict[str, Any], state: dict[str, Any], keep: int,
-    endpoint_url: str | None, dist: Distributed,
+    root: str, state: CheckpointState, files: dict[str, Any], *, model: Any, optimizer: Any, dist: Distributed,
+    keep: int, endpoint_url: str | None,
 ) -> None:  # fmt: skip
     """A checkpoint of a sharded run: every worker writes its DCP shard; rank 0 adds `files` and completes it."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import FileSystemWriter
 
     if dist.is_main:
-        checkpoint.clear_staging(root, step, endpoint_url)
+        checkpoint.clear_staging(root, state.step, endpoint_url)
     dist.barrier()
     with tempfile.TemporaryDirectory(prefix="sqltune-shards-") as scratch:
         # Each worker writes into its own directory (nodes share no disk); the files are then gathered.
         dcp.save(_sharded_state(model, optimizer), storage_writer=FileSystemWriter(scratch))
-        staged = checkpoint.stage(root, step, Path(scratch), SHARDS, endpoint_url)
+        staged = checkpoint.stage(root, state.step, Path(scratch), SHARDS, endpoint_url)
     everyone = dist.gather(staged)
     if dist.is_main:
         merged = {name: entry for entries in everyone or [] for name, entry in entries.items()}
-        checkpoint.save(root, step, files, {**state, "world_size": dist.world_size}, keep, endpoint_url, merged)
+        sharded = replace(state, world_size=dist.world_size)
+        checkpoint.save(root, sharded, files, keep=keep, endpoint_url=endpoint_url, staged=merged)
     dist.barrier()
 
 

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,9 @@ from sqltune.models import load_model, load_tokenizer, resolve_base_model
 from sqltune.models.adapter import check_base_name, read_adapter
 from sqltune.prompt import build_prompt, prompt_functions, prompt_messages
 from sqltune.train import checkpoint
+from sqltune.train.checkpoint import CheckpointState
 from sqltune.train.config import TrainConfig
+from sqltune.train.io import TrainInputs, read_records, write_adapter
 from sqltune.train.reward import ExecutionReward
 from sqltune.uri import is_s3, localize
 
@@ -48,67 +50,97 @@ RESUME_FILES = (
 _RESUMABLE_CHANGES = ("keep_checkpoints", "fresh_if_corrupt_checkpoint", "nproc_per_node", "num_nodes")
 
 
-def train_grpo(
-    data: str | os.PathLike[str],
-    base_model: str,
-    out: str | os.PathLike[str],
-    *,
-    config: TrainConfig,
-    init_adapter: str | os.PathLike[str] | None,
-    db_dir: str | os.PathLike[str] | None,
-    checkpoint_dir: str | None = None,
-    endpoint_url: str | None = None,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Continue the SFT adapter `init_adapter` with GRPO on the prompts of `data`, rewarded against the
-    databases under `db_dir`; writes the adapter artifact to `out` and returns its metrics."""
-    import torch
-    from datasets import Dataset
-    from peft import PeftModel
-    from trl import GRPOConfig, GRPOTrainer
+class GRPORecipe:
+    """One GRPO run of `config` from the SFT adapter `inputs.init_adapter`, rewarded on the databases under
+    `inputs.db_dir`, in the phases `sqltune.train.run.run_recipe` calls in order: `setup`, `resume`, `train` (TRL's
+    checkpoints go through `save_checkpoint`), `save_adapter`, `cleanup`. One process."""
 
-    from sqltune.train.run import read_records, write_adapter
+    def __init__(self, inputs: TrainInputs, config: TrainConfig) -> None:
+        self.inputs, self.config = inputs, config
+        self.state = CheckpointState(0)  # steps done and their rows: what checkpoints record
+        self.resume_from: Path | None = None  # the TRL checkpoint to continue
+        self.resumed_from: int | None = None
+        self._held = ExitStack()  # what `cleanup` lets go of: the reward's workers, TRL's scratch directory
 
-    if not init_adapter or not db_dir:
-        missing = " and ".join(f for f, v in (("--init-adapter", init_adapter), ("--db-dir", db_dir)) if not v)
-        raise SqltuneError(f"--method grpo needs {missing}: the SFT adapter to start from and the databases to run on")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise SqltuneError("--method grpo runs in one process (one GPU) for now: use --nproc-per-node 1")
-    check_output(out, inputs=[data, init_adapter, db_dir, checkpoint_dir], overwrite=overwrite)
-    started = time.perf_counter()
-    model_dir = resolve_base_model(base_model, endpoint_url)
-    sft = read_adapter(localize(init_adapter, "--init-adapter", endpoint_url))  # sft.path: the local copy
-    check_base_name(sft, base_model, model_dir)
-    template = sft.parameters.get("prompt_template", config.prompt_template)
-    if template != config.prompt_template:
-        log.info("prompt template %r: the one %s was trained with", template, init_adapter)
-        config.prompt_template = template
-    tokenizer = load_tokenizer(model_dir)
-    reward = ExecutionReward(
-        localize(db_dir, "--db-dir", endpoint_url), correct=config.reward_correct, executes=config.reward_executes
-    )
-    records = read_records(data, endpoint_url)
-    dataset = Dataset.from_list(_prompts(records, tokenizer, config, reward, data))
+    def setup(self) -> None:
+        """The SFT adapter on the base model, trainable; the prompts as a `datasets` dataset; the reward."""
+        import torch
+        from datasets import Dataset
+        from peft import PeftModel
 
-    cuda = torch.cuda.is_available()
-    bf16 = config.bf16 if config.bf16 is not None else cuda and torch.cuda.is_bf16_supported()
-    qlora = sft.parameters.get("method") == "qlora"
-    torch.manual_seed(config.seed)
-    model = load_model(
-        model_dir, quantize_4bit=qlora, dtype=torch.bfloat16 if bf16 else torch.float32,
-        device_map={"": torch.device("cuda:0" if cuda else "cpu")} if qlora else None,
-    )  # fmt: skip
-    model = PeftModel.from_pretrained(model, str(sft.path), is_trainable=True)
+        inputs, config = self.inputs, self.config
+        init_adapter, db_dir, endpoint_url = inputs.init_adapter, inputs.db_dir, inputs.endpoint_url
+        if not init_adapter or not db_dir:
+            missing = " and ".join(f for f, v in (("--init-adapter", init_adapter), ("--db-dir", db_dir)) if not v)
+            raise SqltuneError(
+                f"--method grpo needs {missing}: the SFT adapter to start from and the databases to run on"
+            )
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise SqltuneError("--method grpo runs in one process (one GPU) for now: use --nproc-per-node 1")
+        check_output(inputs.out, inputs=[inputs.data, init_adapter, db_dir, inputs.checkpoint_dir],
+                     overwrite=inputs.overwrite)  # fmt: skip
+        self.started = time.perf_counter()
+        model_dir = resolve_base_model(inputs.base_model, endpoint_url)
+        sft = read_adapter(localize(init_adapter, "--init-adapter", endpoint_url))  # sft.path: the local copy
+        check_base_name(sft, inputs.base_model, model_dir)
+        template = sft.parameters.get("prompt_template", config.prompt_template)
+        if template != config.prompt_template:
+            log.info("prompt template %r: the one %s was trained with", template, init_adapter)
+            config.prompt_template = template
+        self.tokenizer = load_tokenizer(model_dir)
+        self.reward = ExecutionReward(
+            localize(db_dir, "--db-dir", endpoint_url), correct=config.reward_correct, executes=config.reward_executes
+        )
+        self._held.callback(self.reward.close)
+        records = read_records(inputs.data, endpoint_url)
+        self.dataset = Dataset.from_list(_prompts(records, self.tokenizer, config, self.reward, inputs.data))
 
-    fingerprint = {
-        "base_model": base_model, "records": len(records), **config.to_dict(),
-        "init_adapter": input_fingerprint(sft.path),
-    }  # fmt: skip
-    with _scratch(checkpoint_dir) as scratch:
-        resume, rows = _resume(checkpoint_dir, endpoint_url, fingerprint, config, Path(scratch) / "resume")
-        recorder = _Recorder(reward, rows, checkpoint_dir, endpoint_url, fingerprint, config)
+        self.cuda = cuda = torch.cuda.is_available()
+        self.bf16 = config.bf16 if config.bf16 is not None else cuda and torch.cuda.is_bf16_supported()
+        qlora = sft.parameters.get("method") == "qlora"
+        torch.manual_seed(config.seed)
+        model = load_model(
+            model_dir, quantize_4bit=qlora, dtype=torch.bfloat16 if self.bf16 else torch.float32,
+            device_map={"": torch.device("cuda:0" if cuda else "cpu")} if qlora else None,
+        )  # fmt: skip
+        self.model = PeftModel.from_pretrained(model, str(sft.path), is_trainable=True)
+        fingerprint = {
+            "base_model": inputs.base_model, "records": len(records), **config.to_dict(),
+            "init_adapter": input_fingerprint(sft.path),
+        }  # fmt: skip
+        self.state = CheckpointState(0, rows=[], fingerprint=fingerprint)
+        self.scratch = self._held.enter_context(_scratch(inputs.checkpoint_dir))
+
+    def resume(self) -> None:
+        """From the newest usable checkpoint of this run: its TRL checkpoint (copied into the scratch directory,
+        where TRL continues from it) and its log rows. The frozen reference copy is rebuilt from --init-adapter."""
+        root = self.inputs.checkpoint_dir
+        if not root:
+            return
+        into = self.scratch / "resume"
+        into.mkdir(parents=True)
+        readers = {name: lambda path: shutil.copyfile(path, into / path.name) for name in RESUME_FILES}
+        latest = checkpoint.load_latest(
+            root, readers, fresh_if_corrupt=self.config.fresh_if_corrupt_checkpoint,
+            endpoint_url=self.inputs.endpoint_url,
+            accept=checkpoint.same_run(root, self.state.fingerprint, _RESUMABLE_CHANGES),
+        )  # fmt: skip
+        if latest is None:
+            return
+        state, _ = latest
+        log.info("resuming GRPO from checkpoint at step %d", state.step)
+        self.resume_from = into
+        self.state = CheckpointState(state.step, rows=list(state.rows), fingerprint=self.state.fingerprint)
+        self.resumed_from = state.rows[-1]["step"] if state.rows else None
+
+    def train(self) -> None:
+        """TRL's GRPOTrainer over the dataset, from the TRL checkpoint `resume` found, if any."""
+        from trl import GRPOConfig, GRPOTrainer
+
+        config = self.config
+        checkpointing = bool(self.inputs.checkpoint_dir and config.checkpoint_every)
         args = GRPOConfig(
-            output_dir=str(Path(scratch) / "trl"),
+            output_dir=str(self.scratch / "trl"),
             max_steps=config.max_steps,
             num_train_epochs=config.num_epochs,
             # A step generates prompts_per_step x num_generations completions at once, then learns from them
@@ -126,34 +158,50 @@ def train_grpo(
             max_grad_norm=config.max_grad_norm,
             gradient_checkpointing=config.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
-            bf16=bf16,
-            use_cpu=not cuda,
+            bf16=self.bf16,
+            use_cpu=not self.cuda,
             seed=config.seed,
             data_seed=config.seed,
             logging_steps=1,
-            save_strategy="steps" if checkpoint_dir and config.checkpoint_every else "no",
+            save_strategy="steps" if checkpointing else "no",
             save_steps=config.checkpoint_every or 1,
             report_to="none",
             disable_tqdm=True,
         )
         trainer = GRPOTrainer(
-            model=model, reward_funcs=[reward], args=args, train_dataset=dataset, processing_class=tokenizer,
-            callbacks=[recorder],
+            model=self.model, reward_funcs=[self.reward], args=args, train_dataset=self.dataset,
+            processing_class=self.tokenizer, callbacks=[_Recorder(self)],
         )  # fmt: skip
         trainer.remove_callback(PrinterCallback)  # the recorder logs each step
-        try:
-            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        finally:
-            reward.close()
-    rows = recorder.rows
-    metrics = _metrics(rows, config, base_model, trainable=model.get_nb_trainable_parameters(), records=len(dataset))
-    metrics.update(wall_time_s=time.perf_counter() - started, resumed_from_step=recorder.resumed_from)
-    inputs = {"data": data, "init_adapter": init_adapter, "db_dir": db_dir}
-    write_adapter(
-        out, model, tokenizer, config, metrics, rows, inputs, base_model, overwrite, endpoint_url,
-        selected_adapters=["default"],  # not TRL's frozen reference copy
-    )  # fmt: skip
-    return metrics
+        trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
+
+    def save_checkpoint(self, trl_checkpoint: Path, step: int) -> None:
+        """Mirror TRL's checkpoint of `step` into the checkpoint store, with the log rows so far; then drop it."""
+        if not self.inputs.checkpoint_dir:
+            return
+        self.state.step = step
+        files = {name: _copier(trl_checkpoint / name) for name in file_entries(trl_checkpoint)}
+        checkpoint.save(
+            self.inputs.checkpoint_dir, self.state, files, keep=self.config.keep_checkpoints,
+            endpoint_url=self.inputs.endpoint_url,
+        )  # fmt: skip
+        shutil.rmtree(trl_checkpoint)
+
+    def save_adapter(self) -> dict[str, Any]:
+        """The adapter artifact in `out` (the policy alone, not TRL's frozen reference copy); returns its metrics."""
+        rows = self.state.rows
+        trainable = self.model.get_nb_trainable_parameters()
+        metrics = _metrics(rows, self.config, self.inputs.base_model, trainable=trainable, records=len(self.dataset))
+        metrics.update(wall_time_s=time.perf_counter() - self.started, resumed_from_step=self.resumed_from)
+        write_adapter(
+            self.inputs, self.config, model=self.model, tokenizer=self.tokenizer, metrics=metrics, rows=rows,
+            save={"selected_adapters": ["default"]},
+        )  # fmt: skip
+        return metrics
+
+    def cleanup(self) -> None:
+        """Stop the reward's workers and remove TRL's scratch directory, also after a failure."""
+        self._held.close()
 
 
 @contextmanager
@@ -202,36 +250,12 @@ def _prompts(
     return rows
 
 
-def _resume(
-    root: str | None, endpoint_url: str | None, fingerprint: dict[str, Any], config: TrainConfig, into: Path
-) -> tuple[Path | None, list[dict[str, Any]]]:
-    """(a TRL checkpoint directory to resume from, the log rows so far) from the newest usable checkpoint."""
-    if not root:
-        return None, []
-    into.mkdir(parents=True)
-    readers = {name: lambda path: shutil.copyfile(path, into / path.name) for name in RESUME_FILES}
-    latest = checkpoint.load_latest(
-        root, readers, fresh_if_corrupt=config.fresh_if_corrupt_checkpoint, endpoint_url=endpoint_url,
-        accept=checkpoint.same_run(root, fingerprint, _RESUMABLE_CHANGES),
-    )  # fmt: skip
-    if latest is None:
-        return None, []
-    state, _ = latest
-    log.info("resuming GRPO from checkpoint at step %d", state["step"])
-    return into, state["rows"]
-
-
 class _Recorder(TrainerCallback):
-    """Keeps one log row per optimizer step (loss, reward, the share of groups with a correct completion, KL)
-    and mirrors each TRL checkpoint into the checkpoint store."""
+    """Keeps one log row per optimizer step (loss, reward, the share of groups with a correct completion, KL) in
+    the recipe's state, and hands each TRL checkpoint to the recipe's `save_checkpoint`."""
 
-    def __init__(
-        self, reward: ExecutionReward, rows: list[dict[str, Any]], root: str | None, endpoint_url: str | None,
-        fingerprint: dict[str, Any], config: TrainConfig,
-    ) -> None:  # fmt: skip
-        self.reward, self.rows, self.root, self.endpoint_url = reward, list(rows), root, endpoint_url
-        self.fingerprint, self.config = fingerprint, config
-        self.resumed_from = rows[-1]["step"] if rows else None
+    def __init__(self, recipe: GRPORecipe) -> None:
+        self.recipe, self.reward, self.rows = recipe, recipe.reward, recipe.state.rows
         self._tick = time.perf_counter()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
@@ -259,13 +283,7 @@ class _Recorder(TrainerCallback):
         log.info("GRPO step %d: loss %.4f, reward %.3f", state.global_step, logs["loss"], logs["reward"])
 
     def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-        if not self.root:
-            return
-        source = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        files = {name: _copier(source / name) for name in file_entries(source)}
-        done = {"step": state.global_step, "rows": self.rows, "fingerprint": self.fingerprint}
-        checkpoint.save(self.root, state.global_step, files, done, self.config.keep_checkpoints, self.endpoint_url)
-        shutil.rmtree(source)
+        self.recipe.save_checkpoint(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
 
 
 def _copier(source: Path) -> Any:

@@ -17,7 +17,6 @@ import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,9 @@ from sqltune.log import get_logger
 
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from sqltune.train.config import TrainConfig
+    from sqltune.train.io import TrainInputs
 
 log = get_logger(__name__)
 
@@ -43,53 +45,6 @@ class Rendezvous:
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
-
-
-def train_argv(
-    data: str, base_model: str, out: str, config: Any, *, checkpoint_dir: str | None = None,
-    endpoint_url: str | None = None, overwrite: bool = False, init_adapter: str | None = None,
-    db_dir: str | None = None,
-) -> list[str]:  # fmt: skip
-    """`sqltune train` arguments for these inputs and settings: what the workers and a TrainJob's pods run."""
-    from sqltune.settings import config_args
-
-    argv = ["train", "--data", str(data), "--base-model", base_model, "--out", str(out)]
-    argv += ["--overwrite"] if overwrite else []
-    argv += ["--checkpoint-dir", checkpoint_dir] if checkpoint_dir else []
-    argv += ["--endpoint-url", endpoint_url] if endpoint_url else []
-    argv += ["--init-adapter", str(init_adapter)] if init_adapter else []
-    argv += ["--db-dir", str(db_dir)] if db_dir else []
-    return argv + config_args(config)
-
-
-def train_here(
-    data: str, base_model: str, out: str, config: Any, *, checkpoint_dir: str | None = None,
-    endpoint_url: str | None = None, overwrite: bool = False, init_adapter: str | None = None,
-    db_dir: str | None = None, rendezvous: Rendezvous | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """Train on this node: in this process for one worker, else through the launcher; what the CLI and the
-    KFP component both call. Returns the run's metrics (those of the adapter written to `out` when launched)."""
-    if not launches(config):
-        from sqltune.train.run import train
-
-        return train(
-            data, base_model, out, config=config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url,
-            overwrite=overwrite, init_adapter=init_adapter, db_dir=db_dir,
-        )  # fmt: skip
-    argv = train_argv(
-        data, base_model, out, config, checkpoint_dir=checkpoint_dir, endpoint_url=endpoint_url, overwrite=overwrite,
-        init_adapter=init_adapter, db_dir=db_dir,
-    )  # fmt: skip
-    from sqltune.train.lock import checkpoint_lock
-
-    num_nodes, per_node = nodes(config.num_nodes), workers_per_node(config.nproc_per_node)
-    rendezvous = rendezvous or Rendezvous()
-    # The run holds its checkpoint directory from here, for all its workers (node 0's launcher, for all nodes').
-    with checkpoint_lock(None if rendezvous.node_rank else checkpoint_dir, endpoint_url):
-        launch(argv, num_nodes, per_node, rendezvous, base_model, endpoint_url)
-    if rendezvous.node_rank:
-        return {}  # node 0 writes the adapter
-    return json.loads((Path(out) / "train_metrics.json").read_text(encoding="utf-8"))
 
 
 def launches(config: Any) -> bool:
@@ -131,11 +86,9 @@ def _env_int(name: str) -> int | None:
     return int(value)
 
 
-def launch(
-    argv: Sequence[str], num_nodes: int, nproc_per_node: int, rendezvous: Rendezvous, base_model: str,
-    endpoint_url: str | None = None,
-) -> None:  # fmt: skip
-    """Run `sqltune <argv>` as `nproc_per_node` workers on this node, `num_nodes` nodes in all; raise if one fails.
+def launch(inputs: TrainInputs, config: TrainConfig, rendezvous: Rendezvous) -> None:
+    """Run `sqltune train` on `inputs` with `config` as this node's workers (`workers_per_node`, on `nodes` nodes
+    in all); raise if one fails.
 
     Only local rank 0's output reaches the console (the others' goes to files in a log directory of this process,
     removed when the workers are done, also when they failed): rank 0 logs the run, a failing worker's error is
@@ -150,7 +103,9 @@ def launch(
 
     from sqltune.models import resolve_base_model
 
-    resolve_base_model(base_model, endpoint_url)
+    resolve_base_model(inputs.base_model, inputs.endpoint_url)
+    argv = inputs.argv(config)
+    num_nodes, nproc_per_node = nodes(config.num_nodes), workers_per_node(config.nproc_per_node)
     if num_nodes == 1:  # what torchrun's --standalone does inside run(): a store on a free port of this machine
         where = ["--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", str(uuid.uuid4())]
     else:
@@ -163,11 +118,11 @@ def launch(
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix=LOG_DIR_PREFIX, ignore_cleanup_errors=True) as logs:
         args = get_args_parser().parse_args([*sizes, *where, "--log-dir", logs, "--module", "sqltune.cli", *argv])
-        config, entrypoint, entry_args = config_from_args(args)
+        launcher, entrypoint, entry_args = config_from_args(args)
         # Local rank 0 writes to this console as it is (its JSON summary stays parseable); the others to files.
-        config.logs_specs = DefaultLogsSpecs(log_dir=logs, redirects=dict.fromkeys(range(1, nproc_per_node), Std.ALL))
+        launcher.logs_specs = DefaultLogsSpecs(log_dir=logs, redirects=dict.fromkeys(range(1, nproc_per_node), Std.ALL))
         try:
-            elastic_launch(config, entrypoint)(*entry_args)
+            elastic_launch(launcher, entrypoint)(*entry_args)
         except ChildFailedError as exc:
             rank, failure = root_failure(exc.failures)
             raise SqltuneError(

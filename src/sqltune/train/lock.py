@@ -3,7 +3,7 @@
 Two runs checkpointing into one directory interleave their checkpoints: each prunes the other's, and a resume
 takes whichever is newest. So a run holds the directory while it trains, and a second run is refused with an
 error that names the directory and the holder. The lock belongs to the run, not to a process: the process that
-starts the workers holds it (`launch.train_here`; node 0 of a multi-node run), or the one process that trains;
+starts the workers holds it (`run.train_here`; node 0 of a multi-node run), or the one process that trains;
 the workers never take it.
 
 - A local directory: `flock` on `.sqltune-lock` in it, which says who holds it. The kernel releases the lock when

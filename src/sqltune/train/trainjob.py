@@ -19,6 +19,8 @@ from typing import Any
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
 from sqltune.settings import FROM_PIPELINE_ENV
+from sqltune.train.config import TrainConfig
+from sqltune.train.io import TrainInputs
 from sqltune.uri import is_s3, join
 
 log = get_logger(__name__)
@@ -91,44 +93,36 @@ def build_trainjob(
 
 
 def train_on_trainer(
-    records: Path,
-    base_model: str,
-    out: Path,
-    config: Any,
-    *,
-    work_uri: str,
-    endpoint_url: str | None = None,
-    echo: Callable[[str], None] = print,
-    namespace: str | None = None,
+    inputs: TrainInputs, config: TrainConfig, *, echo: Callable[[str], None] = print, namespace: str | None = None,
     **placement: Any,
-) -> dict[str, Any]:
-    """The pipeline's multi-node train step: records to `work_uri` on S3, a TrainJob that trains from there and
-    checkpoints there (a retried step resumes), then the adapter back into `out`; returns its metrics.
+) -> dict[str, Any]:  # fmt: skip
+    """The pipeline's multi-node train step: the local records `inputs.data` to `inputs.checkpoint_dir` on S3, a
+    TrainJob that trains from there and checkpoints there (a retried step resumes), then the adapter back into the
+    local `inputs.out`; returns its metrics.
 
     `placement` is `build_trainjob`'s image, runtime, resources, node selector, tolerations and Secrets.
     """
     import json
 
-    from sqltune.train.launch import train_argv
     from sqltune.uri import download_dir, s3_client, split_s3
 
+    work_uri, endpoint_url = inputs.checkpoint_dir or "", inputs.endpoint_url
     if not is_s3(work_uri):
         raise SqltuneError(
             f"num_nodes={config.num_nodes} needs checkpoint_uri on s3:// (got {work_uri!r}): the TrainJob's pods "
             "read the records and write checkpoints and the adapter there"
         )
     bucket, key = split_s3(join(work_uri, "records.jsonl"))
-    s3_client(endpoint_url).upload_file(str(records), bucket, key)
-    adapter_uri = join(work_uri, "adapter")
-    argv = train_argv(
-        join(work_uri, "records.jsonl"), base_model, adapter_uri, config, checkpoint_dir=join(work_uri, "checkpoints"),
-        endpoint_url=endpoint_url,
+    s3_client(endpoint_url).upload_file(str(inputs.data), bucket, key)
+    on_s3 = TrainInputs(
+        join(work_uri, "records.jsonl"), inputs.base_model, join(work_uri, "adapter"),
+        checkpoint_dir=join(work_uri, "checkpoints"), endpoint_url=endpoint_url,
     )  # fmt: skip
     env = {"AWS_ENDPOINT_URL": endpoint_url} if endpoint_url else {}
     if os.environ.get(FROM_PIPELINE_ENV):  # the pods' errors advise pipeline parameters, as this step's do
         env[FROM_PIPELINE_ENV] = "1"
     job = build_trainjob(
-        ["sqltune", *argv],
+        ["sqltune", *on_s3.argv(config)],
         num_nodes=config.num_nodes,
         gpus_per_node=config.nproc_per_node or 1,
         env=env or None,
@@ -136,7 +130,8 @@ def train_on_trainer(
     )
     client = kubernetes_client(namespace)
     follow(client, submit(client, job), echo)
-    download_dir(adapter_uri, out, endpoint_url, overwrite=True)
+    out = Path(inputs.out)
+    download_dir(str(on_s3.out), out, endpoint_url, overwrite=True)
     return json.loads((out / "train_metrics.json").read_text(encoding="utf-8"))
 
 
