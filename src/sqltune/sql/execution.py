@@ -20,11 +20,13 @@ import sqlite3
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqltune.errors import SqltuneError
+from sqltune.sql.location import Database, ServerDatabase
 from sqltune.sql.sqlite import UnreadableDatabase, open_read_only
 
 Rows = list[tuple]
@@ -129,18 +131,24 @@ def _open_sandbox(path: Path, limits: Limits) -> _Sandbox:
     return _Sandbox(conn, authorizer)
 
 
-def _row_bytes(row: tuple) -> int:
+def row_bytes(row: tuple) -> int:
+    """What one result row costs in memory, as the byte cap counts it."""
     return sys.getsizeof(row) + sum(map(sys.getsizeof, row))
 
 
 @dataclass
 class Executor:
-    """Runs queries under `limits`; with `cache`, keeps one connection per database file and each gold result."""
+    """Runs queries under `limits`; with `cache`, keeps one connection per database and each gold result.
+
+    A database is a SQLite file (`Path`) or a server database (`ServerDatabase`: PostgreSQL, DuckDB), whose
+    sandbox is `sqltune.sql.server`'s; both raise the same QueryError categories.
+    """
 
     limits: Limits = field(default_factory=Limits)
     cache: bool = True
     _sandboxes: dict[Path, _Sandbox] = field(default_factory=dict)
-    _gold: dict[tuple[Path, str], Rows | QueryError] = field(default_factory=dict)
+    _servers: dict[ServerDatabase, Any] = field(default_factory=dict)
+    _gold: dict[tuple[Database, str], Rows | QueryError] = field(default_factory=dict)
 
     def _sandbox(self, path: Path) -> _Sandbox:
         if not self.cache:
@@ -149,9 +157,11 @@ class Executor:
             self._sandboxes[path] = _open_sandbox(path, self.limits)
         return self._sandboxes[path]
 
-    def run(self, path: Path, sql: str) -> tuple[Rows, float]:
+    def run(self, path: Database, sql: str) -> tuple[Rows, float]:
         """(rows, seconds); raises QueryError: syntax error, execution error (also a denied statement or
         function), timeout, too many rows, result too large or memory limit."""
+        if isinstance(path, ServerDatabase):
+            return self._run_on_server(path, sql)
         try:
             conn, authorizer = self._sandbox(path)
         except UnreadableDatabase as exc:
@@ -166,7 +176,7 @@ class Executor:
             size = 0
             for row in conn.execute(_CUR_YEAR.sub("2020", sql)):
                 rows.append(row)
-                size += _row_bytes(row)
+                size += row_bytes(row)
                 if len(rows) > limits.max_rows:
                     raise QueryError("too many rows", f"more than {limits.max_rows} rows")
                 if size > limits.max_result_bytes:
@@ -195,7 +205,26 @@ class Executor:
             if not self.cache:
                 conn.close()
 
-    def gold(self, path: Path, sql: str) -> Rows:
+    def _run_on_server(self, database: ServerDatabase, sql: str) -> tuple[Rows, float]:
+        from sqltune.sql.server import open_server_sandbox
+
+        sandbox = self._servers.get(database) if self.cache else None
+        if sandbox is None:
+            sandbox = open_server_sandbox(database, self.limits)
+            if self.cache:
+                self._servers[database] = sandbox
+        start = time.monotonic()
+        try:
+            return sandbox.run(sql), time.monotonic() - start
+        except QueryError as exc:
+            if exc.category == "unreadable database":  # the connection is gone: the next query reconnects
+                self._servers.pop(database, None)
+            raise
+        finally:
+            if not self.cache:
+                sandbox.close()
+
+    def gold(self, path: Database, sql: str) -> Rows:
         """Gold rows, computed once per (database file, query) when caching."""
         key = (path, sql)
         result = self._gold.get(key)
@@ -214,6 +243,9 @@ class Executor:
         for sandbox in self._sandboxes.values():
             sandbox.connection.close()
         self._sandboxes.clear()
+        for server in self._servers.values():
+            server.close()
+        self._servers.clear()
 
 
 def _unordered(row: tuple) -> tuple:
@@ -321,7 +353,7 @@ class Verdict(NamedTuple):
 
 def execution_match(
     executor: Executor,
-    db_files: list[Path],
+    db_files: Sequence[Database],
     gold_sql: str,
     pred_sql: str,
     *,
@@ -367,6 +399,6 @@ def db_files_for(db_dir: Path, db_id: str) -> list[Path]:
     return sorted((db_dir / db_id).glob("*.sqlite"))
 
 
-def time_query(executor: Executor, path: Path, sql: str, repeats: int) -> float:
+def time_query(executor: Executor, path: Database, sql: str, repeats: int) -> float:
     """Mean seconds of `repeats` runs (VES timing)."""
     return sum(executor.run(path, sql)[1] for _ in range(repeats)) / max(repeats, 1)
