@@ -1,5 +1,6 @@
-"""The datasets sqltune reads: Spider, BIRD and CoSQL/SParC directory layouts, into one `Example` per question (or
-turn), and where a split keeps its schemas and SQLite databases.
+"""The datasets sqltune reads: Spider, BIRD and CoSQL/SParC directory layouts, WikiSQL's files and one's own
+questions as JSON lines, into one `Example` per question (or turn), and where a split keeps its schemas and
+SQLite databases.
 
 Shared by the steps: preprocess builds records from the examples (schemas, prompts and hardness are added there),
 the train step's GRPO stage finds the training questions' databases, evaluate scores by the dataset's rules.
@@ -8,13 +9,14 @@ the train step's GRPO stage finds the training questions' databases, evaluate sc
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from sqltune.errors import SqltuneError
+from sqltune.sql.schema import DatabaseSchema
 
 
 class Dataset(str, Enum):
@@ -22,6 +24,8 @@ class Dataset(str, Enum):
     bird = "bird"
     cosql = "cosql"
     sparc = "sparc"
+    jsonl = "jsonl"  # one's own questions: {"question", "sql", "db_id", "evidence"?} per line
+    wikisql = "wikisql"
 
 
 class Split(str, Enum):
@@ -45,12 +49,19 @@ class Example:
 
 @dataclass(frozen=True)
 class Layout:
-    """A dataset split: its question files, schema file, SQLite directory, and the examples read from it."""
+    """A dataset split: its question files, schema file, SQLite directory, and the examples read from it.
+
+    A dataset that carries its schemas in its own format (WikiSQL) gives them as `schemas`, and `write_database`
+    builds a db_id's SQLite file from its own data; one's own questions may have no schema file or databases
+    (None): their schemas then come from `--tables` or the live database.
+    """
 
     question_files: tuple[Path, ...]
-    tables_file: Path
-    database_dir: Path
+    tables_file: Path | None
+    database_dir: Path | None
     examples: list[Example]
+    schemas: dict[str, DatabaseSchema] | None = None
+    write_database: Callable[[str, Path], None] | None = None
 
 
 def read_json(path: Path) -> Any:
@@ -168,6 +179,50 @@ def read_multiturn(root: Path, split: str, dataset: str) -> Layout:
     return Layout((path,), root / "tables.json", root / "database", examples)
 
 
+def read_jsonl_questions(root: Path, split: str) -> Layout:
+    """One's own questions: `root` is a JSON-lines file (any split), or a folder with `<split>.jsonl`; a
+    `tables.json` and a `database/` folder beside it are used when present. Each line needs `question`, `sql` and
+    `db_id` strings; `evidence` (a hint) and `id` are optional. A bad line is an error naming the file and line."""
+    path = root if root.is_file() else _first_existing(root, [f"{split}.jsonl"], f"jsonl {split} file")
+    folder = path.parent
+    examples = []
+    with open(path, encoding="utf-8") as handle:
+        try:
+            lines = list(handle)
+        except UnicodeDecodeError as exc:
+            raise SqltuneError(f"{path}: not UTF-8 text: {exc}") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SqltuneError(f"{where}: malformed JSON: {exc.msg}") from None
+        if not isinstance(entry, dict):
+            raise SqltuneError(f"{where}: expected a JSON object with question, sql and db_id")
+        for name in ("question", "sql", "db_id"):
+            if not isinstance(entry.get(name), str) or not entry[name].strip():
+                found = "missing" if name not in entry else f"{type(entry[name]).__name__} {entry[name]!r}"
+                raise SqltuneError(f"{where}: {name!r} must be a non-empty string ({found})")
+        evidence = entry.get("evidence")
+        if evidence is not None and not isinstance(evidence, str):
+            raise SqltuneError(f"{where}: 'evidence' must be a string, not {type(evidence).__name__}")
+        number = entry.get("id", len(examples))
+        examples.append(
+            Example(
+                id=f"jsonl-{split}-{number:05d}" if isinstance(number, int) else str(number),
+                db_id=entry["db_id"],
+                question=entry["question"],
+                sql=entry["sql"],
+                evidence=evidence or None,
+            )
+        )
+    tables = folder / "tables.json"
+    databases = folder / "database"
+    return Layout((path,), tables if tables.is_file() else None, databases if databases.is_dir() else None, examples)
+
+
 def read_dataset(dataset: str, root: Path, split: str) -> Layout:
     """The layout and examples of one split; errors name the dataset, split or file that is wrong."""
     if dataset not in {d.value for d in Dataset}:
@@ -178,6 +233,12 @@ def read_dataset(dataset: str, root: Path, split: str) -> Layout:
         layout = read_spider(root, split)
     elif dataset == "bird":
         layout = read_bird(root, split)
+    elif dataset == "jsonl":
+        layout = read_jsonl_questions(root, split)
+    elif dataset == "wikisql":
+        from sqltune.wikisql import read_wikisql
+
+        layout = read_wikisql(root, split)
     else:
         layout = read_multiturn(root, split, dataset)
     if not layout.examples:

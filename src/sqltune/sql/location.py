@@ -21,6 +21,11 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from sqltune.errors import SqltuneError
 
 PASSWORD_ENV = "SQLTUNE_DATABASE_PASSWORD"
+URL_ENV = "SQLTUNE_DATABASE_URL"
+URL_HELP = (
+    "SQLAlchemy URL of the database the SQL runs on instead of SQLite files (PostgreSQL, DuckDB); {db_id} in it "
+    f"selects one database per question's db_id. Without a password in it, ${PASSWORD_ENV} gives it."
+)
 DB_ID = "{db_id}"
 # The engines the sandbox runs SQL on, by the sqlglot dialect their SQL is parsed in.
 SERVER_DIALECTS = {"postgresql": "postgres", "postgres": "postgres", "duckdb": "duckdb"}
@@ -38,6 +43,15 @@ def url_dialect(url: str) -> str:
         known = ", ".join(sorted(set(SERVER_DIALECTS) - {"postgres"}))
         raise SqltuneError(f"database URL {hide_password(url)!r}: backend {backend!r} cannot run SQL here ({known})")
     return SERVER_DIALECTS[backend]
+
+
+def check_url(url: str | None) -> str | None:
+    """A config's database URL: None when unset or empty (the pipeline's ''), else checked to be one sqltune runs
+    SQL on."""
+    if not url:
+        return None
+    url_dialect(url)
+    return url
 
 
 def hide_password(url: str) -> str:

@@ -7,6 +7,8 @@ Three things beyond sqlglot's own transpiling, each what SQLite itself does or w
 - SQLite compares a text column with a number as text (the number takes the column's text affinity:
   `year > 2013` on a text column is `year > '2013'`); such a number becomes the string SQLite compared, where the
   schema says the column is text. PostgreSQL would refuse to compare text with an integer at all.
+- SQLite's LIKE ignores the case of ASCII letters; it becomes ILIKE where the target has it (PostgreSQL, DuckDB),
+  whose LIKE does not.
 - Names are folded to lower case, as `copy-db` folds the tables and columns it creates (and PostgreSQL folds
   unquoted names), and quoted only where the target needs it (a reserved word, a space).
 - What sqlglot cannot write for the target is an error with the reason (`unsupported_level=RAISE`), not SQL that
@@ -17,6 +19,7 @@ Three things beyond sqlglot's own transpiling, each what SQLite itself does or w
 from __future__ import annotations
 
 import re
+from enum import Enum
 
 import sqlglot
 from sqlglot import exp
@@ -40,6 +43,12 @@ _RESERVED = frozenset(
 )
 
 
+# sqlglot's dialect names (the choices of `--dialect`).
+SqlDialect = Enum(  # type: ignore[misc]
+    "SqlDialect", {d.value: d.value for d in sqlglot.dialects.Dialects if d.value}, type=str
+)
+
+
 class TranspileError(ValueError):
     """The query cannot be written for the target dialect; the message says why."""
 
@@ -59,6 +68,7 @@ def _string_fallbacks(tree: exp.Expression, schema: DatabaseSchema) -> None:
             column.replace(exp.Literal.string(identifier.name))
 
 
+_HAS_ILIKE = ("postgres", "duckdb")
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 
 
@@ -122,6 +132,9 @@ def transpile(sql: str, target: str, *, source: str = "sqlite", schema: Database
                 _string_fallbacks(tree, schema)
                 _text_affinity(tree, schema)
             _fold_names(tree)
+            if source == "sqlite" and target in _HAS_ILIKE:
+                for like in list(tree.find_all(exp.Like)):
+                    like.replace(exp.ILike(**like.args))
             return tree.sql(dialect=target, unsupported_level=ErrorLevel.RAISE)
     except SqlTooDeep as exc:
         raise TranspileError(str(exc)) from None
