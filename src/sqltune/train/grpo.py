@@ -32,6 +32,7 @@ from sqltune.log import get_logger
 from sqltune.models import load_model, load_tokenizer, resolve_base_model
 from sqltune.models.adapter import check_base_name, read_adapter
 from sqltune.prompt import build_prompt, prompt_functions, prompt_messages
+from sqltune.sql.location import Databases
 from sqltune.train import checkpoint
 from sqltune.train.config import TrainConfig
 from sqltune.train.reward import ExecutionReward
@@ -69,8 +70,9 @@ def train_grpo(
 
     from sqltune.train.run import read_records, write_adapter
 
-    if not init_adapter or not db_dir:
-        missing = " and ".join(f for f, v in (("--init-adapter", init_adapter), ("--db-dir", db_dir)) if not v)
+    if not init_adapter or not (db_dir or config.database_url):
+        where = db_dir or config.database_url
+        missing = " and ".join(f for f, v in (("--init-adapter", init_adapter), ("--db-dir", where)) if not v)
         raise SqltuneError(f"--method grpo needs {missing}: the SFT adapter to start from and the databases to run on")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SqltuneError("--method grpo runs in one process (one GPU) for now: use --nproc-per-node 1")
@@ -84,8 +86,9 @@ def train_grpo(
         log.info("prompt template %r: the one %s was trained with", template, init_adapter)
         config.prompt_template = template
     tokenizer = load_tokenizer(model_dir)
+    local = localize(db_dir, "--db-dir", endpoint_url) if db_dir and not config.database_url else None
     reward = ExecutionReward(
-        localize(db_dir, "--db-dir", endpoint_url), correct=config.reward_correct, executes=config.reward_executes
+        Databases.of(local, config.database_url), correct=config.reward_correct, executes=config.reward_executes
     )
     records = read_records(data, endpoint_url)
     dataset = Dataset.from_list(_prompts(records, tokenizer, config, reward, data))
