@@ -47,6 +47,7 @@ def train(
     endpoint_url: str,
     dataset: str,
     source_uri: str,
+    database_url: str,
     adapter: Output[Model],
     sft_adapter: Output[Model],
     metrics: Output[Metrics],
@@ -77,6 +78,7 @@ def train(
         endpoint_url: The S3 endpoint ('': AWS).
         dataset: The source's layout, for the GRPO stage's databases.
         source_uri: The raw dataset, for the GRPO stage's databases (the training questions').
+        database_url: Where the GRPO stage's databases are instead ('': the source's SQLite files).
         adapter: The adapter predict and publish take: the GRPO stage's, else the SFT adapter.
         sft_adapter: The SFT stage's adapter.
         metrics: Loss, throughput, steps, trainable parameters (and the GRPO stage's reward).
@@ -113,7 +115,7 @@ def train(
         rewarded = train_here(
             records, base_model, adapter.path, grpo, checkpoint_dir=join(checkpoints, "grpo") if checkpoints else None,
             endpoint_url=endpoint_url or None, init_adapter=sft_adapter.path,
-            db_dir=read_dataset(dataset, source, "train").database_dir,
+            db_dir=None if database_url else read_dataset(dataset, source, "train").database_dir,
         )  # fmt: skip
         summary.update({f"grpo_{k}" if k in summary else k: v for k, v in rewarded.items()})
         pages.append(Path(adapter.path) / "loss_curve.html")
