@@ -133,12 +133,13 @@ def write_databases(
     overwrite: bool = False,
     schemas: dict[str, DatabaseSchema] | None = None,
     tables: Path | None = None,
+    files: bool = True,
 ) -> None:
     """The databases artifact, Spider layout: `tables.json` (the split's entries), `database/<db>/<db>.sqlite`.
 
     `schemas` (read from a live database, or a dataset's own format) are written as tables.json entries; else the
     split's tables.json entries are copied as they are. A dataset that builds its SQLite files (WikiSQL) builds them
-    here."""
+    here. Without `files` (the databases are on a server) the artifact holds tables.json alone."""
     wanted = set(db_ids)
     if schemas is None:
         assert layout.tables_file is not None
@@ -157,7 +158,7 @@ def write_databases(
     ) as tmp:
         atomic_write_json(tmp / "tables.json", entries)
         (tmp / "database").mkdir()
-        for db_id in progress(db_ids, desc="databases", unit="db"):
+        for db_id in progress(db_ids if files else [], desc="databases", unit="db"):
             if db_id in missing:
                 continue
             target = db_file(tmp / "database", db_id)
@@ -240,15 +241,15 @@ def preprocess(
     needs_files = (schema_style == "rich" and not config.database_url) or (databases_out and not config.database_url)
     if needs_files and not builds and (database_dir is None or not database_dir.is_dir()):
         raise SqltuneError(f"database directory not found: {database_dir or root}")
-    if builds:
+    if builds or config.database_url:  # built here, or on the database server: no SQLite file to miss
         missing = []
     elif database_dir is None:
         missing = list(db_ids)
     else:
         missing = [db_id for db_id in db_ids if not db_file(database_dir, db_id).is_file()]
-    if missing and not config.database_url:
+    if missing:
         log.warning("%d of %d databases have no SQLite file: %s", len(missing), len(db_ids), ", ".join(missing))
-    if databases_out and missing and len(missing) == len(db_ids) and not config.database_url:
+    if databases_out and missing and len(missing) == len(db_ids):
         raise SqltuneError(f"none of the {len(db_ids)} databases the split needs is in {database_dir}")
 
     records = build_records(
@@ -273,7 +274,7 @@ def preprocess(
             written = None if (own is schemas and layout.schemas is None and tables_path is None) else schemas
             write_databases(
                 databases_out, layout, db_ids, missing, parameters, overwrite=overwrite, schemas=written,
-                tables=tables_path,
+                tables=tables_path, files=not config.database_url,
             )  # fmt: skip
     log.info("wrote %d %s %s records to %s (%s)", len(records), dataset, split, out, summary[label])
     if dropped:
