@@ -18,6 +18,9 @@ import re
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
+
+import sqlglot
 
 from sqltune.sql.copy import copy_databases
 from sqltune.sql.embedded import start_server
@@ -33,20 +36,31 @@ def _rounded(rows: list[tuple]) -> list[tuple]:
     return [tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows]
 
 
-def _why_different(gold: str, lite: list[tuple], pg: list[tuple]) -> str:
-    """The likeliest reason two results differ, from what the query does and how the results differ."""
-    lower = gold.lower()
-    order = "order by" in lower
+def _unlimited(sql: str, dialect: str) -> str | None:
+    tree = sqlglot.parse_one(sql, read=dialect)
+    if tree.args.get("limit") is None:
+        return None
+    tree.set("limit", None)
+    return tree.sql(dialect=dialect)
+
+
+def _why_different(gold: str, pg_sql: str, lite: list[tuple], pg: list[tuple], run: Any) -> str:
+    """Why two results differ, checked where it can be: the same rows once LIMIT is gone (the two engines keep
+    different ones of tied rows), the same rows in another order (ties), or rounding."""
+    order = "order by" in gold.lower()
     if results_match(_rounded(lite), _rounded(pg), order):
         return "floating-point rounding"
-    if len(lite) == len(pg) and re.search(r"\blimit\b", lower):
-        return "LIMIT keeps other rows (ties in ORDER BY, or no ORDER BY)"
-    if order and len(lite) == len(pg) and results_match(lite, pg, False):
-        return "ORDER BY sorts ties or NULLs differently"
-    if re.search(r"\bgroup by\b", lower) and len(lite) == len(pg):
-        return "a column neither grouped nor aggregated: SQLite picks any row's value"
-    if any(isinstance(v, str) for row in lite for v in row) and len(lite) != len(pg):
-        return "text comparison (case, trailing spaces or type) selects other rows"
+    if order and results_match(lite, pg, False):
+        return "ORDER BY leaves ties (or NULLs) in another order"
+    whole_lite, whole_pg = _unlimited(gold, "sqlite"), _unlimited(pg_sql, "postgres")
+    if whole_lite and whole_pg:
+        try:
+            if results_match(run("sqlite", whole_lite), run("postgres", whole_pg), False):
+                return "LIMIT keeps other rows of the same rank (ties), or no ORDER BY"
+        except QueryError:
+            pass
+    if "any_value" in pg_sql.lower():
+        return "a bare column: SQLite takes the row of the MAX/MIN, ANY_VALUE any row"
     return "other"
 
 
@@ -58,6 +72,8 @@ def _category(error: QueryError) -> str:
         detail = "an operator between mismatched types (" + detail.split("operator does not exist: ")[-1] + ")"
     elif "must appear in the GROUP BY clause" in detail:
         detail = "a column neither grouped nor aggregated (SQLite allows it)"
+    elif "function" in detail and "(text) does not exist" in detail:
+        detail = "numbers stored as text, aggregated: " + detail.split("function ")[-1].split(" does")[0]
     elif "function" in detail and "does not exist" in detail:
         detail = "a function PostgreSQL lacks: " + detail.split("function ")[-1].split("(")[0]
     return f"fails on PostgreSQL: {kind}: {detail}"[:160]
@@ -92,7 +108,12 @@ def measure(data: Path, db_ids: list[str], url: str) -> dict:
                 category = _category(exc)
             else:
                 same = results_match(lite, pg, "order by" in gold.lower())
-                category = "same result" if same else f"different result: {_why_different(gold, lite, pg)}"
+
+                def run(engine: str, sql: str, db: str = db, sqlite_file: Path = sqlite_file) -> list[tuple]:
+                    return executor.run(sqlite_file if engine == "sqlite" else target.server(db), sql)[0]
+
+                why = "" if same else _why_different(gold, pg_sql, lite, pg, run)
+                category = "same result" if same else f"different result: {why}"
         categories[category] += 1
         if len(examples[category]) < 3:
             examples[category].append({"db_id": db, "gold": gold, "postgres": pg_sql})

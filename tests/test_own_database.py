@@ -243,6 +243,20 @@ def test_wikisql_questions_become_sql_and_runnable_databases(tmp_path):
             "SELECT t1.name FROM singer AS t1 WHERE t1.name ILIKE '%a%'",
         ),
         ('SELECT "Song_Name" FROM singer', "SELECT song_name FROM singer"),
+        (
+            "SELECT T2.Name, count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.Stadium_ID = T2.Stadium_ID GROUP BY "
+            "T1.Stadium_ID",
+            "SELECT ANY_VALUE(t2.name), COUNT(*) FROM concert AS t1 JOIN stadium AS t2 ON t1.stadium_id "
+            "= t2.stadium_id GROUP BY t1.stadium_id",
+        ),
+        (
+            "SELECT Name, count(*) FROM singer GROUP BY Singer_ID",
+            "SELECT name, COUNT(*) FROM singer GROUP BY singer_id",
+        ),
+        (
+            "SELECT Country, count(*) FROM singer GROUP BY Country",
+            "SELECT country, COUNT(*) FROM singer GROUP BY country",
+        ),
     ],
 )
 def test_transpiling_keeps_what_sqlite_meant(spider_dir, sqlite, postgres):

@@ -31,7 +31,8 @@ from sqltune.sql.depth import SqlTooDeep, bounded, check_depth
 from sqltune.sql.execution import ALLOWED_FUNCTIONS, QueryError
 
 _COMMON = """
-    abs acos asin atan atan2 avg bit_and bit_or bool_and bool_or cbrt ceil ceiling char_length character_length chr
+    abs acos any_value asin atan atan2 avg bit_and bit_or bool_and bool_or cbrt ceil ceiling char_length
+    character_length chr
     coalesce concat concat_ws corr cos cot count covar_pop covar_samp cume_dist date_part date_trunc degrees
     dense_rank div every exp first_value floor format greatest initcap lag last_value lead least left length ln log
     log10 lower lpad ltrim max md5 min mod nth_value ntile nullif octet_length percent_rank percentile_cont

@@ -9,6 +9,11 @@ Three things beyond sqlglot's own transpiling, each what SQLite itself does or w
   schema says the column is text. PostgreSQL would refuse to compare text with an integer at all.
 - SQLite's LIKE ignores the case of ASCII letters; it becomes ILIKE where the target has it (PostgreSQL, DuckDB),
   whose LIKE does not.
+- SQLite lets a grouped (or aggregating) query name a column that is neither grouped nor aggregated and takes
+  its value from some row of the group; where the target refuses that (PostgreSQL, DuckDB), such a column is
+  wrapped in ANY_VALUE(), which says the same, unless the group is keyed by its table's primary key (which
+  PostgreSQL accepts as it is). SQLite's one refinement, the row of a lone MAX or MIN, has no equivalent: such
+  questions come out different, and preprocess's run on the target is what finds them.
 - Names are folded to lower case, as `copy-db` folds the tables and columns it creates (and PostgreSQL folds
   unquoted names), and quoted only where the target needs it (a reserved word, a space).
 - What sqlglot cannot write for the target is an error with the reason (`unsupported_level=RAISE`), not SQL that
@@ -110,6 +115,47 @@ def _text_affinity(tree: exp.Expression, schema: DatabaseSchema) -> None:
                     as_text(other)
 
 
+def _scope_columns(select: exp.Select, node: exp.Expression) -> list[exp.Column]:
+    """Columns of `node` that belong to `select` itself: not inside a subquery, nor an aggregate's argument."""
+    found = []
+    for column in node.find_all(exp.Column):
+        inner = column.find_ancestor(exp.AggFunc, exp.Select, exp.Window)
+        if inner is select or (inner is None and select is node):
+            found.append(column)
+    return found
+
+
+def _bare_columns(tree: exp.Expression, schema: DatabaseSchema) -> None:
+    """SQLite's bare columns in grouped queries, as ANY_VALUE() (see the module docstring)."""
+    keys: dict[str, list[set[str]]] = {}
+    for key in schema.primary_keys:
+        table = schema.tables[schema.columns[key[0]].table].lower()
+        keys.setdefault(table, []).append({schema.columns[i].name.lower() for i in key})
+    for select in list(tree.find_all(exp.Select)):
+        group = select.args.get("group")
+        own = [a for e in select.expressions for a in e.find_all(exp.AggFunc) if a.find_ancestor(exp.Select) is select]
+        if not group and not own:
+            continue
+        tables = {t.alias_or_name.lower(): t.name.lower() for t in select.find_all(exp.Table)
+                  if t.find_ancestor(exp.Select) is select}  # fmt: skip
+        only = next(iter(tables)) if len(tables) == 1 else None
+        grouped = set()  # (qualifier, column) of every grouped column; a bare one is its only table's
+        for column in (c for e in (group.expressions if group else []) for c in e.find_all(exp.Column)):
+            grouped.add((column.table.lower() or only or "", column.name.lower()))
+        aliases = {e.alias.lower() for e in select.expressions if isinstance(e, exp.Alias)}
+        places = [*select.expressions, *(select.args[c] for c in ("having", "order") if select.args.get(c))]
+        for column in (c for place in places for c in _scope_columns(select, place)):
+            name, qualifier = column.name.lower(), column.table.lower() or only or ""
+            if isinstance(column.this, exp.Star) or name in aliases or (qualifier, name) in grouped:
+                continue
+            if not qualifier and any(n == name for _, n in grouped):
+                continue
+            grouped_here = {n for q, n in grouped if q == qualifier}
+            if any(key <= grouped_here for key in keys.get(tables.get(qualifier, ""), [])):
+                continue  # grouped by its table's primary key: PostgreSQL accepts the column as it is
+            column.replace(exp.AnyValue(this=column.copy()))
+
+
 def _fold_names(tree: exp.Expression) -> None:
     for identifier in tree.find_all(exp.Identifier):
         name = identifier.name.lower()
@@ -131,6 +177,8 @@ def transpile(sql: str, target: str, *, source: str = "sqlite", schema: Database
             if source == "sqlite" and schema is not None:
                 _string_fallbacks(tree, schema)
                 _text_affinity(tree, schema)
+                if target in _HAS_ILIKE:
+                    _bare_columns(tree, schema)
             _fold_names(tree)
             if source == "sqlite" and target in _HAS_ILIKE:
                 for like in list(tree.find_all(exp.Like)):
