@@ -1,4 +1,5 @@
-"""How often Spider's gold SQL, transpiled for PostgreSQL, gives on PostgreSQL the result the original gives on SQLite.
+"""How often Spider's gold SQL, transpiled for PostgreSQL, gives on PostgreSQL the result the original gives on SQLite
+(or on DuckDB, with a duckdb:// --database-url).
 
 The dev databases (all that have a SQLite file, or --db-id's) are copied with `copy-db` into a PostgreSQL server
 (an embedded one this script starts, or --database-url), each dev question's gold is transpiled as preprocess
@@ -44,7 +45,7 @@ def _unlimited(sql: str, dialect: str) -> str | None:
     return tree.sql(dialect=dialect)
 
 
-def _why_different(gold: str, pg_sql: str, lite: list[tuple], pg: list[tuple], run: Any) -> str:
+def _why_different(gold: str, pg_sql: str, lite: list[tuple], pg: list[tuple], run: Any, dialect: str) -> str:
     """Why two results differ, checked where it can be: the same rows once LIMIT is gone (the two engines keep
     different ones of tied rows), the same rows in another order (ties), or rounding."""
     order = "order by" in gold.lower()
@@ -52,7 +53,7 @@ def _why_different(gold: str, pg_sql: str, lite: list[tuple], pg: list[tuple], r
         return "floating-point rounding"
     if order and results_match(lite, pg, False):
         return "ORDER BY leaves ties (or NULLs) in another order"
-    whole_lite, whole_pg = _unlimited(gold, "sqlite"), _unlimited(pg_sql, "postgres")
+    whole_lite, whole_pg = _unlimited(gold, "sqlite"), _unlimited(pg_sql, dialect)
     if whole_lite and whole_pg:
         try:
             if results_match(run("sqlite", whole_lite), run("postgres", whole_pg), False):
@@ -64,7 +65,7 @@ def _why_different(gold: str, pg_sql: str, lite: list[tuple], pg: list[tuple], r
     return "other"
 
 
-def _category(error: QueryError) -> str:
+def _category(error: QueryError, engine: str = "PostgreSQL") -> str:
     message = str(error)
     match = re.match(r"(\w+): (.*)", message)
     kind, detail = (match.group(1), match.group(2)) if match else (error.category, message)
@@ -76,7 +77,7 @@ def _category(error: QueryError) -> str:
         detail = "numbers stored as text, aggregated: " + detail.split("function ")[-1].split(" does")[0]
     elif "function" in detail and "does not exist" in detail:
         detail = "a function PostgreSQL lacks: " + detail.split("function ")[-1].split("(")[0]
-    return f"fails on PostgreSQL: {kind}: {detail}"[:160]
+    return f"fails on {engine}: {kind}: {detail}"[:160]
 
 
 def measure(data: Path, db_ids: list[str], url: str) -> dict:
@@ -87,6 +88,7 @@ def measure(data: Path, db_ids: list[str], url: str) -> dict:
     wanted = sorted(present & set(db_ids)) if db_ids else sorted(present)
     copy_databases(spider / "database", url, wanted, overwrite=True)
     target = Databases(url=url)
+    dialect = target.dialect
     executor = Executor(Limits(timeout_s=10))
     categories: Counter[str] = Counter()
     examples: dict[str, list[dict]] = defaultdict(list)
@@ -95,7 +97,7 @@ def measure(data: Path, db_ids: list[str], url: str) -> dict:
         db, gold = q["db_id"], q["query"]
         sqlite_file = spider / "database" / db / f"{db}.sqlite"
         try:
-            pg_sql = transpile(gold, "postgres", schema=schemas[db])
+            pg_sql = transpile(gold, dialect, schema=schemas[db])
             lite = executor.run(sqlite_file, gold)[0]
         except TranspileError as exc:
             category, pg_sql = f"does not transpile: {exc}"[:160], None
@@ -105,14 +107,14 @@ def measure(data: Path, db_ids: list[str], url: str) -> dict:
             try:
                 pg = executor.run(target.server(db), pg_sql)[0]
             except QueryError as exc:
-                category = _category(exc)
+                category = _category(exc, dialect)
             else:
                 same = results_match(lite, pg, "order by" in gold.lower())
 
                 def run(engine: str, sql: str, db: str = db, sqlite_file: Path = sqlite_file) -> list[tuple]:
                     return executor.run(sqlite_file if engine == "sqlite" else target.server(db), sql)[0]
 
-                why = "" if same else _why_different(gold, pg_sql, lite, pg, run)
+                why = "" if same else _why_different(gold, pg_sql, lite, pg, run, dialect)
                 category = "same result" if same else f"different result: {why}"
         categories[category] += 1
         if len(examples[category]) < 3:
@@ -120,6 +122,7 @@ def measure(data: Path, db_ids: list[str], url: str) -> dict:
     executor.close()
     same = categories["same result"]
     return {
+        "engine": dialect,
         "databases": wanted,
         "questions": len(chosen),
         "same": same,
@@ -131,11 +134,11 @@ def measure(data: Path, db_ids: list[str], url: str) -> dict:
 
 def _markdown(result: dict) -> str:
     lines = [
-        "# Spider dev gold on PostgreSQL vs SQLite",
+        f"# Spider dev gold on {result['engine']} vs SQLite",
         "",
         f"{result['same']} of {result['questions']} questions ({result['fidelity']:.1%}) over "
-        f"{len(result['databases'])} databases give the same result on PostgreSQL (gold transpiled by "
-        "`preprocess --dialect postgres`, databases copied by `copy-db`) as the original gold on SQLite.",
+        f"{len(result['databases'])} databases give the same result on {result['engine']} (gold transpiled by "
+        f"`preprocess --dialect {result['engine']}`, databases copied by `copy-db`) as the original gold on SQLite.",
         "",
         "| category | questions |",
         "|---|---|",

@@ -270,3 +270,39 @@ def test_what_cannot_be_transpiled_says_why():
     with pytest.raises(TranspileError, match="cannot read it as sqlite"):
         transpile("SELECT FROM WHERE (", "postgres")
     assert transpile("SELECT a FROM t", "sqlite") == "SELECT a FROM t"  # the same dialect: untouched
+
+
+def test_predict_candidates_and_the_grpo_reward_run_on_postgres(spider_on_postgres):
+    """The candidate check and the GRPO reward take the same Databases and run through the same sandbox."""
+    from sqltune.predict.candidates import check_candidates
+    from sqltune.train.reward import ExecutionReward
+
+    databases = Databases(url=spider_on_postgres)
+    good, wrong = "SELECT count(*) FROM singer", "SELECT count(*) FROM stadium"
+    outcomes = check_candidates(databases, [("concert_singer", sql) for sql in (
+        good, "SELECT count(*) FROM singers", "SELECT pg_read_file('/etc/passwd')", "DROP TABLE singer",
+    )], workers=2)  # fmt: skip
+    assert outcomes[("concert_singer", good)].ran and outcomes[("concert_singer", good)].rows == 1
+    assert "schema check: no table 'singers'" in outcomes[("concert_singer", "SELECT count(*) FROM singers")].error
+    assert "pg_read_file() is not allowed" in outcomes[("concert_singer", "SELECT pg_read_file('/etc/passwd')")].error
+    assert outcomes[("concert_singer", "DROP TABLE singer")].ran is False
+    reward = ExecutionReward(databases, workers=2)
+    scores = reward.score_all([("concert_singer", good, f"```sql\n{sql}\n```") for sql in (good, wrong, "DROP x")])
+    assert [scores[("concert_singer", good, f"```sql\n{sql}\n```")][0] for sql in (good, wrong, "DROP x")] == [
+        1.0, 0.1, 0.0,
+    ]  # fmt: skip
+    assert reward.gold_runs({"db_id": "concert_singer", "sql": good}) is None
+
+
+def test_spider_on_duckdb_end_to_end(spider_dir, tmp_path):
+    url = f"duckdb:///{tmp_path}/{{db_id}}.duckdb"
+    copy_databases(spider_dir / "database", url, ["concert_singer"])
+    config = PreprocessConfig(dataset="spider", split="dev", limit=45, dialect="duckdb", database_url=url)
+    preprocess(spider_dir, tmp_path / "dev", config=config)
+    records = _records(tmp_path / "dev" / "records.jsonl")
+    assert len(records) >= 40 and all("DuckDB query" in r["prompt"] for r in records)
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"sql": r["sql"]}) + "\n" for r in records))
+    metrics = evaluate(tmp_path / "dev" / "records.jsonl", predictions, None, None, tmp_path / "eval",
+                       config=EvaluateConfig(etype="exec", database_url=url, workers=1))  # fmt: skip
+    assert metrics["ex"]["all"] == 1.0

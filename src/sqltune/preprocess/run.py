@@ -233,7 +233,11 @@ def preprocess(
         schemas = target.read_schemas(db_ids)
         examples, dropped = target.convert(examples)
         if not examples:
-            raise SqltuneError(f"every one of the {len(dropped)} questions was dropped: see why in the log")
+            first = dropped[0]
+            raise SqltuneError(
+                f"every one of the {len(dropped)} questions was dropped; the first, {first['id']}: "
+                f"{first['category']}: {first['reason']}"
+            )
     _check_db_ids(examples, schemas, schema_origin)
 
     builds = layout.write_database is not None

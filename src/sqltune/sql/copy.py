@@ -12,7 +12,8 @@ target database that `{db_id}` in the URL names (created when the server allows 
   Latin-1 and NUL characters (which PostgreSQL text cannot hold) are dropped, and counted.
 - A primary key is kept when its values are unique and not null (SQLite allows both violations); a foreign key
   when it references a kept key and every value it holds exists there. What is not kept is reported with the
-  reason, never a failed copy. Foreign keys are deferred to the commit, so rows load in batches in any order.
+  reason, never a failed copy. Tables load referenced first; PostgreSQL's foreign keys are also deferred to the
+  commit, so a table may reference itself (DuckDB, which checks each row at once, does without such a key).
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def copy_database(source: Path, url: str, db_id: str, *, overwrite: bool = False
             converters, target_columns = [], []
             for column, _ in columns:
                 column_type, convert = _column_type(kinds[target, column.lower()], dialect)
-                target_columns.append(Column(column.lower(), column_type))
+                target_columns.append(Column(column.lower(), column_type, autoincrement=False))
                 converters.append(convert)
             table = Table(target, metadata, *target_columns)
             primary = [column for column, position in sorted(columns, key=lambda c: c[1]) if position]
@@ -267,10 +268,12 @@ def copy_database(source: Path, url: str, db_id: str, *, overwrite: bool = False
                         f"{report.target} already has table(s) {', '.join(clash[:5])}: pass --overwrite to replace them"
                     )
                 cascade = " CASCADE" if dialect == "postgres" else ""
-                for name in clash:
+                dependents_first = [t.name for t in reversed(metadata.sorted_tables) if t.name in clash]
+                for name in dependents_first:
                     conn.execute(text(f"DROP TABLE IF EXISTS {_quote(name)}{cascade}"))
                 metadata.create_all(conn)
-                for target, (table, columns, converters) in tables.items():
+                order = {table.name: i for i, table in enumerate(metadata.sorted_tables)}  # referenced first
+                for target, (table, columns, converters) in sorted(tables.items(), key=lambda t: order[t[0]]):
                     copied = TableCopy(target, primary_key=keys.get(target, []))
                     names = [c.name for c in table.columns]
                     for batch in src.rows(by_lower[target], columns):
@@ -327,6 +330,11 @@ def _add_foreign_key(
         return 0
     if src.dangling(table, columns, by_lower[target], [target_names[c] for c in wanted]):
         report.notes.append(f"{described}: some values are not in {referenced}")
+        return 0
+    if dialect != "postgres" and target == table.lower():
+        report.notes.append(
+            f"{described}: {dialect} checks each row at once, so a table's reference to itself is left out"
+        )
         return 0
     deferred = {"deferrable": True, "initially": "DEFERRED"} if dialect == "postgres" else {}
     constraint = ForeignKeyConstraint([c.lower() for c in columns], [f"{target}.{c}" for c in wanted], **deferred)

@@ -1,5 +1,8 @@
 """A database's schema read from the database itself (SQLAlchemy's inspector), as the Spider reader writes it.
 
+DuckDB's is read from DuckDB's own catalog functions (`duckdb_columns()`, `duckdb_constraints()`): duckdb-engine's
+inspector asks for PostgreSQL catalogs DuckDB 2 no longer emulates.
+
 For one's own database there is no tables.json: the tables of the URL's default schema, their columns and types,
 primary and foreign keys become the same `DatabaseSchema` a tables.json entry gives (column 0 is Spider's "*",
 natural names are the names with spaces for underscores), so every schema style serializes it unchanged; sample
@@ -39,6 +42,8 @@ def read_live_schema(
     from sqlalchemy import create_engine, inspect
     from sqlalchemy.exc import SQLAlchemyError
 
+    if database.dialect == "duckdb":
+        return _read_duckdb(database, db_id, samples)
     engine = create_engine(database.url)
     try:
         with engine.connect() as conn:
@@ -54,6 +59,58 @@ def read_live_schema(
     if not schema.tables:
         raise SqltuneError(f"database {db_id} ({database}) has no tables")
     return schema, values
+
+
+def _read_duckdb(database: ServerDatabase, db_id: str, samples: int) -> tuple[DatabaseSchema, dict[int, list[Any]]]:
+    import duckdb
+
+    from sqltune.sql.location import url_database
+    from sqltune.sql.server import sqlite_value
+
+    try:
+        with duckdb.connect(url_database(database.url), read_only=True) as conn:
+            where = "schema_name = 'main' AND database_name = current_database()"
+            rows = conn.execute(
+                f"SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE {where} "
+                "ORDER BY table_name, column_index"
+            ).fetchall()
+            constraints = conn.execute(
+                "SELECT table_name, constraint_type, constraint_column_names, referenced_table, "
+                f"referenced_column_names FROM duckdb_constraints() WHERE {where} "
+                "AND constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY')"
+            ).fetchall()
+            tables = sorted({table for table, _, _ in rows})
+            columns = [Column(-1, "*", "*", "text")]
+            index: dict[tuple[str, str], int] = {}
+            for table, name, kind in rows:
+                index[table, name] = len(columns)
+                columns.append(Column(tables.index(table), name, _natural(name), kind.lower()))
+            primary = [
+                tuple(index[t, c] for c in names) for t, kind, names, _, _ in constraints if kind == "PRIMARY KEY"
+            ]
+            foreign = [
+                (index[t, a], index[ref, b])
+                for t, kind, names, ref, ref_names in constraints
+                if kind == "FOREIGN KEY"
+                for a, b in zip(names, ref_names, strict=True)
+                if (ref, b) in index
+            ]
+            values: dict[int, list[Any]] = {}
+            for i, column in enumerate(columns[1:], 1) if samples else ():
+                name, table = _quoted(column.name), _quoted(tables[column.table])
+                query = f"SELECT DISTINCT {name} FROM {table} WHERE {name} IS NOT NULL LIMIT {int(samples)}"
+                values[i] = [sqlite_value(row[0]) for row in conn.execute(query).fetchall()]
+    except duckdb.Error as exc:
+        raise SqltuneError(f"database {db_id} ({database}): cannot read its schema: {exc}") from None
+    if not tables:
+        raise SqltuneError(f"database {db_id} ({database}) has no tables")
+    natural = tuple(_natural(t) for t in tables)
+    schema = DatabaseSchema(db_id, tuple(tables), natural, tuple(columns), tuple(primary), tuple(foreign))
+    return schema, values
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _inspect(inspector: Any, db_id: str, dialect: Any) -> DatabaseSchema:

@@ -12,8 +12,8 @@ Three things beyond sqlglot's own transpiling, each what SQLite itself does or w
 - SQLite lets a grouped (or aggregating) query name a column that is neither grouped nor aggregated and takes
   its value from some row of the group; where the target refuses that (PostgreSQL, DuckDB), such a column is
   wrapped in ANY_VALUE(), which says the same, unless the group is keyed by its table's primary key (which
-  PostgreSQL accepts as it is). SQLite's one refinement, the row of a lone MAX or MIN, has no equivalent: such
-  questions come out different, and preprocess's run on the target is what finds them.
+  PostgreSQL, not DuckDB, accepts as it is). SQLite's one refinement, the row of a lone MAX or MIN, has no
+  equivalent: such questions come out different.
 - Names are folded to lower case, as `copy-db` folds the tables and columns it creates (and PostgreSQL folds
   unquoted names), and quoted only where the target needs it (a reserved word, a space).
 - What sqlglot cannot write for the target is an error with the reason (`unsupported_level=RAISE`), not SQL that
@@ -125,10 +125,10 @@ def _scope_columns(select: exp.Select, node: exp.Expression) -> list[exp.Column]
     return found
 
 
-def _bare_columns(tree: exp.Expression, schema: DatabaseSchema) -> None:
+def _bare_columns(tree: exp.Expression, schema: DatabaseSchema, target: str) -> None:
     """SQLite's bare columns in grouped queries, as ANY_VALUE() (see the module docstring)."""
     keys: dict[str, list[set[str]]] = {}
-    for key in schema.primary_keys:
+    for key in schema.primary_keys if target == "postgres" else ():  # DuckDB does not look at primary keys
         table = schema.tables[schema.columns[key[0]].table].lower()
         keys.setdefault(table, []).append({schema.columns[i].name.lower() for i in key})
     for select in list(tree.find_all(exp.Select)):
@@ -178,7 +178,7 @@ def transpile(sql: str, target: str, *, source: str = "sqlite", schema: Database
                 _string_fallbacks(tree, schema)
                 _text_affinity(tree, schema)
                 if target in _HAS_ILIKE:
-                    _bare_columns(tree, schema)
+                    _bare_columns(tree, schema, target)
             _fold_names(tree)
             if source == "sqlite" and target in _HAS_ILIKE:
                 for like in list(tree.find_all(exp.Like)):
