@@ -147,6 +147,18 @@ def test_the_password_never_shows(monkeypatch):
     assert with_password("postgresql://reader:given@db/x") == "postgresql://reader:given@db/x"
 
 
+def test_training_workers_get_the_password_by_environment_not_argv(monkeypatch):
+    from sqltune.train.config import TrainConfig
+    from sqltune.train.launch import train_argv
+
+    monkeypatch.setenv("SQLTUNE_DATABASE_PASSWORD", "")  # restored (unset) after the test, whatever train_argv sets
+    argv = train_argv("d", "m", "o", TrainConfig(database_url="postgresql+psycopg://reader:s3cret@db/{db_id}"))
+    assert "postgresql+psycopg://reader@db/{db_id}" in argv and not any("s3cret" in arg for arg in argv)
+    import os
+
+    assert os.environ["SQLTUNE_DATABASE_PASSWORD"] == "s3cret"
+
+
 @pytest.mark.parametrize(
     ("sql", "refused"),
     [

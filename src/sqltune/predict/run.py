@@ -318,7 +318,8 @@ def predict(
     inputs = {"data": data, **({"adapter": lora.path} if lora else {})}
     if databases:
         metrics.update(_candidate_metrics(rows, seconds, check_s))
-        inputs["db_dir"] = db_dir
+        if db_dir is not None:  # a database URL is recorded, without its password, among the parameters
+            inputs["db_dir"] = db_dir
     parameters = {**config.to_dict(), "base_model": base_model, "prompt_template": template, "max_seq_len": context_len}
     with artifact_dir(
         out, "predictions", parameters=parameters, inputs=inputs, extra={"metrics": metrics}, overwrite=overwrite

@@ -67,6 +67,15 @@ def hide_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def split_password(url: str) -> tuple[str, str | None]:
+    """(the URL without its password, the password or None)."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}@{host}")), unquote(parts.password)
+
+
 def with_password(url: str, password: str | None = None) -> str:
     """The URL with `password` (default: `$SQLTUNE_DATABASE_PASSWORD`) when it has a user and no password."""
     password = os.environ.get(PASSWORD_ENV) if password is None else password

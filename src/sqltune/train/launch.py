@@ -50,8 +50,20 @@ def train_argv(
     endpoint_url: str | None = None, overwrite: bool = False, init_adapter: str | None = None,
     db_dir: str | None = None,
 ) -> list[str]:  # fmt: skip
-    """`sqltune train` arguments for these inputs and settings: what the workers and a TrainJob's pods run."""
+    """`sqltune train` arguments for these inputs and settings: what the workers and a TrainJob's pods run.
+
+    A database URL's password never goes into them (a process list, a TrainJob's spec): it moves to
+    $SQLTUNE_DATABASE_PASSWORD, which the workers inherit and a URL without a password takes."""
+    from dataclasses import replace
+
     from sqltune.settings import config_args
+    from sqltune.sql.location import PASSWORD_ENV, split_password
+
+    if getattr(config, "database_url", None):
+        url, password = split_password(config.database_url)
+        if password:
+            os.environ[PASSWORD_ENV] = password
+            config = replace(config, database_url=url)
 
     argv = ["train", "--data", str(data), "--base-model", base_model, "--out", str(out)]
     argv += ["--overwrite"] if overwrite else []
