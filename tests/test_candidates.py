@@ -12,6 +12,7 @@ import pytest
 from sqltune.predict.candidates import CandidateChecker, Outcome, choose, read_schema
 from sqltune.sql.execution import Executor, Limits
 from sqltune.sql.extract import NO_SQL
+from sqltune.sql.location import Databases
 
 
 def make_database(db_dir: Path, db_id: str) -> Path:
@@ -34,7 +35,7 @@ def make_database(db_dir: Path, db_id: str) -> Path:
 @pytest.fixture
 def checker(tmp_path) -> CandidateChecker:
     make_database(tmp_path, "concerts")
-    return CandidateChecker(tmp_path)
+    return CandidateChecker(Databases(db_dir=tmp_path))
 
 
 def _sha256(path: Path) -> str:
@@ -89,7 +90,7 @@ def test_candidates_naming_what_exists_pass_the_check_and_run(checker, sql):
 def test_candidates_naming_what_does_not_exist_are_rejected_without_touching_the_database(
     tmp_path, sql, reason, monkeypatch
 ):
-    checker = CandidateChecker(tmp_path)
+    checker = CandidateChecker(Databases(db_dir=tmp_path))
     make_database(tmp_path, "concerts")
     ran = []
     monkeypatch.setattr(checker.executor, "run", lambda *args: ran.append(args))  # a spy: it must not be called
@@ -131,7 +132,7 @@ def test_the_result_most_runnable_candidates_share_is_chosen(checker):
 def test_hostile_candidates_cannot_touch_the_database_and_fail(tmp_path):
     path = make_database(tmp_path, "concerts")
     before = _sha256(path)
-    checker = CandidateChecker(tmp_path, Executor(Limits(timeout_s=1.0, max_result_bytes=2**20)))
+    checker = CandidateChecker(Databases(db_dir=tmp_path), Executor(Limits(timeout_s=1.0, max_result_bytes=2**20)))
     hostile = {
         "DELETE FROM singer": "not one SELECT query",
         "UPDATE singer SET age = 0": "not one SELECT query",
@@ -172,7 +173,9 @@ def test_a_candidate_whose_worker_dies_fails_alone_and_the_check_goes_on(tmp_pat
     watchdog = threading.Thread(target=_kill_workers_holding, args=(victim, stop, killed))
     watchdog.start()
     try:
-        outcomes = check_candidates(tmp_path, [fine[0], ("victim", runaway), fine[1], fine[0]], workers=2)
+        outcomes = check_candidates(
+            Databases(db_dir=tmp_path), [fine[0], ("victim", runaway), fine[1], fine[0]], workers=2
+        )
     finally:
         stop.set()
         watchdog.join()
@@ -187,7 +190,9 @@ def test_a_question_whose_database_cannot_be_read_fails_its_candidates_alone(tmp
 
     make_database(tmp_path, "concerts")
     (tmp_path / "broken" / "broken.sqlite").mkdir(parents=True)
-    outcomes = check_candidates(tmp_path, [("broken", "SELECT 1"), ("concerts", "SELECT name FROM singer")], workers=1)
+    outcomes = check_candidates(
+        Databases(db_dir=tmp_path), [("broken", "SELECT 1"), ("concerts", "SELECT name FROM singer")], workers=1
+    )
     assert outcomes[("concerts", "SELECT name FROM singer")].rows == 3
     broken = outcomes[("broken", "SELECT 1")]
     assert not broken.ran and broken.error.startswith("database: ") and "is a directory" in broken.error
@@ -198,7 +203,7 @@ def test_the_schema_check_writes_nothing_beside_a_wal_database(tmp_path):
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA journal_mode = WAL")
     db.close()
-    checker = CandidateChecker(tmp_path)
+    checker = CandidateChecker(Databases(db_dir=tmp_path))
     assert checker.check("concerts", "SELECT name FROM singer WHERE age > 40").rows == 2
     checker.close()
     assert sorted(p.name for p in path.parent.iterdir()) == ["concerts.sqlite"]

@@ -18,6 +18,7 @@ from test_candidates import make_database
 from sqltune.artifacts import read_jsonl, read_manifest, verify_artifact, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.sql.execution import Executor, Limits
+from sqltune.sql.location import Databases
 from sqltune.train.lock import LOCK_FILE
 from sqltune.train.reward import ExecutionReward
 
@@ -35,7 +36,9 @@ def _sha256(path: Path) -> str:
 @pytest.fixture
 def reward(tmp_path) -> ExecutionReward:
     make_database(tmp_path, "concerts")
-    return ExecutionReward(tmp_path, correct=1.0, executes=0.1, executor=Executor(Limits(timeout_s=1.0)))
+    return ExecutionReward(
+        Databases(db_dir=tmp_path), correct=1.0, executes=0.1, executor=Executor(Limits(timeout_s=1.0))
+    )
 
 
 @pytest.mark.parametrize(
@@ -127,7 +130,7 @@ def test_a_missing_database_is_an_error_naming_it_and_its_questions_are_left_out
 
 
 def test_a_database_path_that_is_a_directory_leaves_its_questions_out(reward):
-    (reward.db_dir / "dir_db" / "dir_db.sqlite").mkdir(parents=True)
+    (reward.databases.db_dir / "dir_db" / "dir_db.sqlite").mkdir(parents=True)
     assert "dir_db.sqlite is a directory" in reward.gold_runs({"db_id": "dir_db", "sql": "SELECT 1"})
     score, why = reward.score("dir_db", "SELECT 1", "SELECT 1")  # scored anyway: 0, with the reason
     assert score == 0.0 and "is a directory" in why

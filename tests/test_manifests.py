@@ -114,7 +114,8 @@ def test_secret_template_has_placeholders_the_pipeline_reads() -> None:
     params = compiled[0]["root"]["inputDefinitions"]["parameters"]
     read_keys = set(re.findall(r"secretKey: (\w+)", yaml.safe_dump(compiled[1])))
     secrets = {doc["metadata"]["name"]: doc for _, doc in _documents(TEMPLATES) if doc["kind"] == "Secret"}
-    assert set(secrets) == {params["s3_secret_name"]["defaultValue"], params["hf_token_secret_name"]["defaultValue"]}
+    names = ("s3_secret_name", "hf_token_secret_name", "database_secret_name")
+    assert set(secrets) == {params[name]["defaultValue"] for name in names}
     assert read_keys == {key for secret in secrets.values() for key in secret["stringData"]}
     for secret in secrets.values():
         assert all(value.startswith("REPLACE_ME") for value in secret["stringData"].values()), "no real keys"

@@ -252,3 +252,17 @@ def test_placement_refuses_impossible_counts():
 
     with pytest.raises(SqltuneError, match="placement parameter num_nodes=0 is invalid"):
         place(1, 0, 0, {}, [])
+
+
+def test_every_step_that_runs_sql_gets_the_database_password_from_the_secret_only(executors, documents):
+    """database_url is a parameter; its password comes from the database Secret, never a parameter or the YAML."""
+    for name in ("exec-preprocess", "exec-train", "exec-predict", "exec-evaluate", "exec-evaluate-2"):
+        keys = {
+            (s.secret_name_parameter.component_input_parameter, k.secret_key, k.env_var)
+            for s in executors[name].secret_as_env
+            for k in s.key_to_env
+        }
+        assert any(secret.endswith("database_secret_name") and (key, env) == ("password", "SQLTUNE_DATABASE_PASSWORD")
+                   for secret, key, env in keys), name  # fmt: skip
+    parameters = documents[0]["root"]["inputDefinitions"]["parameters"]
+    assert parameters["database_url"]["defaultValue"] == "" and not [p for p in parameters if "password" in p]

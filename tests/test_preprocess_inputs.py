@@ -164,9 +164,7 @@ def test_empty_split_and_missing_split_file(source, tmp_path):
 
 def test_bad_parameters_are_rejected(source, tmp_path):
     expected = "preprocess parameter {}={!r} is invalid: expected one of {}"
-    _fails(
-        expected.format("dataset", "wikisql", "spider, bird"), "wikisql", source, "dev", "dbgpt", out=tmp_path / "out"
-    )
+    _fails(expected.format("dataset", "atis", "spider, bird"), "atis", source, "dev", "dbgpt", out=tmp_path / "out")
     _fails(expected.format("schema_style", "xml", "dbgpt, ddl"), "spider", source, "dev", "xml", out=tmp_path / "out")
     _fails(
         expected.format("prompt_template", "llama", "alpaca, chat"),

@@ -11,6 +11,7 @@ from test_candidates import make_database
 from sqltune.predict.candidates import check_candidates
 from sqltune.sql.depth import MAX_DEPTH, SqlTooDeep, check_depth, nesting_depth
 from sqltune.sql.hardness import classify_hardness
+from sqltune.sql.location import Databases
 from sqltune.sql.parser import SqlParseError, parse_sql
 from sqltune.sql.schema import load_tables
 from sqltune.train.reward import ExecutionReward
@@ -57,7 +58,9 @@ def test_deep_candidates_fail_alone_in_the_candidate_check(tmp_path):
     make_database(tmp_path, "concerts")
     fine = ("concerts", "SELECT name FROM singer WHERE age > 40")
     todo = [fine, *(("concerts", sql) for sql in DEEP.values())]
-    outcomes = check_candidates(tmp_path, todo, workers=2)  # through the crash-safe pool, as predict runs it
+    outcomes = check_candidates(
+        Databases(db_dir=tmp_path), todo, workers=2
+    )  # through the crash-safe pool, as predict runs it
     assert outcomes[fine].ran and outcomes[fine].rows == 2
     for name, sql in DEEP.items():
         outcome = outcomes[("concerts", sql)]
@@ -67,14 +70,14 @@ def test_deep_candidates_fail_alone_in_the_candidate_check(tmp_path):
 def test_a_query_at_the_bound_is_still_checked_and_run(tmp_path):
     make_database(tmp_path, "concerts")
     at_bound = ("concerts", parens(MAX_DEPTH))
-    outcome = check_candidates(tmp_path, [at_bound], workers=1)[at_bound]
+    outcome = check_candidates(Databases(db_dir=tmp_path), [at_bound], workers=1)[at_bound]
     assert outcome.ran and outcome.rows == 3
 
 
 @pytest.mark.parametrize("name", DEEP)
 def test_deep_completions_earn_nothing_with_the_reason(tmp_path, name):
     make_database(tmp_path, "concerts")
-    reward = ExecutionReward(tmp_path)
+    reward = ExecutionReward(Databases(db_dir=tmp_path))
     try:
         score, why = reward.score("concerts", "SELECT name FROM singer", DEEP[name])
         # The reward parses nothing itself: a flat NOT chain goes to SQLite, whose parser refuses it.

@@ -12,6 +12,7 @@ def evaluate(
     predictions: Input[Dataset],
     databases: Input[Dataset],
     dataset: str,
+    database_url: str,
     evaluate_options: dict,
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
@@ -20,12 +21,12 @@ def evaluate(
 ) -> float:
     """Score the predictions against the gold SQL; returns overall EX for the publish gate.
 
-    `dataset` is the EvaluateConfig setting of that name; `evaluate_options` sets the others.
+    `dataset` and `database_url` are the EvaluateConfig settings of those names; `evaluate_options` sets the others.
 
     Args:
         eval_data: The dev records (gold SQL and hardness) from preprocess.
         predictions: The predictions to score.
-        databases: The dev split's databases and tables.json.
+        databases: The dev split's databases and tables.json (SQL runs on database_url instead when it is set).
         evaluation: metrics.json, results.jsonl (a verdict per question) and the reports.
         metrics: EX and EM per hardness level, for the Kubeflow UI.
         report: The report in Markdown.
@@ -48,7 +49,9 @@ def evaluate(
         db_dir=db_dir / "database",
         tables=db_dir / "tables.json",
         out=evaluation.path,
-        config=build_config(EvaluateConfig, {"dataset": dataset}, evaluate_options, "evaluate_options"),
+        config=build_config(
+            EvaluateConfig, {"dataset": dataset, "database_url": database_url}, evaluate_options, "evaluate_options"
+        ),
     )
     for measure in ("ex", "em"):
         for level, value in result.get(measure, {}).items():

@@ -17,6 +17,7 @@ def predict(
     batch_size: int,
     max_new_tokens: int,
     candidates: int,
+    database_url: str,
     predict_options: dict,
     predictions: Output[Dataset],
     adapter: Input[Model] = None,
@@ -28,7 +29,7 @@ def predict(
 
     Args:
         eval_data: The dev records from preprocess.
-        databases: The dev split's databases, where candidates run.
+        databases: The dev split's databases, where candidates run (unless database_url names where they are).
         base_model: The base model the adapter was trained on (or the one to score alone).
         predictions: predictions.jsonl (one SQL per record, with candidates when there are several) and metrics.
         adapter: The fine-tuned adapter; without one the base model predicts alone.

@@ -14,6 +14,8 @@ def preprocess(
     prompt_template: str,
     train_limit: int,
     eval_limit: int,
+    dialect: str,
+    database_url: str,
     train_data: Output[Dataset],
     eval_data: Output[Dataset],
     databases: Output[Dataset],
@@ -24,9 +26,12 @@ def preprocess(
         source_uri: The raw dataset in its own layout (Spider, BIRD, CoSQL or SParC): a local folder or s3:// prefix.
         train_limit: Only the first N training questions (0: every question).
         eval_limit: Only the first N dev questions (0: every question).
+        database_url: Where the questions' databases are ('': the SQLite files of the source); its password comes
+            from the database Secret, never from this parameter.
         train_data: The training split's records.jsonl (question, gold SQL, schema text, prompt) and manifest.
         eval_data: The dev split's records.jsonl and manifest.
-        databases: The dev split's SQLite databases (database/<db_id>/*.sqlite) and tables.json.
+        databases: The dev split's SQLite databases (database/<db_id>/*.sqlite, none with a database_url) and
+            tables.json.
     """
     from sqltune.preprocess import preprocess as run_preprocess
     from sqltune.preprocess.config import split_configs

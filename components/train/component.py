@@ -47,6 +47,7 @@ def train(
     endpoint_url: str,
     dataset: str,
     source_uri: str,
+    database_url: str,
     adapter: Output[Model],
     sft_adapter: Output[Model],
     metrics: Output[Metrics],
@@ -77,6 +78,7 @@ def train(
         endpoint_url: The S3 endpoint ('': AWS).
         dataset: The source's layout, for the GRPO stage's databases.
         source_uri: The raw dataset, for the GRPO stage's databases (the training questions').
+        database_url: Where the GRPO stage's databases are instead ('': the source's SQLite files).
         adapter: The adapter predict and publish take: the GRPO stage's, else the SFT adapter.
         sft_adapter: The SFT stage's adapter.
         metrics: Loss, throughput, steps, trainable parameters (and the GRPO stage's reward).
@@ -102,10 +104,13 @@ def train(
         image=image_for("train"), runtime=trainer_runtime, gpu_resource=gpu_type, node_selector=gpu_node_selector,
         tolerations=gpu_tolerations, s3_secret=s3_secret_name, hf_token_secret=hf_token_secret_name,
     )  # fmt: skip
+
+    def training_databases() -> Path:  # the GRPO stage's, read only when it runs
+        return read_dataset(dataset, localize(source_uri, f"{dataset} source", endpoint), "train").database_dir
+
     results = run_stages(
-        stages, inputs, sft_adapter.path, trainjob=placement,
-        db_dir=lambda: read_dataset(dataset, localize(source_uri, f"{dataset} source", endpoint), "train").database_dir,
-    )  # fmt: skip
+        stages, inputs, sft_adapter.path, trainjob=placement, db_dir=None if database_url else training_databases
+    )
     for name, value in results.summary().items():
         metrics.log_metric(name, value)
     for artifact, stage in ((sft_adapter, method), (adapter, "grpo" if stages.grpo is not None else method)):

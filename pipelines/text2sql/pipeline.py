@@ -18,6 +18,7 @@ from sqltune.components.train import train
 
 from sqltune.pipeline import PIPELINE_NAME
 from sqltune.preprocess.schema_text import DEFAULT_STYLE
+from sqltune.sql.location import PASSWORD_ENV
 from sqltune.train.trainjob import DEFAULT_RUNTIME, GPU_NODE_SELECTOR, GPU_TOLERATIONS
 
 HOUR = 3600
@@ -45,14 +46,24 @@ PIPELINE_DEFAULTS = {
     ),
     "rl_steps": (0, "the GRPO stage is off unless asked for: it costs sampling, and has to earn its place"),
     "rl_learning_rate": (1e-5, "GRPO's sampled updates are noisier than SFT's: a smaller step (TRL's LoRA examples)"),
+    "database_url": ("", "KFP string parameters have no None: '' means the SQLite files of the dataset"),
 }
 # Keys of the S3 credentials Secret, exposed to the steps under boto3's standard variable names.
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+# The key of the database Secret whose value completes `database_url` (a URL without a password takes it).
+DATABASE_SECRET_KEYS = {"password": PASSWORD_ENV}
 
 
 def _s3_credentials(task: dsl.PipelineTask, secret_name: PipelineChannel) -> None:
     """S3 credentials from a Kubernetes Secret as environment variables, never from parameters."""
     kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
+
+
+def _database_password(task: dsl.PipelineTask, secret_name: PipelineChannel) -> dsl.PipelineTask:
+    """The database password from a Kubernetes Secret as an environment variable: never a parameter, so never in
+    the compiled YAML, the run's parameters or a log line (optional: a URL may need none)."""
+    kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=DATABASE_SECRET_KEYS, optional=True)
+    return task
 
 
 def _wait_for_producers(task: dsl.PipelineTask, *values: str | PipelineChannel) -> None:
@@ -108,6 +119,8 @@ def text2sql(
     prompt_template: str = "alpaca",
     train_limit: int = 0,
     eval_limit: int = 0,
+    dialect: str = "sqlite",
+    database_url: str = "",
     base_model: str = "smollm2-135m",
     method: str = "qlora",
     lora_rank: int = 16,
@@ -149,6 +162,7 @@ def text2sql(
     s3_endpoint_url: str = "",
     s3_secret_name: str = "sqltune-s3",
     hf_token_secret_name: str = "sqltune-hf-token",
+    database_secret_name: str = "sqltune-database",
 ):
     prep = preprocess(
         dataset=dataset,
@@ -157,8 +171,11 @@ def text2sql(
         prompt_template=prompt_template,
         train_limit=train_limit,
         eval_limit=eval_limit,
+        dialect=dialect,
+        database_url=database_url,
     )
     _configure(prep, hours=2, cpu="2", memory="8Gi", s3_secret=s3_secret_name).set_caching_options(True)
+    _database_password(prep, database_secret_name)
     place = placement(
         gpu_count=gpu_count,
         num_nodes=num_nodes,
@@ -184,6 +201,7 @@ def text2sql(
         rl_learning_rate=rl_learning_rate,
         dataset=dataset,
         source_uri=source_uri,
+        database_url=database_url,
         batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps,
         max_seq_len=max_seq_len,
@@ -211,6 +229,7 @@ def text2sql(
     kubernetes.use_secret_as_env(
         fit, secret_name=hf_token_secret_name, secret_key_to_env={"HF_TOKEN": "HF_TOKEN"}, optional=True
     )
+    _database_password(fit, database_secret_name)
 
     def predict_and_score(label: str, **adapter: PipelineChannel) -> dsl.PipelineTask:
         """Predict the eval set on a GPU (with the adapter, or the base model alone) and score it."""
@@ -224,19 +243,22 @@ def text2sql(
             batch_size=predict_batch_size,
             max_new_tokens=max_new_tokens,
             candidates=candidates,
+            database_url=database_url,
             predict_options=predict_options,
             **adapter,
         ).set_display_name(f"predict-{label}")
         _configure(predictions, hours=6, cpu="8", memory="64Gi", s3_secret=s3_secret_name)
+        _database_password(predictions, database_secret_name)
         _on_gpu(predictions, gpu_type, where["predict_gpus"], gpu_node_selector, gpu_tolerations)
         scored = evaluate(
             eval_data=prep.outputs["eval_data"],
             predictions=predictions.outputs["predictions"],
             databases=prep.outputs["databases"],
             dataset=dataset,
+            database_url=database_url,
             evaluate_options=evaluate_options,
         ).set_display_name(f"evaluate-{label}")
-        return _configure(scored, hours=2, cpu="4", memory="8Gi")
+        return _database_password(_configure(scored, hours=2, cpu="4", memory="8Gi"), database_secret_name)
 
     scored = predict_and_score("finetuned", adapter=fit.outputs["adapter"])
     # The base model without an adapter, scored the same way: the gain the fine-tune buys, side by side in

@@ -43,10 +43,13 @@ from sqltune.pipeline import cli as pipeline_cli  # noqa: E402
 from sqltune.predict import cli as predict_cli  # noqa: E402
 from sqltune.preprocess import cli as preprocess_cli  # noqa: E402
 from sqltune.publish import cli as publish_cli  # noqa: E402
+from sqltune.sql import cli as sql_cli  # noqa: E402
 from sqltune.train import cli as train_cli  # noqa: E402
 
 app.command()(preprocess_cli.preprocess)
 app.command(name="sample-data")(preprocess_cli.sample_data)
+app.command(name="copy-db")(sql_cli.copy_db)
+app.command(name="pg-server")(sql_cli.pg_server)
 app.command()(predict_cli.predict)
 app.command()(train_cli.train)
 app.command(name="evaluate")(evaluate_cli.evaluate_command)

@@ -25,10 +25,24 @@ class PromptTemplate(str, Enum):
 
 TEMPLATES = tuple(t.value for t in PromptTemplate)
 
-SYSTEM_MESSAGE = (
-    "You are an expert SQLite developer. Given a database schema and a question, answer with one "
-    "SQLite query that answers the question, and nothing else."
-)
+# How the prompt names a record's SQL dialect (sqlglot's name, in the record's `dialect`; absent: SQLite).
+DIALECT_NAMES = {
+    "sqlite": "SQLite", "postgres": "PostgreSQL", "duckdb": "DuckDB", "mysql": "MySQL", "snowflake": "Snowflake",
+    "bigquery": "BigQuery", "tsql": "SQL Server", "oracle": "Oracle", "trino": "Trino", "presto": "Presto",
+    "redshift": "Redshift", "spark": "Spark SQL", "databricks": "Databricks SQL", "clickhouse": "ClickHouse",
+}  # fmt: skip
+
+
+def system_message(dialect: str | None = None) -> str:
+    """The instruction naming the SQL dialect the answer must be in."""
+    name = DIALECT_NAMES.get(dialect or "sqlite", dialect or "SQLite")
+    return (
+        f"You are an expert {name} developer. Given a database schema and a question, answer with one "
+        f"{name} query that answers the question, and nothing else."
+    )
+
+
+SYSTEM_MESSAGE = system_message()
 
 _ALPACA = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -67,10 +81,10 @@ def render(
     question = record["question"]
     context = _context(schema, record.get("evidence"), record.get("history") or ())
     if template == "alpaca":
-        instruction = f"{SYSTEM_MESSAGE}\n\n{context}"
+        instruction = f"{system_message(record.get('dialect'))}\n\n{context}"
         return _ALPACA.format(instruction=instruction, question=question)
     if template == "chat":
-        messages = chat_messages(context, question)
+        messages = chat_messages(context, question, record.get("dialect"))
         return chat_render(messages) if chat_render else messages[-1]["content"]
     raise ValueError(f"unknown prompt template {template!r}; expected one of {', '.join(TEMPLATES)}")
 
@@ -80,12 +94,13 @@ def prompt_messages(record: Mapping[str, Any], schema_lines_dropped: int = 0) ->
     library that applies the chat template itself (TRL) takes to build exactly `build_prompt`'s text."""
     lines = record.get("schema", "").split("\n")
     schema = "\n".join(lines[: len(lines) - schema_lines_dropped])
-    return chat_messages(_context(schema, record.get("evidence"), record.get("history") or ()), record["question"])
+    context = _context(schema, record.get("evidence"), record.get("history") or ())
+    return chat_messages(context, record["question"], record.get("dialect"))
 
 
-def chat_messages(context: str, question: str) -> Messages:
+def chat_messages(context: str, question: str, dialect: str | None = None) -> Messages:
     return [
-        {"role": "system", "content": SYSTEM_MESSAGE},
+        {"role": "system", "content": system_message(dialect)},
         {"role": "user", "content": f"{context}\n\nQuestion: {question}"},
     ]
 
@@ -98,7 +113,7 @@ def build_prompt(
     count_tokens: Callable[[str], int] | None = None,
     chat_render: Callable[[Messages], str] | None = None,
 ) -> Prompt:
-    """Build the model input for a record (`question`, `schema`, optional `evidence`, `history`).
+    """Build the model input for a record (`question`, `schema`, optional `evidence`, `history`, `dialect`).
 
     With `max_tokens` and `count_tokens`, trailing schema lines are dropped until the prompt fits
     (binary search over how many lines to keep). If even an empty schema does not fit, the prompt

@@ -7,8 +7,10 @@ from enum import Enum
 from typing import Any
 
 from sqltune.datasets import Dataset
+from sqltune.errors import SqltuneError
 from sqltune.settings import OPTIONS, SettingError, check_settings, setting
 from sqltune.sql.execution import Limits
+from sqltune.sql.location import URL_ENV, URL_HELP, check_url, hide_password
 
 _LIMITS = Limits()
 
@@ -37,6 +39,7 @@ class EvaluateConfig:
         _LIMITS.max_heap_bytes, "SQLite's memory per worker process, temporary storage included.", pipeline=OPTIONS
     )
     workers: int = setting(0, "Worker processes (0: one per CPU).", pipeline=OPTIONS)
+    database_url: str | None = setting(None, URL_HELP + " evaluate runs gold and predictions there.", envvar=URL_ENV)
 
     def __post_init__(self) -> None:
         check_settings(self, "evaluate")
@@ -46,6 +49,10 @@ class EvaluateConfig:
             raise SettingError("evaluate", "workers", self.workers, ">= 0 (0: one per CPU)")
         if self.ves_repeats < 0:
             raise SettingError("evaluate", "ves_repeats", self.ves_repeats, ">= 0 (0: off)")
+        try:
+            self.database_url = check_url(self.database_url)
+        except SqltuneError as exc:
+            raise SettingError("evaluate", "database_url", hide_password(self.database_url or ""), str(exc)) from None
         for name in ("timeout", "max_rows", "max_result_bytes", "max_heap_bytes"):
             value = getattr(self, name)
             if not value > 0:  # also catches NaN
@@ -60,4 +67,5 @@ class EvaluateConfig:
         return Limits(self.timeout, self.max_rows, self.max_result_bytes, self.max_heap_bytes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as manifests record them: the database URL without its password."""
+        return {**asdict(self), "database_url": hide_password(self.database_url) if self.database_url else None}

@@ -25,6 +25,7 @@ class GoldQuestion:
     sql: str
     level: str | None  # Spider hardness or BIRD difficulty, when the source gives it
     id: Any = None
+    dialect: str = "sqlite"  # the SQL dialect of the gold (preprocess --dialect writes it into the records)
 
 
 def _gold_from_record(record: Any, where: str) -> GoldQuestion:
@@ -34,7 +35,10 @@ def _gold_from_record(record: Any, where: str) -> GoldQuestion:
     if sql is None or not isinstance(record.get("db_id"), str):
         raise SqltuneError(f"{where}: a gold record needs `db_id` and `sql` (or `query`/`SQL`) strings")
     level = record.get("hardness") or record.get("difficulty")
-    return GoldQuestion(record["db_id"], sql, level, record.get("id", record.get("question_id")))
+    dialect = record.get("dialect") or "sqlite"
+    if not isinstance(dialect, str):
+        raise SqltuneError(f"{where}: `dialect` must be a string (sqlglot's dialect name)")
+    return GoldQuestion(record["db_id"], sql, level, record.get("id", record.get("question_id")), dialect)
 
 
 @contextmanager

@@ -21,12 +21,14 @@ from sqltune.evaluate.exact_match import PARTIAL_TYPES, aggregate_partial, exact
 from sqltune.evaluate.inputs import GoldQuestion, load_gold, load_predictions
 from sqltune.evaluate.values import plug_gold_values
 from sqltune.log import get_logger, progress
-from sqltune.sql.execution import Executor, QueryError, db_files_for, execution_match, time_query
+from sqltune.sql.execution import Executor, QueryError, execution_match, time_query
 from sqltune.sql.hardness import HARDNESS_LEVELS, hardness_of
+from sqltune.sql.location import Databases
 from sqltune.sql.parser import SqlParseError, parse_sql
 from sqltune.sql.pool import crash_safe_map, worker_count
 from sqltune.sql.schema import DatabaseSchema, load_tables
 from sqltune.sql.sqlite import database_problem
+from sqltune.sql.transpile import TranspileError, transpile
 
 log = get_logger(__name__)
 
@@ -43,16 +45,34 @@ class _Task:
 _state: dict[str, Any] = {}
 
 
-def _init_worker(schemas: dict[str, DatabaseSchema], db_dir: Path | None, config: EvaluateConfig, cache: bool) -> None:
-    _state.update(schemas=schemas, db_dir=db_dir, config=config, executor=Executor(config.limits, cache))
+def _init_worker(
+    schemas: dict[str, DatabaseSchema], databases: Databases | None, config: EvaluateConfig, cache: bool
+) -> None:
+    _state.update(schemas=schemas, databases=databases, config=config, executor=Executor(config.limits, cache))
     _state["gold_parses"] = {}
+
+
+def _as_sqlite(sql: str, dialect: str) -> str | None:
+    """SQL of another dialect written as SQLite, which Spider's parser reads: EM does not depend on the dialect.
+    None when it cannot be (the query then does not parse, as any unparsable query)."""
+    if dialect == "sqlite":
+        return sql
+    try:
+        return transpile(sql, "sqlite", source=dialect)
+    except TranspileError:
+        return None
+
+
+def _parse(sql: str, dialect: str, schema: DatabaseSchema) -> tuple[dict, bool]:
+    written = _as_sqlite(sql, dialect)
+    return parse_normalized(written, schema) if written is not None else parse_normalized("", schema)
 
 
 def _gold_parse(question: GoldQuestion, schema: DatabaseSchema) -> tuple[dict, bool]:
     key = (question.db_id, question.sql)
     cache = _state["gold_parses"]
     if key not in cache:
-        cache[key] = parse_normalized(question.sql, schema)
+        cache[key] = _parse(question.sql, question.dialect, schema)
     return cache[key]
 
 
@@ -72,7 +92,7 @@ def _evaluate_one(task: _Task) -> dict[str, Any]:
     if config.etype in ("all", "match"):
         schema = _state["schemas"][question.db_id]
         gold_norm, gold_ok = _gold_parse(question, schema)
-        pred_norm, row["pred_parse_ok"] = parse_normalized(pred, schema)
+        pred_norm, row["pred_parse_ok"] = _parse(pred, question.dialect, schema)
         if gold_ok:
             row["em"], row["partial"] = exact_match(pred_norm, gold_norm)
     if config.etype in ("all", "exec"):
@@ -81,11 +101,12 @@ def _evaluate_one(task: _Task) -> dict[str, Any]:
 
 
 def _execute(row: dict[str, Any], question: GoldQuestion, pred: str, config: EvaluateConfig) -> None:
-    files = db_files_for(_state["db_dir"], question.db_id)
+    files = _state["databases"].files(question.db_id)
     if not files:
         row["error"] = "missing database"
         return
-    if problems := [problem for path in files if (problem := database_problem(path))]:
+    local = [path for path in files if isinstance(path, Path)]
+    if problems := [problem for path in local if (problem := database_problem(path))]:
         row.update(error="unreadable database", detail="; ".join(problems))
         return
     executor: Executor = _state["executor"]
@@ -151,7 +172,8 @@ def _level_of(question: GoldQuestion, schemas: dict[str, DatabaseSchema], bird: 
     if question.level or bird:
         return question.level or "unknown"
     try:
-        return hardness_of(parse_sql(question.sql, schemas[question.db_id]))
+        written = _as_sqlite(question.sql, question.dialect)
+        return hardness_of(parse_sql(written, schemas[question.db_id])) if written is not None else "unknown"
     except SqlParseError:
         return "unknown"
 
@@ -197,17 +219,24 @@ def evaluate(
     """Evaluate `predictions` against `gold`; writes an `evaluation` artifact to `out` and returns its metrics.
 
     `db_dir` holds `<db_id>/*.sqlite` (Spider layout: pass the `database/` folder; all files of a db_id must
-    match); `tables` is the tables.json EM and hardness need. `cache=False` (fresh connection per query, gold
+    match), or `config.database_url` names the database server SQL runs on instead; `tables` is the tables.json EM
+    and hardness need. `cache=False` (fresh connection per query, gold
     re-run) exists as the benchmark's naive baseline.
     """
     config = config or EvaluateConfig()
     etype, bird = config.etype, config.bird
+    if config.database_url:
+        db_dir = None  # the URL names where SQL runs
     inputs = {"gold": gold, "predictions": predictions, "db_dir": db_dir, "tables": tables}
     inputs = {name: path for name, path in inputs.items() if path is not None}
     check_output(out, inputs=inputs.values(), overwrite=overwrite)
     questions = load_gold(gold)
     preds = load_predictions(predictions, questions)
-    db_path = _existing_dir(db_dir, "database directory") if etype != "match" else None
+    databases = None
+    if etype != "match":
+        local = None if config.database_url else _existing_dir(db_dir, "database directory")
+        databases = Databases.of(local, config.database_url)
+        _check_dialects(questions, databases, gold)
     schemas: dict[str, DatabaseSchema] = {}
     if etype != "exec" or not (bird or all(q.level for q in questions)):
         if tables is None:
@@ -218,13 +247,13 @@ def evaluate(
             raise SqltuneError(f"{tables}: no schema for database(s) {', '.join(missing[:5])} used by {gold}")
         schemas = {db: all_schemas[db] for db in {q.db_id for q in questions}}
     questions = [
-        GoldQuestion(q.db_id, q.sql, _level_of(q, schemas, bird), q.id if q.id is not None else i)
+        GoldQuestion(q.db_id, q.sql, _level_of(q, schemas, bird), q.id if q.id is not None else i, q.dialect)
         for i, q in enumerate(questions)
     ]
     tasks = [_Task(i, q, p) for i, (q, p) in enumerate(zip(questions, preds, strict=True))]
     workers = worker_count(config.workers, len(tasks))
     log.info("evaluating %d predictions (%s) with %d worker(s)", len(tasks), etype, workers)
-    rows = _run(tasks, (schemas, db_path, config, cache), workers)
+    rows = _run(tasks, (schemas, databases, config, cache), workers)
     metrics = summarize(rows, config)
     parameters = config.to_dict()
     with artifact_dir(
@@ -236,6 +265,17 @@ def evaluate(
 
         write_reports(tmp, metrics, rows)
     return metrics
+
+
+def _check_dialects(questions: list[GoldQuestion], databases: Databases, gold: str | Path) -> None:
+    """The gold's dialect is the engine's: PostgreSQL gold is not scored on SQLite files, nor the other way."""
+    dialects = {q.dialect for q in questions}
+    if dialects != {databases.dialect}:
+        found = ", ".join(sorted(dialects))
+        fix = "--database-url (the engine it was written for)" if databases.dialect == "sqlite" else "--db-dir"
+        raise SqltuneError(
+            f"{gold}: the gold SQL is {found} but the databases ({databases}) run {databases.dialect}: pass {fix}"
+        )
 
 
 def _existing_dir(path: str | Path | None, what: str) -> Path:

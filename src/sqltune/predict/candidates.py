@@ -1,18 +1,19 @@
 """Execution-checked prediction: which of a question's SQL candidates to answer with.
 
-Each candidate is first parsed with sqlglot (SQLite dialect) and its table and column names are looked up in the
-database's own schema, read from its SQLite file; one that names what does not exist is rejected with the reason
-and never reaches the database. The rest run in the evaluate step's sandbox (`Executor`: read-only, allow-listed
-functions, bounded time, rows, bytes and memory) and their results are reduced to a digest. The answer is the
-candidate whose result the most runnable candidates share; ties go to the higher log-likelihood, and when none
-runs the greedy candidate (index 0) stays the answer. Candidates are checked in worker processes, as evaluate runs
-predictions: one that crashes SQLite or draws the OOM killer fails alone (`check_candidates`).
+Each candidate is first parsed with sqlglot (in the dialect of the engine it runs on: SQLite, or the database URL's)
+and its table and column names are looked up in the database's own schema, read from its SQLite file or the live
+database; one that names what does not exist is rejected with the reason and never reaches the database. The rest
+run in the evaluate step's sandbox (`Executor`: read-only, allow-listed functions, bounded time, rows, bytes and
+memory) and their results are reduced to a digest. The answer is the candidate whose result the most runnable
+candidates share; ties go to the higher log-likelihood, and when none runs the greedy candidate (index 0) stays the
+answer. Candidates are checked in worker processes, as evaluate runs predictions: one that crashes SQLite or draws
+the OOM killer fails alone (`check_candidates`).
 
 The name check works on names, not scopes: a qualified column must exist in some table its qualifier stands for
-anywhere in the query (Spider reuses `T1` for different tables across INTERSECT parts), an unqualified one in
-some table the query reads, or be an alias the query defines. Columns of subqueries and CTEs, and quoted names
-SQLite may read as string literals (`WHERE name = "Joe"`), are left to SQLite. It catches invented tables and
-columns, not every error: what it lets through, the sandbox runs and reports.
+anywhere in the query (Spider reuses `T1` for different tables across INTERSECT parts), an unqualified one in some
+table the query reads, or be an alias the query defines. Columns of subqueries and CTEs, and quoted names SQLite may
+read as string literals (`WHERE name = "Joe"`), are left to SQLite. It catches invented tables and columns, not
+every error: what it lets through, the sandbox runs and reports.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from sqlglot import exp
 from sqltune.errors import SqltuneError
 from sqltune.log import progress
 from sqltune.sql.depth import SqlTooDeep, bounded, check_depth
-from sqltune.sql.execution import Executor, QueryError, Rows, db_files_for
+from sqltune.sql.execution import Executor, QueryError, Rows
 from sqltune.sql.extract import NO_SQL
+from sqltune.sql.location import Database, Databases, ServerDatabase
 from sqltune.sql.pool import crash_safe_map, worker_count
 from sqltune.sql.sqlite import open_read_only
 
@@ -108,24 +110,40 @@ def result_digest(rows: Rows, ordered: bool) -> str:
     return hashlib.sha256("\n".join(lines if ordered else sorted(lines)).encode()).hexdigest()
 
 
+def read_server_schema(database: ServerDatabase, db_id: str) -> Schema:
+    """Tables of a live database with their columns (SQLAlchemy's inspector)."""
+    from sqltune.sql.live import read_live_schema
+
+    schema, _ = read_live_schema(database, db_id)
+    names: dict[str, set[str]] = {table.lower(): set() for table in schema.tables}
+    for column in schema.columns[1:]:
+        names[schema.tables[column.table].lower()].add(column.name.lower())
+    return {table: frozenset(columns) for table, columns in names.items()}
+
+
 @dataclass
 class CandidateChecker:
-    """Checks and runs candidates against `<db_dir>/<db_id>/*.sqlite` (the first file of a db_id), reading each
-    schema once."""
+    """Checks and runs candidates against each question's database (`Databases`: the first SQLite file of a db_id
+    under a directory, or the URL's database), reading each schema once."""
 
-    db_dir: Path
+    databases: Databases
     executor: Executor = field(default_factory=Executor)
     _schemas: dict[str, Schema] = field(default_factory=dict)
 
-    def database(self, db_id: str) -> Path:
-        files = db_files_for(self.db_dir, db_id)
+    def database(self, db_id: str) -> Database:
+        files = self.databases.files(db_id)
         if not files:
-            raise SqltuneError(f"no SQLite file for database {db_id!r} under {self.db_dir} (expected {db_id}/*.sqlite)")
+            where = self.databases.db_dir
+            raise SqltuneError(f"no SQLite file for database {db_id!r} under {where} (expected {db_id}/*.sqlite)")
         return files[0]
 
     def schema(self, db_id: str) -> Schema:
         if db_id not in self._schemas:
-            self._schemas[db_id] = read_schema(self.database(db_id))
+            database = self.database(db_id)
+            if isinstance(database, ServerDatabase):
+                self._schemas[db_id] = read_server_schema(database, db_id)
+            else:
+                self._schemas[db_id] = read_schema(database)
         return self._schemas[db_id]
 
     def check(self, db_id: str, sql: str) -> Outcome:
@@ -151,7 +169,7 @@ class CandidateChecker:
     def _named_query(self, db_id: str, sql: str) -> exp.Query | Outcome:
         """The query's tree once it is one SELECT naming only what the database has; else the failed outcome."""
         try:
-            statements = sqlglot.parse(sql, read="sqlite")
+            statements = sqlglot.parse(sql, read=self.databases.dialect)
         except sqlglot.errors.SqlglotError as exc:
             return Outcome(False, f"parse error: {str(exc).splitlines()[0]}")
         if len(statements) != 1 or not isinstance(statements[0], exp.Query):
@@ -179,8 +197,8 @@ CHECKER_CRASHED = "checker crashed: its worker process died on it (a crash in SQ
 _worker: dict[str, CandidateChecker] = {}  # a worker process's own checker
 
 
-def _start_checker(db_dir: Path) -> None:
-    _worker["checker"] = CandidateChecker(db_dir)
+def _start_checker(databases: Databases) -> None:
+    _worker["checker"] = CandidateChecker(databases)
 
 
 def _check_chunk(chunk: list[tuple[str, str]]) -> list[tuple[tuple[str, str], Outcome]]:
@@ -188,7 +206,7 @@ def _check_chunk(chunk: list[tuple[str, str]]) -> list[tuple[tuple[str, str], Ou
 
 
 def check_candidates(
-    db_dir: Path, candidates: Sequence[tuple[str, str]], workers: int | None = None
+    databases: Databases, candidates: Sequence[tuple[str, str]], workers: int | None = None
 ) -> dict[tuple[str, str], Outcome]:
     """The outcome of each distinct (db_id, sql) candidate, from worker processes as evaluate runs predictions
     (`pool.crash_safe_map`): a candidate that kills its worker fails alone, as `CHECKER_CRASHED`."""
@@ -196,7 +214,7 @@ def check_candidates(
     if not todo:
         return {}
     checked = crash_safe_map(
-        _check_chunk, todo, workers=worker_count(workers, len(todo)), initializer=_start_checker, initargs=(db_dir,),
+        _check_chunk, todo, workers=worker_count(workers, len(todo)), initializer=_start_checker, initargs=(databases,),
         crashed=lambda candidate: (candidate, Outcome(False, CHECKER_CRASHED)), what="predict's candidate check",
     )  # fmt: skip
     return dict(progress(checked, desc="candidates", total=len(todo), unit="candidate"))

@@ -6,8 +6,10 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
+from sqltune.errors import SqltuneError
 from sqltune.prompt import PromptTemplate
 from sqltune.settings import OPTIONS, SettingError, check_settings, setting
+from sqltune.sql.location import URL_ENV, URL_HELP, check_url, hide_password
 
 
 class Backend(str, Enum):
@@ -38,6 +40,9 @@ class PredictConfig:
         False, "Load the base in 4-bit NF4; the adapter then stays unmerged.", pipeline=OPTIONS
     )
     base_name_check: bool = setting(True, "Require the adapter to name this base model.", pipeline=OPTIONS)
+    database_url: str | None = setting(
+        None, URL_HELP + " Candidates run there instead of in --db-dir's SQLite files.", envvar=URL_ENV
+    )
 
     def __post_init__(self) -> None:
         check_settings(self, "predict")
@@ -51,6 +56,11 @@ class PredictConfig:
             raise SettingError("predict", "temperature", self.temperature, "> 0")
         if not 0 < self.top_p <= 1:
             raise SettingError("predict", "top_p", self.top_p, "in (0, 1]")
+        try:
+            self.database_url = check_url(self.database_url)
+        except SqltuneError as exc:
+            raise SettingError("predict", "database_url", hide_password(self.database_url or ""), str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as manifests record them: the database URL without its password."""
+        return {**asdict(self), "database_url": hide_password(self.database_url) if self.database_url else None}

@@ -29,6 +29,7 @@ from sqltune.predict.vllm_backend import generate_vllm, vllm_available
 from sqltune.prompt import build_prompt
 from sqltune.settings import how_to_set
 from sqltune.sql.extract import NO_SQL, extract_sql
+from sqltune.sql.location import Databases
 from sqltune.uri import localize
 
 log = get_logger(__name__)
@@ -184,19 +185,23 @@ def _rows(
     return rows
 
 
-def _databases(db_dir: str | Path | None, records: Sequence[dict[str, Any]]) -> Path:
-    """`db_dir`, once the records' databases are found and their schemas read (before the model loads).
+def _databases(db_dir: str | Path | None, url: str | None, records: Sequence[dict[str, Any]]) -> Databases:
+    """Where candidates run (`url`, else `db_dir`), once the records' databases are found and their schemas read
+    (before the model loads).
 
     A question whose database is missing or unreadable (Spider's dev set names `wta_1`, which it does not ship)
     keeps its greedy answer: its candidates fail with the reason. When no record's database can be read, the
-    directory is wrong: an error.
+    directory (or URL) is wrong: an error.
     """
-    if db_dir is None:
-        raise SqltuneError("predict parameter candidates > 1 needs --db-dir (the databases to run candidates on)")
-    path = Path(db_dir)
-    if not path.is_dir():
+    if db_dir is None and url is None:
+        raise SqltuneError(
+            "predict parameter candidates > 1 needs --db-dir or --database-url (the databases to run candidates on)"
+        )
+    if url is None and not Path(str(db_dir)).is_dir():
         raise SqltuneError(f"--db-dir {db_dir} is not a directory")
-    checker, unusable = CandidateChecker(path), {}
+    databases = Databases.of(db_dir, url)
+    assert databases is not None
+    checker, unusable = CandidateChecker(databases), {}
     try:
         for db_id in sorted({str(record["db_id"]) for record in records}):
             try:
@@ -205,20 +210,21 @@ def _databases(db_dir: str | Path | None, records: Sequence[dict[str, Any]]) -> 
                 unusable[db_id] = str(exc)
     finally:
         checker.close()
+    option = "--database-url" if url else "--db-dir"
     if unusable and len(unusable) == len({str(record["db_id"]) for record in records}):
         raise SqltuneError(
-            f"--db-dir {db_dir}: no database of the records can be read ({next(iter(unusable.values()))})"
+            f"{option} {databases}: no database of the records can be read ({next(iter(unusable.values()))})"
         )
     for db_id, why in unusable.items():
         questions = sum(1 for record in records if str(record["db_id"]) == db_id)
         log.warning("%d questions keep their greedy answer, their database cannot be read: %s", questions, why)
-    return path
+    return databases
 
 
-def _choose_answers(rows: list[dict[str, Any]], db_dir: Path) -> float:
+def _choose_answers(rows: list[dict[str, Any]], databases: Databases) -> float:
     """Check and run every distinct candidate, then make the chosen one each row's answer; returns the seconds."""
     started = time.perf_counter()
-    outcomes = check_candidates(db_dir, [(row["db_id"], c["sql"]) for row in rows for c in row["candidates"]])
+    outcomes = check_candidates(databases, [(row["db_id"], c["sql"]) for row in rows for c in row["candidates"]])
     for row in rows:
         checked = [outcomes[(row["db_id"], candidate["sql"])] for candidate in row["candidates"]]
         for candidate, outcome in zip(row["candidates"], checked, strict=True):
@@ -242,18 +248,21 @@ def predict(
 ) -> dict[str, Any]:
     """Predict one SQL query per record into the artifact directory `out`; returns predict_metrics.
 
-    `db_dir` holds `<db_id>/*.sqlite` (the databases artifact's `database/` folder): the candidates run there.
+    `db_dir` holds `<db_id>/*.sqlite` (the databases artifact's `database/` folder): the candidates run there, or
+    in the database `config.database_url` names.
     """
     from sqltune.models import load_tokenizer, resolve_base_model
 
     config = config or PredictConfig()
+    if config.database_url:
+        db_dir = None  # the URL names where candidates run
     check_output(out, inputs=[data, adapter, db_dir if config.candidates > 1 else None], overwrite=overwrite)
     chosen = choose_backend(config.backend)
     records = load_records(data, config.limit)
     sampling, databases = None, None
     if config.candidates > 1:
         sampling = Sampling(config.candidates, config.temperature, config.top_p, config.seed)
-        databases = _databases(db_dir, records)
+        databases = _databases(db_dir, config.database_url, records)
     lora = read_adapter(localize(adapter, "adapter", endpoint_url)) if adapter else None
     base_dir = resolve_base_model(base_model, endpoint_url)
     if lora and config.base_name_check:
@@ -309,7 +318,8 @@ def predict(
     inputs = {"data": data, **({"adapter": lora.path} if lora else {})}
     if databases:
         metrics.update(_candidate_metrics(rows, seconds, check_s))
-        inputs["db_dir"] = db_dir
+        if db_dir is not None:  # a database URL is recorded, without its password, among the parameters
+            inputs["db_dir"] = db_dir
     parameters = {**config.to_dict(), "base_model": base_model, "prompt_template": template, "max_seq_len": context_len}
     with artifact_dir(
         out, "predictions", parameters=parameters, inputs=inputs, extra={"metrics": metrics}, overwrite=overwrite

@@ -7,9 +7,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqltune.datasets import Dataset, Split
+from sqltune.errors import SqltuneError
 from sqltune.preprocess.schema_text import DEFAULT_STYLE, SchemaStyle
 from sqltune.prompt import PromptTemplate
 from sqltune.settings import FIXED, SettingError, check_settings, setting
+from sqltune.sql.location import URL_ENV, URL_HELP, check_url, hide_password
+from sqltune.sql.transpile import SqlDialect
 
 
 @dataclass
@@ -19,14 +22,31 @@ class PreprocessConfig:
     schema_style: str = setting(DEFAULT_STYLE, "How the schema is written into the prompt.", choices=SchemaStyle)
     prompt_template: str = setting("alpaca", "Prompt template.", choices=PromptTemplate, aliases=("--template",))
     limit: int | None = setting(None, "Only the first N questions (the pipeline: train_limit, eval_limit).")
+    dialect: str = setting(
+        "sqlite",
+        "SQL dialect of the engine the questions run on (sqlglot's names): the prompt names it, and the gold SQL of "
+        "Spider, BIRD, CoSQL, SParC and WikiSQL is transpiled to it (a query that does not transpile, or does not "
+        "run on --database-url, is dropped with its reason). jsonl gold is taken as written in it.",
+        choices=SqlDialect,
+    )
+    database_url: str | None = setting(
+        None,
+        URL_HELP + " preprocess reads the schemas from it (unless --tables is given) and runs each gold query there.",
+        envvar=URL_ENV,
+    )
 
     def __post_init__(self) -> None:
         check_settings(self, "preprocess")
         if self.limit is not None and self.limit < 1:
             raise SettingError("preprocess", "limit", self.limit, ">= 1")
+        try:
+            self.database_url = check_url(self.database_url)
+        except SqltuneError as exc:
+            raise SettingError("preprocess", "database_url", hide_password(self.database_url or ""), str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as manifests record them: the database URL without its password."""
+        return {**asdict(self), "database_url": hide_password(self.database_url) if self.database_url else None}
 
 
 def split_configs(params: Mapping[str, Any]) -> dict[str, PreprocessConfig]:
@@ -37,6 +57,7 @@ def split_configs(params: Mapping[str, Any]) -> dict[str, PreprocessConfig]:
         limit = params[limit_name]
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise SettingError("preprocess", limit_name, limit, "a whole number >= 0 (0: every question)")
-        settings = {name: params[name] for name in ("dataset", "schema_style", "prompt_template")}
+        settings = {name: params[name] for name in ("dataset", "schema_style", "prompt_template", "dialect")}
+        settings["database_url"] = params["database_url"] or None
         configs[split] = PreprocessConfig(split=split, limit=limit or None, **settings)
     return configs

@@ -21,6 +21,7 @@ from contextlib import closing
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlglot import exp
 
@@ -46,12 +47,18 @@ _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_VALUE_CHARS = 40
 
 
-def serialize_schema(schema: DatabaseSchema, style: str, db_path: Path | None = None) -> str:
-    """The schema text of one database in `style`; `rich` reads sample values from `db_path` when it exists."""
+def serialize_schema(
+    schema: DatabaseSchema, style: str, db_path: Path | None = None, *, samples: dict[int, list[Any]] | None = None
+) -> str:
+    """The schema text of one database in `style`; `rich` reads sample values from `db_path` when it exists, or
+    takes them as `samples` (raw values by column index: a live database's)."""
     if style == "dbgpt":
         return dbgpt_text(schema)
     if style == "ddl":
         return ddl_text(schema)
+    if style == "rich" and samples is not None:
+        literals = {i: [_literal(v) for v in values if not isinstance(v, bytes)] for i, values in samples.items()}
+        return rich_text(schema, literals)
     if style == "rich":
         return rich_text(schema, sample_values(schema, db_path) if db_path and db_path.is_file() else {})
     raise ValueError(f"unknown schema style {style!r}; expected one of {', '.join(STYLES)}")

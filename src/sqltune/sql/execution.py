@@ -17,48 +17,22 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
-import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqltune.errors import SqltuneError
+from sqltune.sql.limits import ALLOWED_FUNCTIONS, Limits, QueryError, Rows, row_bytes
+from sqltune.sql.location import Database, ServerDatabase
 from sqltune.sql.sqlite import UnreadableDatabase, open_read_only
-
-Rows = list[tuple]
 
 _CUR_YEAR = re.compile(r"YEAR\s*\(\s*CURDATE\s*\(\s*\)\s*\)\s*", re.IGNORECASE)
 # quoted strings/identifiers are skipped so that only the DISTINCT keyword is removed
 _DISTINCT = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\])|\bdistinct\b""", re.IGNORECASE)
 _ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE}
 _PROGRESS_STEPS = 1000
-
-# SQLite's built-in core, aggregate, window, date, math and JSON functions (also those of newer SQLite versions).
-# Left out: load_extension, fts3_tokenizer and other extension internals, and connection or build introspection.
-ALLOWED_FUNCTIONS = frozenset(
-    """
-    abs char coalesce concat concat_ws format glob hex ifnull iif instr length like likelihood likely lower ltrim
-    max min nullif octet_length printf quote random randomblob replace round rtrim sign soundex substr substring
-    trim typeof unhex unicode unlikely upper zeroblob
-    avg count group_concat string_agg sum total
-    cume_dist dense_rank first_value lag last_value lead nth_value ntile percent_rank rank row_number
-    date datetime julianday strftime time timediff unixepoch
-    acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log log10 log2 mod pi pow
-    power radians sin sinh sqrt tan tanh trunc
-    json json_array json_array_length json_error_position json_extract json_group_array json_group_object
-    json_insert json_object json_patch json_quote json_remove json_replace json_set json_type json_valid
-    """.split()  # noqa: SIM905 (one word list reads better than 110 quoted names)
-)
-
-
-class QueryError(Exception):
-    """A query failed in the sandbox; `category` is one of the report's error categories."""
-
-    def __init__(self, category: str, message: str) -> None:
-        super().__init__(message)
-        self.category = category
 
 
 def rejoin_operators(sql: str) -> str:
@@ -68,27 +42,6 @@ def rejoin_operators(sql: str) -> str:
 def remove_distinct(sql: str) -> str:
     """Drop every DISTINCT keyword (also inside COUNT(DISTINCT ...)), as test-suite-sql-eval does."""
     return _DISTINCT.sub(lambda m: m.group(1) or "", sql)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one query may use; every limit must be positive.
-
-    `max_result_bytes` bounds the result as Python holds it (and any single string or blob SQLite builds);
-    `max_heap_bytes` is SQLite's hard heap limit, which also holds its temporary storage. The heap limit is
-    process-wide in SQLite and a PRAGMA can only lower it: in one process the lowest limit ever set applies.
-    """
-
-    timeout_s: float = 30.0
-    max_rows: int = 100_000
-    max_result_bytes: int = 128 * 2**20
-    max_heap_bytes: int = 512 * 2**20
-
-    def __post_init__(self) -> None:
-        for limit in fields(self):
-            value = getattr(self, limit.name)
-            if not value > 0:  # also catches NaN
-                raise SqltuneError(f"sandbox limit {limit.name} must be positive, got {value!r}")
 
 
 class _Authorizer:
@@ -129,18 +82,19 @@ def _open_sandbox(path: Path, limits: Limits) -> _Sandbox:
     return _Sandbox(conn, authorizer)
 
 
-def _row_bytes(row: tuple) -> int:
-    return sys.getsizeof(row) + sum(map(sys.getsizeof, row))
-
-
 @dataclass
 class Executor:
-    """Runs queries under `limits`; with `cache`, keeps one connection per database file and each gold result."""
+    """Runs queries under `limits`; with `cache`, keeps one connection per database and each gold result.
+
+    A database is a SQLite file (`Path`) or a server database (`ServerDatabase`: PostgreSQL, DuckDB), whose
+    sandbox is `sqltune.sql.server`'s; both raise the same QueryError categories.
+    """
 
     limits: Limits = field(default_factory=Limits)
     cache: bool = True
     _sandboxes: dict[Path, _Sandbox] = field(default_factory=dict)
-    _gold: dict[tuple[Path, str], Rows | QueryError] = field(default_factory=dict)
+    _servers: dict[ServerDatabase, Any] = field(default_factory=dict)
+    _gold: dict[tuple[Database, str], Rows | QueryError] = field(default_factory=dict)
 
     def _sandbox(self, path: Path) -> _Sandbox:
         if not self.cache:
@@ -149,9 +103,11 @@ class Executor:
             self._sandboxes[path] = _open_sandbox(path, self.limits)
         return self._sandboxes[path]
 
-    def run(self, path: Path, sql: str) -> tuple[Rows, float]:
+    def run(self, path: Database, sql: str) -> tuple[Rows, float]:
         """(rows, seconds); raises QueryError: syntax error, execution error (also a denied statement or
         function), timeout, too many rows, result too large or memory limit."""
+        if isinstance(path, ServerDatabase):
+            return self._run_on_server(path, sql)
         try:
             conn, authorizer = self._sandbox(path)
         except UnreadableDatabase as exc:
@@ -166,7 +122,7 @@ class Executor:
             size = 0
             for row in conn.execute(_CUR_YEAR.sub("2020", sql)):
                 rows.append(row)
-                size += _row_bytes(row)
+                size += row_bytes(row)
                 if len(rows) > limits.max_rows:
                     raise QueryError("too many rows", f"more than {limits.max_rows} rows")
                 if size > limits.max_result_bytes:
@@ -195,7 +151,26 @@ class Executor:
             if not self.cache:
                 conn.close()
 
-    def gold(self, path: Path, sql: str) -> Rows:
+    def _run_on_server(self, database: ServerDatabase, sql: str) -> tuple[Rows, float]:
+        from sqltune.sql.server import open_server_sandbox
+
+        sandbox = self._servers.get(database) if self.cache else None
+        if sandbox is None:
+            sandbox = open_server_sandbox(database, self.limits)
+            if self.cache:
+                self._servers[database] = sandbox
+        start = time.monotonic()
+        try:
+            return sandbox.run(sql), time.monotonic() - start
+        except QueryError as exc:
+            if exc.category == "unreadable database":  # the connection is gone: the next query reconnects
+                self._servers.pop(database, None)
+            raise
+        finally:
+            if not self.cache:
+                sandbox.close()
+
+    def gold(self, path: Database, sql: str) -> Rows:
         """Gold rows, computed once per (database file, query) when caching."""
         key = (path, sql)
         result = self._gold.get(key)
@@ -214,6 +189,9 @@ class Executor:
         for sandbox in self._sandboxes.values():
             sandbox.connection.close()
         self._sandboxes.clear()
+        for server in self._servers.values():
+            server.close()
+        self._servers.clear()
 
 
 def _unordered(row: tuple) -> tuple:
@@ -321,7 +299,7 @@ class Verdict(NamedTuple):
 
 def execution_match(
     executor: Executor,
-    db_files: list[Path],
+    db_files: Sequence[Database],
     gold_sql: str,
     pred_sql: str,
     *,
@@ -367,6 +345,6 @@ def db_files_for(db_dir: Path, db_id: str) -> list[Path]:
     return sorted((db_dir / db_id).glob("*.sqlite"))
 
 
-def time_query(executor: Executor, path: Path, sql: str, repeats: int) -> float:
+def time_query(executor: Executor, path: Database, sql: str, repeats: int) -> float:
     """Mean seconds of `repeats` runs (VES timing)."""
     return sum(executor.run(path, sql)[1] for _ in range(repeats)) / max(repeats, 1)

@@ -49,6 +49,19 @@ class DatabaseSchema:
             foreign_keys=tuple((a, b) for a, b in entry.get("foreign_keys", [])),
         )
 
+    def to_json(self) -> dict[str, Any]:
+        """The tables.json entry this schema reads from (`from_json(to_json())` gives it back)."""
+        return {
+            "db_id": self.db_id,
+            "table_names_original": list(self.tables),
+            "table_names": list(self.natural_tables),
+            "column_names_original": [[c.table, c.name] for c in self.columns],
+            "column_names": [[c.table, c.natural_name] for c in self.columns],
+            "column_types": [c.type for c in self.columns],
+            "primary_keys": [key[0] if len(key) == 1 else list(key) for key in self.primary_keys],
+            "foreign_keys": [list(pair) for pair in self.foreign_keys],
+        }
+
     def table_columns(self, table: int) -> list[int]:
         """Column indices of one table, in declaration order."""
         return [i for i, column in enumerate(self.columns) if column.table == table]

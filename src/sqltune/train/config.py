@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from typing import Any
 
+from sqltune.errors import SqltuneError
 from sqltune.prompt import PromptTemplate
 from sqltune.settings import OPTIONS, SettingError, build_config, check_settings, setting
+from sqltune.sql.location import URL_ENV, URL_HELP, check_url, hide_password
 
 
 class Method(str, Enum):
@@ -50,7 +52,7 @@ class Attention(str, Enum):
 
 # Settings of the GRPO stage alone: they do not change what LoRA/QLoRA trains.
 GRPO_SETTINGS = ("num_generations", "prompts_per_step", "kl_coef", "reward_correct", "reward_executes", "temperature",
-                 "max_completion_length")  # fmt: skip
+                 "max_completion_length", "database_url")  # fmt: skip
 
 
 @dataclass
@@ -125,6 +127,9 @@ class TrainConfig:
     )
     temperature: float = setting(1.0, "GRPO: sampling temperature of the completions.", pipeline=OPTIONS)
     max_completion_length: int = setting(128, "GRPO: most tokens per sampled completion.", pipeline=OPTIONS)
+    database_url: str | None = setting(
+        None, URL_HELP + " GRPO: the reward runs completions there instead of --db-dir's SQLite files.", envvar=URL_ENV
+    )
     fresh_if_corrupt_checkpoint: bool = setting(
         False, "When every checkpoint is damaged, train from step 0 instead of failing.", pipeline=OPTIONS
     )
@@ -166,9 +171,14 @@ class TrainConfig:
         for name, (ok, expected) in checks.items():
             if not ok:
                 raise SettingError("train", name, getattr(self, name), expected)
+        try:
+            self.database_url = check_url(self.database_url)
+        except SqltuneError as exc:
+            raise SettingError("train", "database_url", hide_password(self.database_url or ""), str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as manifests record them: the database URL without its password."""
+        return {**asdict(self), "database_url": hide_password(self.database_url) if self.database_url else None}
 
 
 @dataclass(frozen=True)

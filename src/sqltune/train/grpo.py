@@ -32,6 +32,7 @@ from sqltune.log import get_logger
 from sqltune.models import load_model, load_tokenizer, resolve_base_model
 from sqltune.models.adapter import check_base_name, read_adapter
 from sqltune.prompt import build_prompt, prompt_functions, prompt_messages
+from sqltune.sql.location import Databases
 from sqltune.train import checkpoint
 from sqltune.train.checkpoint import CheckpointState
 from sqltune.train.config import TrainConfig
@@ -70,8 +71,9 @@ class GRPORecipe:
 
         inputs, config = self.inputs, self.config
         init_adapter, db_dir, endpoint_url = inputs.init_adapter, inputs.db_dir, inputs.endpoint_url
-        if not init_adapter or not db_dir:
-            missing = " and ".join(f for f, v in (("--init-adapter", init_adapter), ("--db-dir", db_dir)) if not v)
+        where = db_dir or config.database_url
+        if not init_adapter or not where:
+            missing = " and ".join(f for f, v in (("--init-adapter", init_adapter), ("--db-dir", where)) if not v)
             raise SqltuneError(
                 f"--method grpo needs {missing}: the SFT adapter to start from and the databases to run on"
             )
@@ -88,8 +90,9 @@ class GRPORecipe:
             log.info("prompt template %r: the one %s was trained with", template, init_adapter)
             config.prompt_template = template
         self.tokenizer = load_tokenizer(model_dir)
+        local = localize(db_dir, "--db-dir", endpoint_url) if db_dir and not config.database_url else None
         self.reward = ExecutionReward(
-            localize(db_dir, "--db-dir", endpoint_url), correct=config.reward_correct, executes=config.reward_executes
+            Databases.of(local, config.database_url), correct=config.reward_correct, executes=config.reward_executes
         )
         self._held.callback(self.reward.close)
         records = read_records(inputs.data, endpoint_url)

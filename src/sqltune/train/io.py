@@ -38,8 +38,18 @@ class TrainInputs:
     db_dir: str | os.PathLike[str] | None = None  # GRPO: the databases (<db_id>/<db_id>.sqlite) the reward runs on
 
     def argv(self, config: TrainConfig) -> list[str]:
-        """The `sqltune train` arguments of this run: what the launcher's workers and a TrainJob's pods run."""
+        """The `sqltune train` arguments of this run: what the launcher's workers and a TrainJob's pods run.
+
+        A database URL's password never goes into them (a process list, a TrainJob's spec): it moves to
+        $SQLTUNE_DATABASE_PASSWORD, which the workers inherit and a URL without a password takes."""
         from sqltune.settings import config_args
+        from sqltune.sql.location import PASSWORD_ENV, split_password
+
+        if config.database_url:
+            url, password = split_password(config.database_url)
+            if password:
+                os.environ[PASSWORD_ENV] = password
+                config = replace(config, database_url=url)
 
         argv = ["train", "--data", str(self.data), "--base-model", self.base_model, "--out", str(self.out)]
         argv += ["--overwrite"] if self.overwrite else []

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
 from sqltune.sql.depth import SqlTooDeep, check_depth
-from sqltune.sql.execution import Executor, Limits, QueryError, db_files_for, execution_match
+from sqltune.sql.execution import Executor, Limits, QueryError, execution_match
 from sqltune.sql.extract import NO_SQL, extract_sql
+from sqltune.sql.location import Database, Databases
 from sqltune.sql.pool import crash_safe_map, worker_count
 
 log = get_logger(__name__)
@@ -35,7 +35,7 @@ class ExecutionReward:
     which the trainer logs beside TRL's mean reward.
     """
 
-    db_dir: Path
+    databases: Databases  # where each question's database is: SQLite files, or a database URL
     correct: float = 1.0
     executes: float = 0.1
     executor: Executor = field(default_factory=Executor)
@@ -62,10 +62,11 @@ class ExecutionReward:
             return self.executes, "wrong result"
         return 0.0, verdict.error or "failed"
 
-    def database_files(self, db_id: str) -> list[Path]:
-        files = db_files_for(self.db_dir, db_id)
+    def database_files(self, db_id: str) -> list[Database]:
+        files = self.databases.files(db_id)
         if not files:
-            raise SqltuneError(f"no SQLite file for database {db_id!r} under {self.db_dir} (expected {db_id}/*.sqlite)")
+            where = self.databases.db_dir
+            raise SqltuneError(f"no SQLite file for database {db_id!r} under {where} (expected {db_id}/*.sqlite)")
         return files
 
     def gold_runs(self, record: Mapping[str, Any]) -> str | None:
@@ -102,7 +103,7 @@ class ExecutionReward:
             return {}
         scored = crash_safe_map(
             _score_chunk, todo, workers=worker_count(self.workers, len(todo)), initializer=_start_scorer,
-            initargs=(self.db_dir, self.correct, self.executes, self.executor.limits),
+            initargs=(self.databases, self.correct, self.executes, self.executor.limits),
             crashed=lambda task: (task, (0.0, SCORER_CRASHED)), what="the GRPO reward",
         )  # fmt: skip
         return dict(scored)
@@ -115,8 +116,8 @@ SCORER_CRASHED = "scorer crashed: its worker process died on it (a crash in SQLi
 _worker: dict[str, ExecutionReward] = {}  # a worker process's own reward
 
 
-def _start_scorer(db_dir: Path, correct: float, executes: float, limits: Limits) -> None:
-    _worker["reward"] = ExecutionReward(db_dir, correct, executes, Executor(limits))
+def _start_scorer(databases: Databases, correct: float, executes: float, limits: Limits) -> None:
+    _worker["reward"] = ExecutionReward(databases, correct, executes, Executor(limits))
 
 
 def _score_chunk(chunk: list[tuple[str, str, str]]) -> list[tuple[tuple[str, str, str], tuple[float, str]]]:
