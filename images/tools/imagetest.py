@@ -57,6 +57,8 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "prompt_template": "alpaca",
         "train_limit": 16,
         "eval_limit": 4,
+        "dialect": "sqlite",
+        "database_url": "",  # '': the source's SQLite files (PostgreSQL is the library's, tested on the host)
     },  # + source_uri, the sample dataset
     "train": {
         "base_model": "tiny-random-llama",
@@ -90,6 +92,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "endpoint_url": "",
         "checkpoint_uri": "",
         "run_id": "image-test",
+        "database_url": "",
     },  # + source_uri, the sample dataset
     "predict": {
         "base_model": "tiny-random-llama",
@@ -100,8 +103,9 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "max_new_tokens": 16,
         "candidates": 1,
         "predict_options": {},
+        "database_url": "",
     },
-    "evaluate": {"dataset": "spider", "evaluate_options": {}},
+    "evaluate": {"dataset": "spider", "evaluate_options": {}, "database_url": ""},
     # Two nodes and a GRPO stage: the train pod keeps one GPU, predict takes them all.
     "placement": {
         "gpu_count": 4,
