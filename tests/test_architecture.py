@@ -23,3 +23,9 @@ def test_step_libraries_do_not_import_kfp():
 def test_the_cli_starts_without_kfp_or_torch():
     loaded = _imported_after("from sqltune.cli import app")
     assert not {"kfp", "torch", "transformers"} & loaded, loaded
+
+
+def test_serve_never_imports_kfp_and_loads_torch_only_with_a_backend():
+    modules = ("cli", "app", "service", "run", "hf", "vllm_engine", "inferenceservice")
+    loaded = _imported_after("\n".join(f"import sqltune.serve.{module}" for module in modules))
+    assert not {"kfp", "torch", "transformers", "vllm"} & loaded, loaded

@@ -43,6 +43,7 @@ from sqltune.pipeline import cli as pipeline_cli  # noqa: E402
 from sqltune.predict import cli as predict_cli  # noqa: E402
 from sqltune.preprocess import cli as preprocess_cli  # noqa: E402
 from sqltune.publish import cli as publish_cli  # noqa: E402
+from sqltune.serve import cli as serve_cli  # noqa: E402
 from sqltune.train import cli as train_cli  # noqa: E402
 
 app.command()(preprocess_cli.preprocess)
@@ -53,6 +54,7 @@ app.command(name="evaluate")(evaluate_cli.evaluate_command)
 
 app.command()(publish_cli.publish)
 app.add_typer(publish_cli.models_app, name="models")
+app.command()(serve_cli.serve)
 
 app.command(name="compile")(pipeline_cli.compile)
 app.command()(pipeline_cli.manifests)

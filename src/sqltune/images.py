@@ -45,11 +45,11 @@ class Recipe:
 _CPU = ("images/cpu/Dockerfile", "PYTHON_IMAGE")
 _CUDA = ("images/cuda/Dockerfile", "CUDA_IMAGE")
 # What each image holds: only its step's extras (no torch in the CPU images; vLLM, which pins the CUDA
-# torch exactly, only in predict), and kfp for the executor that runs the component.
+# torch exactly, only in predict, which also runs `sqltune serve`), and kfp for the executor that runs the component.
 RECIPES: dict[str, Recipe] = {
     "preprocess": Recipe(*_CPU, {"EXTRAS": "preprocess,kfp"}),
     "train": Recipe(*_CUDA, {"EXTRAS": "train,kfp,trainer"}),
-    "predict": Recipe(*_CUDA, {"EXTRAS": "predict,vllm,kfp", "VLLM_VERSION": "0.33.0"}),
+    "predict": Recipe(*_CUDA, {"EXTRAS": "predict,vllm,serve,kfp", "VLLM_VERSION": "0.33.0"}),
     "evaluate": Recipe(*_CPU, {"EXTRAS": "evaluate,kfp"}),
     "publish": Recipe(*_CPU, {"EXTRAS": "publish,kfp"}),
 }
