@@ -397,7 +397,7 @@ def test_serve_follows_the_channel_with_no_failed_request_and_refuses_bad_versio
     assert re.search(r"refused version v4 .*trained on .*tiny-random-qwen2.*; v2 keeps serving", logged), logged
 
 
-def test_cli_errors_are_one_line_and_the_inferenceservice_names_the_channel(tmp_path) -> None:
+def test_cli_errors_are_one_line_and_the_inferenceservice_names_the_channel(adapter, tmp_path) -> None:
     def sqltune(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "sqltune.cli", "serve", *args], capture_output=True, text=True,
                               timeout=120)  # fmt: skip
@@ -408,6 +408,11 @@ def test_cli_errors_are_one_line_and_the_inferenceservice_names_the_channel(tmp_
     assert candidates.returncode == 2 and "--db-dir" in candidates.stderr
     missing = sqltune("--adapter", str(tmp_path / "absent"), "--port", str(free_ports(1)[0]))
     assert missing.returncode == 2 and "adapter not found" in missing.stderr, missing.stderr
+    no_vllm = sqltune("--adapter", str(adapter), "--backend", "vllm", "--port", str(free_ports(1)[0]))
+    assert no_vllm.returncode == 2 and "needs the vllm package" in no_vllm.stderr, no_vllm.stderr
+    assert "refused" not in no_vllm.stderr, "a backend that cannot start is not the version's fault"
+    for failed in (missing, no_vllm):
+        assert "Traceback" not in failed.stderr and failed.stderr.strip().splitlines()[-1].startswith("error: ")
 
     printed = sqltune("--bucket", "models", "--model-name", "Smol_SQL", "--channel", "staging",
                       "--print-inferenceservice")  # fmt: skip

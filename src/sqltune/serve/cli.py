@@ -7,7 +7,7 @@ import typer
 from sqltune.errors import SqltuneError
 from sqltune.publish.config import ModelLocation
 from sqltune.serve.config import ServeConfig
-from sqltune.settings import config_args, config_command
+from sqltune.settings import config_command
 
 
 @config_command(ServeConfig)
@@ -41,7 +41,10 @@ def serve(
 
         if adapter and not is_s3(adapter):
             raise SqltuneError("--print-inferenceservice needs the registry location or an s3:// --adapter")
-        source_args = config_args(location) if channel else ["--adapter", adapter]
+        source_args = ["--adapter", adapter]
+        if channel:
+            source_args = ["--bucket", location.bucket, "--model-name", location.model_name]
+            source_args += ["--prefix", location.prefix] if location.prefix else []
         model_name = location.model_name if channel else adapter.rstrip("/").rsplit("/", 1)[-1]
         resource = build_inferenceservice(
             config, source_args, name=name or service_name(model_name), namespace=namespace, gpu_count=gpu_count,

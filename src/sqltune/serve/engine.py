@@ -80,8 +80,11 @@ class Job:
         """Hand an event to the request, from any thread."""
         if self.loop is None:
             self.events.put_nowait(event)
-        else:
+            return
+        try:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # its event loop is closed: the server stopped, nobody waits for the answer
+            self.cancelled = True
 
 
 @dataclass

@@ -230,37 +230,54 @@ class Service:
 
     async def _take_in(self, version: str) -> Served | None:
         """`version` pulled, verified, checked and loaded beside the current one; None (logged, counted) if any of
-        that fails."""
+        that fails. What is not the version's fault (the base model or the backend cannot start) is an error."""
+        from sqltune.predict.adapter import read_adapter
+
         try:
             path = await asyncio.to_thread(self.source.fetch, version)
-            served = await asyncio.to_thread(self._prepare, version, path)
-            if self.backend is None:
-                self.backend = self._make_backend(served)
+            adapter = await asyncio.to_thread(read_adapter, path)
+        except Exception as exc:
+            return self._refuse(version, exc)
+        if self.base_dir is None:
+            await asyncio.to_thread(self._use_base, path, adapter)
+        try:
+            served = await asyncio.to_thread(self._prepare, version, path, adapter)
+        except Exception as exc:
+            return self._refuse(version, exc)
+        if self.backend is None:
+            self.backend = self._make_backend(served)
+        try:
             await self.backend.load(served)
         except Exception as exc:
-            keeps = f"{self.current.version} keeps serving" if self.current else "nothing is served yet"
-            log.error("refused version %s of %s: %s; %s", version, self.source.describe(), exc, keeps)
-            self.metrics.refused.labels(version).inc()
-            return None
+            return self._refuse(version, exc)
         log.info("version %s loaded (%s, %s template, %d-token /v1/sql context)", version, path, served.template,
                  served.context_len)  # fmt: skip
         return served
 
-    def _prepare(self, version: str, path: Path) -> Served:
-        """Read and check the adapter as predict does, and the settings its requests use."""
-        from sqltune.models import load_tokenizer, resolve_base_model
-        from sqltune.predict.adapter import check_base_name, read_adapter
-        from sqltune.predict.run import _check_adapter_fits, _model_context, _setting
+    def _refuse(self, version: str, exc: Exception) -> None:
+        keeps = f"{self.current.version} keeps serving" if self.current else "nothing is served yet"
+        log.error("refused version %s of %s: %s; %s", version, self.source.describe(), exc, keeps)
+        self.metrics.refused.labels(version).inc()
+
+    def _use_base(self, path: Path, adapter: Any) -> None:
+        """The base model every version is served on: --base-model, else the one the first version names."""
+        from sqltune.models import resolve_base_model
+        from sqltune.predict.run import _model_context
+
+        self.base_spec = self.config.base_model or trained_on(path, adapter)
+        self.base_dir = resolve_base_model(self.base_spec, self.endpoint_url)
+        self.model_context = _model_context(self.base_dir)
+        log.info("base model %s (%s), context %d tokens", self.base_spec, self.base_dir, self.model_context)
+
+    def _prepare(self, version: str, path: Path, adapter: Any) -> Served:
+        """Check the adapter as predict does, and read the settings its requests use."""
+        from sqltune.models import load_tokenizer
+        from sqltune.predict.adapter import check_base_name
+        from sqltune.predict.run import _check_adapter_fits, _setting
         from sqltune.preprocess.schema_text import DEFAULT_STYLE
         from sqltune.prompt import prompt_functions
 
-        adapter = read_adapter(path)
-        if self.base_dir is None:
-            self.base_spec = self.config.base_model or trained_on(path, adapter)
-            self.base_dir = resolve_base_model(self.base_spec, self.endpoint_url)
-            self.model_context = _model_context(self.base_dir)
-            log.info("base model %s (%s), context %d tokens", self.base_spec, self.base_dir, self.model_context)
-        assert self.base_spec is not None
+        assert self.base_spec is not None and self.base_dir is not None
         if self.config.base_name_check:
             check_base_name(adapter, self.base_spec, self.base_dir)
         _check_adapter_fits(self.base_dir, adapter)
