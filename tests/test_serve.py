@@ -275,7 +275,7 @@ class ChatLoop(threading.Thread):
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
-        self.openai_client, self.versions, self.failures = client(url, key="unused"), [], []
+        self.openai_client, self.versions, self.texts, self.failures = client(url, key="unused"), [], [], []
         self.halt = threading.Event()
 
     def run(self) -> None:
@@ -283,9 +283,9 @@ class ChatLoop(threading.Thread):
         while not self.halt.is_set():
             try:
                 raw = self.openai_client.chat.completions.with_raw_response.create(
-                    model="smol-sql", messages=messages, max_tokens=4
+                    model="smol-sql", messages=messages, max_tokens=8
                 )
-                raw.parse()
+                self.texts.append(raw.parse().choices[0].message.content)
                 self.versions.append(raw.headers[VERSION_HEADER])
             except Exception as exc:
                 self.failures.append(repr(exc))
@@ -361,6 +361,9 @@ def test_serve_follows_the_channel_with_no_failed_request_and_refuses_bad_versio
         assert loop.failures == []
         switch = loop.versions.index("v2")
         assert set(loop.versions[:switch]) == {"v1"} and set(loop.versions[switch:]) == {"v2"}, loop.versions
+        # The header names the adapter that answered: each version's greedy answer is its own, and they differ.
+        assert len(set(loop.texts[:switch])) == len(set(loop.texts[switch:])) == 1, loop.texts
+        assert loop.texts[0] != loop.texts[-1]
 
         # A version whose files do not match its manifest is refused; v2 keeps serving and the server stays ready.
         key = "serve/smol-sql/v3/adapter_model.safetensors"
