@@ -204,6 +204,9 @@ def test_sql_is_what_predict_answers_and_concurrent_questions_share_a_batch(api,
 
     one = post(api, "/v1/sql", {"question": questions[0]["question"], "db_id": questions[0]["db_id"]}).json()
     assert one["raw"] == expected[0]["raw"], "alone or in a batch, the same answer"
+    first = {"question": questions[0]["question"], "db_id": questions[0]["db_id"]}
+    hinted = post(api, "/v1/sql", {**first, "evidence": "customers are the people table"})
+    assert hinted.json()["prompt_tokens"] > one["prompt_tokens"], "the evidence is in the prompt, as in training"
 
 
 def test_errors_are_openai_shaped_with_the_right_status(api) -> None:
