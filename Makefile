@@ -55,9 +55,14 @@ images: venv
 image-test: venv
 	$(BIN)/python images/tools/imagetest.py $(IMAGE_OPTIONS)
 
-# The KFP Pipeline/PipelineVersion resources (GitOps) of the pipeline, after a fresh compile.
+# The KFP Pipeline/PipelineVersion resources (GitOps) of the pipeline, after a fresh compile; and the serving
+# InferenceService of manifests/components/serving, as `sqltune serve --print-inferenceservice` prints it.
+SERVING_MANIFEST := manifests/components/serving/inferenceservice.yaml
 manifests: compile
 	$(BIN)/sqltune manifests
+	env -u SQLTUNE_IMAGE_REGISTRY -u SQLTUNE_IMAGE_TAG -u SQLTUNE_IMAGE_PREDICT $(BIN)/sqltune serve --bucket models \
+		--prefix text2sql --model-name text2sql --print-inferenceservice > $(SERVING_MANIFEST).tmp
+	mv $(SERVING_MANIFEST).tmp $(SERVING_MANIFEST)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

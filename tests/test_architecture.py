@@ -114,3 +114,9 @@ def test_the_package_imports_have_no_cycle():
     for module in sorted(graph):
         if module not in state:
             visit(module)
+
+
+def test_serve_never_imports_kfp_and_loads_torch_only_with_a_backend():
+    modules = ("cli", "app", "service", "run", "hf", "vllm_engine", "inferenceservice")
+    loaded = _imported_after("\n".join(f"import sqltune.serve.{module}" for module in modules))
+    assert not {"kfp", "torch", "transformers", "vllm"} & loaded, loaded

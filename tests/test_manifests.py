@@ -1,6 +1,7 @@
 """manifests/: what `kubectl apply -k` would apply is schema-valid (kubernetes-validate --strict), least
-privilege, non-root with requests/limits, secrets are placeholders only, and the generated KFP Pipeline /
-PipelineVersion resources match the checked-in compiled pipeline."""
+privilege, non-root with requests/limits, secrets are placeholders only, the generated KFP Pipeline /
+PipelineVersion resources match the checked-in compiled pipeline, and the serving InferenceService is what
+`sqltune serve --print-inferenceservice` prints, its pod a valid Kubernetes pod."""
 
 from __future__ import annotations
 
@@ -23,12 +24,15 @@ ENTRY_POINTS = (
     "base",
     "overlays/model-cache",
     "overlays/multi-node",
+    "overlays/serving",
     "pipeline",
-)  # what docs/cluster.md tells users to apply
+)  # what docs/cluster.md and the README tell users to apply
 TEMPLATES = sorted(MANIFESTS.rglob("*.template.yaml"))  # applied by hand after filling in, never by -k
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 # Custom resources: kubernetes-validate has schemas for built-in kinds only.
-CRD_GROUPS = {"pipelines.kubeflow.org"}
+CRD_GROUPS = {"pipelines.kubeflow.org", "serving.kserve.io"}
+SERVING = MANIFESTS / "components" / "serving" / "inferenceservice.yaml"
+SERVING_COMMAND = ["serve", "--bucket", "models", "--prefix", "text2sql", "--model-name", "text2sql"]
 
 
 def _kustomize_files(directory: Path) -> list[Path]:
@@ -65,7 +69,7 @@ def test_kubernetes_validate_strict_passes_on_builtin_resources() -> None:
     reachable = {path for entry in ENTRY_POINTS for path in _kustomize_files(MANIFESTS / entry)}
     docs = _documents(sorted(reachable) + TEMPLATES)
     skipped = {doc["kind"] for _, doc in docs if not _is_builtin(doc)}
-    assert skipped == {"Pipeline", "PipelineVersion"}, "only KFP's CRD kinds are skipped (no schema for them)"
+    assert skipped == {"Pipeline", "PipelineVersion", "InferenceService"}, "only KFP's and KServe's kinds are skipped"
     files = sorted({path for path, doc in docs if _is_builtin(doc)})
     assert not {path for path, doc in docs if not _is_builtin(doc)} & set(files), "a file mixes CRDs and built-ins"
     result = subprocess.run([str(VALIDATE), "--strict", *map(str, files)], capture_output=True, text=True, timeout=120)
@@ -169,3 +173,83 @@ def test_multi_node_grants_exactly_what_the_trainjob_step_uses() -> None:
     runner = next(doc for doc in docs if doc["kind"] == "ServiceAccount")["metadata"]["name"]
     for binding in (doc for doc in docs if doc["kind"] in ("RoleBinding", "ClusterRoleBinding")):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": runner, "namespace": "sqltune"}]
+
+
+def _print_inferenceservice(args: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
+    from typer.testing import CliRunner
+
+    from sqltune.cli import app
+
+    for name in ("SQLTUNE_IMAGE_REGISTRY", "SQLTUNE_IMAGE_TAG", "SQLTUNE_IMAGE_PREDICT", "SQLTUNE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, [*args, "--print-inferenceservice"])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_serving_manifest_is_what_serve_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    printed = _print_inferenceservice(SERVING_COMMAND, monkeypatch)
+    assert printed == SERVING.read_text(), "stale: run `make manifests`"
+    # Its container's arguments are a complete `sqltune serve` command line: parsed again, they print it again.
+    container = yaml.safe_load(printed)["spec"]["predictor"]["containers"][0]
+    assert container["command"] == ["sqltune"]
+    assert _print_inferenceservice(container["args"], monkeypatch) == printed
+
+
+def test_inferenceservice_predictor_is_a_valid_pod_and_kserve_fields(tmp_path: Path) -> None:
+    from sqltune.serve.inferenceservice import KSERVE_COMPONENT_FIELDS
+
+    resource = yaml.safe_load(SERVING.read_text())
+    assert (resource["apiVersion"], resource["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    assert set(resource) == {"apiVersion", "kind", "metadata", "spec"} and set(resource["spec"]) == {"predictor"}
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", resource["metadata"]["name"])
+    predictor = resource["spec"]["predictor"]
+    assert {k: predictor[k] for k in predictor if k in KSERVE_COMPONENT_FIELDS} == {"minReplicas": 1, "maxReplicas": 1}
+    # The rest of a predictor is a pod spec (KServe inlines corev1.PodSpec): Kubernetes' own schema, strictly.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": resource["metadata"]["name"], "namespace": resource["metadata"]["namespace"]},
+        "spec": {k: v for k, v in predictor.items() if k not in KSERVE_COMPONENT_FIELDS},
+    }
+    (tmp_path / "pod.yaml").write_text(yaml.safe_dump(pod))
+    result = subprocess.run(
+        [str(VALIDATE), "--strict", str(tmp_path / "pod.yaml")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "passed for resource" in result.stdout, result.stdout + result.stderr
+    (container,) = pod["spec"]["containers"]
+    assert container["name"] == "kserve-container", "the container name KServe expects in a custom predictor"
+
+
+def test_inferenceservice_runs_the_server_where_the_predict_step_runs() -> None:
+    from sqltune.images import RECIPES
+    from sqltune.serve.app import build_app
+    from sqltune.serve.config import ServeConfig
+    from sqltune.serve.service import FixedSource, Service
+    from sqltune.train.trainjob import GPU_NODE_SELECTOR, GPU_TOLERATIONS
+
+    resource = yaml.safe_load(SERVING.read_text())
+    predictor = resource["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert container["image"] == image_for("predict", env={}) and "serve" in RECIPES["predict"].extras
+    assert (predictor["nodeSelector"], predictor["tolerations"]) == (GPU_NODE_SELECTOR, GPU_TOLERATIONS)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["resources"]["requests"] == container["resources"]["limits"]
+    assert predictor["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+    compiled = list(yaml.safe_load_all(PIPELINE_FILE.read_text()))
+    s3_secret = compiled[0]["root"]["inputDefinitions"]["parameters"]["s3_secret_name"]["defaultValue"]
+    from_secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert {k for k, v in from_secrets.items() if v == s3_secret} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert "--api-key" not in container["args"] and from_secrets["SQLTUNE_API_KEY"] == "sqltune-serve"
+
+    # The probes and the scrape path are routes the server answers without a key.
+    app = build_app(Service(ServeConfig(), FixedSource("-", None), model_id="m"))
+    routes = {getattr(route, "path", None) for route in app.routes}  # the probes are the app's own, not /v1's
+    probes = {container[probe]["httpGet"]["path"] for probe in ("startupProbe", "livenessProbe", "readinessProbe")}
+    annotations = resource["metadata"]["annotations"]
+    assert probes == {"/health", "/ready"} and probes | {annotations["prometheus.kserve.io/path"]} <= routes
+    port, args = str(container["ports"][0]["containerPort"]), container["args"]
+    assert annotations["prometheus.kserve.io/port"] == port == args[args.index("--port") + 1]
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"

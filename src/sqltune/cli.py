@@ -43,6 +43,7 @@ from sqltune.pipeline import cli as pipeline_cli  # noqa: E402
 from sqltune.predict import cli as predict_cli  # noqa: E402
 from sqltune.preprocess import cli as preprocess_cli  # noqa: E402
 from sqltune.publish import cli as publish_cli  # noqa: E402
+from sqltune.serve import cli as serve_cli  # noqa: E402
 from sqltune.sql import cli as sql_cli  # noqa: E402
 from sqltune.train import cli as train_cli  # noqa: E402
 
@@ -59,6 +60,7 @@ app.add_typer(publish_cli.registry_app, name="registry")
 # `sqltune models` was the registry's first name (sqltune.models is the base models): kept until 0.3, with a warning.
 RENAMED = "Use `sqltune registry`: the same commands (this name goes in 0.3)."
 app.add_typer(publish_cli.registry_app, name="models", hidden=True, deprecated=RENAMED)  # type: ignore[arg-type]
+app.command()(serve_cli.serve)
 
 app.command(name="compile")(pipeline_cli.compile)
 app.command()(pipeline_cli.manifests)

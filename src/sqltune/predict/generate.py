@@ -64,11 +64,9 @@ class _CandidateSampler:
 
         chosen = scores.argmax(dim=-1)
         sampled = torch.arange(len(scores), device=scores.device) % self.copies != 0
-        probs = torch.softmax(scores[sampled].float() / self.sampling.temperature, dim=-1)
-        ranked, order = probs.sort(dim=-1, descending=True)
-        ranked[ranked.cumsum(dim=-1) - ranked >= self.sampling.top_p] = 0.0  # outside the top-p nucleus
-        picks = torch.multinomial(ranked, 1, generator=self.generator)
-        chosen[sampled] = order.gather(-1, picks).squeeze(-1)
+        chosen[sampled] = nucleus_sample(
+            scores[sampled], self.sampling.temperature, self.sampling.top_p, self.generator
+        )
         log_probs = torch.log_softmax(scores.float(), dim=-1)
         self.token_log_probs.append(log_probs.gather(-1, chosen[:, None]).squeeze(-1))
         forced = torch.full_like(scores, -torch.inf)
@@ -77,6 +75,18 @@ class _CandidateSampler:
     def log_prob(self, row: int, tokens: int) -> float:
         """The summed log-probability of the first `tokens` tokens of `row`."""
         return float(sum(step[row] for step in self.token_log_probs[:tokens]))
+
+
+def nucleus_sample(scores: Any, temperature: float, top_p: float, generator: Any) -> Any:
+    """One token per row of `scores`, drawn with `generator` from the temperature-shaped distribution cut to its
+    top-p nucleus."""
+    import torch
+
+    probs = torch.softmax(scores.float() / temperature, dim=-1)
+    ranked, order = probs.sort(dim=-1, descending=True)
+    ranked[ranked.cumsum(dim=-1) - ranked >= top_p] = 0.0  # outside the top-p nucleus
+    picks = torch.multinomial(ranked, 1, generator=generator)
+    return order.gather(-1, picks).squeeze(-1)
 
 
 def _batch_generator(seed: int, batch_number: int, device: Any) -> Any:
@@ -195,14 +205,19 @@ def _generate_batch(
     share_prefix: bool,
     max_new_tokens: int,
     eos_ids: set[int],
-    sampler: _CandidateSampler | None = None,
+    sampler: Any = None,
+    *,
+    stop_strings: Sequence[str] = STOP_STRINGS,
+    stopping_criteria: Sequence[Any] = (),
 ) -> tuple[list[list[int]], float]:
     """New token ids per row and the batch's seconds: [shared prefix | left padding | own tail] per row.
 
     Positions come from the attention mask, so padding inside a row shifts nothing; at least one token
-    of every row stays outside the prefix, as generation starts from the last prompt token.
+    of every row stays outside the prefix, as generation starts from the last prompt token. `sampler` is a logits
+    processor, `stopping_criteria` are transformers' StoppingCriteria (per row), beside the stop strings.
     """
     import torch
+    from transformers import StoppingCriteriaList
 
     prefix = min(common_prefix_length(rows), min(len(row) for row in rows) - 1) if share_prefix else 0
     width = prefix + max(len(row) - prefix for row in rows)
@@ -225,11 +240,30 @@ def _generate_batch(
             num_beams=1,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=sorted(eos_ids),
-            stop_strings=list(STOP_STRINGS),
-            tokenizer=tokenizer,
+            **({"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}),
             **({"logits_processor": [sampler]} if sampler else {}),
+            **({"stopping_criteria": StoppingCriteriaList(stopping_criteria)} if stopping_criteria else {}),
         )
     return output[:, width:].tolist(), time.perf_counter() - started
+
+
+def generate_rows(
+    model: Any,
+    tokenizer: Any,
+    rows: list[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    logits_processor: Any = None,
+    stopping_criteria: Sequence[Any] = (),
+) -> tuple[list[list[int]], float]:
+    """One generate() call over `rows` as predict runs a batch (shared prefix once, left padding), for a caller that
+    decides per row when it stops (the server): no stop string applies to every row. Returns each row's new token
+    ids (padding after its end) and the seconds."""
+    eos_ids = _eos_ids(model, tokenizer)
+    return _generate_batch(
+        model, tokenizer, rows, True, max_new_tokens, eos_ids, logits_processor,
+        stop_strings=(), stopping_criteria=stopping_criteria,
+    )  # fmt: skip
 
 
 def generate_hf(
