@@ -199,6 +199,10 @@ def test_demo_console_shows_the_steps_the_table_and_what_next_and_logs_the_rest(
         "sqltune registry list --bucket sqltune --prefix adapters --model-name smollm2-135m-text2sql-demo "
         "--endpoint-url http://127.0.0.1:8333" in done.stdout
     )
+    serve = re.search(r"^ +sqltune serve --adapter (\S+) --endpoint-url http://127.0.0.1:8333 --tables (\S+) "
+                      r"--db-dir (\S+)$", done.stdout, re.M)  # fmt: skip
+    assert serve and serve[1] == published[1], done.stdout  # how to serve what it published
+    assert Path(serve[2]).is_file() and (Path(serve[3]) / "shop").is_dir()
     # The progress of the long steps, read from the steps' own bars: 2 training steps, 3 batches of 2 questions.
     assert re.search(r"train.*\| 2/2 \[", done.stderr) and re.search(r"predict-finetuned.*\| 3/3 \[", done.stderr)
 

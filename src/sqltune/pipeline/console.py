@@ -236,7 +236,22 @@ def what_next(run: LocalRun) -> list[tuple[str, list[str]]]:
             f"sqltune registry show {location} --version {version} --endpoint-url {endpoint}",
         ]
         steps.append((why, commands))
+        steps.append(("the published adapter behind an OpenAI-compatible API and /v1/sql (with the S3 server up)",
+                      [_serve_command(run, location, endpoint)]))  # fmt: skip
     return steps
+
+
+def _serve_command(run: LocalRun, location: str, endpoint: str) -> str:
+    """`sqltune serve` of what the run published: the channel it promoted to (followed: a later promotion is served
+    without a restart), else the version itself; /v1/sql answers about the run's own databases."""
+    channel = run.parameters.get("promote_channel")
+    where = f"{location} --channel {shlex.quote(channel)}" if channel else f"--adapter {run.published_uri}"
+    command = f"sqltune serve {where} --endpoint-url {endpoint}"
+    databases = run.tasks.get("preprocess")
+    if databases and (databases / "databases" / "tables.json").is_file():
+        root = shlex.quote(shown(databases / "databases"))
+        command += f" --tables {root}/tables.json --db-dir {root}/database"
+    return command
 
 
 def result_lines(run: LocalRun, table: str) -> list[str]:
