@@ -35,6 +35,7 @@ from sqltune.sql.location import Databases
 
 log = get_logger(__name__)
 RETRY_REFUSED_S = 300.0  # a refused version is tried again after this long (or at once when the pointer moves)
+CONCURRENT_CHECKS = 2  # candidate checks (each a pool of SQL worker processes) running at once
 
 
 @dataclass
@@ -167,6 +168,9 @@ class Service:
         # Where /v1/sql's candidates run: the database URL when one is given, else the SQLite files under --db-dir.
         self.databases = Databases.of(self.db_dir, config.database_url)
         self.schemas: dict[tuple[str, str], str] = {}
+        # Candidate checks start worker processes (the crash-safe pool): a bounded number at once, whatever the
+        # number of concurrent /v1/sql requests; the others wait their turn.
+        self._checks = asyncio.Semaphore(CONCURRENT_CHECKS)
         self.backend: Any = None
         self.current: Served | None = None
         self.base_spec: str | None = None
@@ -467,7 +471,8 @@ class Service:
         if len(completions) == 1:
             return {"sql": sqls[0], "raw": completions[0].text}
         assert self.databases is not None
-        outcomes = await asyncio.to_thread(check_candidates, self.databases, [(db_id, sql) for sql in sqls])
+        async with self._checks:
+            outcomes = await asyncio.to_thread(check_candidates, self.databases, [(db_id, sql) for sql in sqls])
         checked = [outcomes[(db_id, sql)] for sql in sqls]
         chosen = choose(checked, [completion.log_prob or 0.0 for completion in completions])
         candidates = [
