@@ -8,8 +8,11 @@ from typing import Any
 
 from sqltune.datasets import Dataset, Split
 from sqltune.preprocess.schema_text import DEFAULT_STYLE, SchemaStyle
+from sqltune.preprocess.schema_units import DEFAULT_FILTER, SchemaFilter
 from sqltune.prompt import PromptTemplate
 from sqltune.settings import FIXED, SettingError, check_settings, setting
+
+MAX_VALUES = 10  # values per column: more than this is a table dump, not a hint
 
 
 @dataclass
@@ -19,11 +22,25 @@ class PreprocessConfig:
     schema_style: str = setting(DEFAULT_STYLE, "How the schema is written into the prompt.", choices=SchemaStyle)
     prompt_template: str = setting("alpaca", "Prompt template.", choices=PromptTemplate, aliases=("--template",))
     limit: int | None = setting(None, "Only the first N questions (the pipeline: train_limit, eval_limit).")
+    schema_filter: str = setting(
+        DEFAULT_FILTER,
+        "Which of the database's tables and columns each prompt shows: none (all of them) or lexical (those the "
+        "question's words and cell values point at, kept joinable; training records also keep what their gold SQL "
+        "reads). A filtered prompt over its token budget drops whole tables, least relevant first, never the question.",
+        choices=SchemaFilter,
+    )
+    schema_values: int = setting(
+        0,
+        "Cell values per column in each prompt: up to N the question mentions (read from the database) and N "
+        "samples of each text column; 0 for none.",
+    )
 
     def __post_init__(self) -> None:
         check_settings(self, "preprocess")
         if self.limit is not None and self.limit < 1:
             raise SettingError("preprocess", "limit", self.limit, ">= 1")
+        if not 0 <= self.schema_values <= MAX_VALUES:
+            raise SettingError("preprocess", "schema_values", self.schema_values, f"0 to {MAX_VALUES}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,6 +54,9 @@ def split_configs(params: Mapping[str, Any]) -> dict[str, PreprocessConfig]:
         limit = params[limit_name]
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise SettingError("preprocess", limit_name, limit, "a whole number >= 0 (0: every question)")
-        settings = {name: params[name] for name in ("dataset", "schema_style", "prompt_template")}
+        settings = {
+            name: params[name]
+            for name in ("dataset", "schema_style", "prompt_template", "schema_filter", "schema_values")
+        }
         configs[split] = PreprocessConfig(split=split, limit=limit or None, **settings)
     return configs

@@ -13,6 +13,7 @@ from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, wri
 from sqltune.datasets import Example, Layout, read_dataset, read_json
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
+from sqltune.preprocess import schema_units
 from sqltune.preprocess.config import PreprocessConfig
 from sqltune.preprocess.schema_text import serialize_schema
 from sqltune.prompt import build_prompt
@@ -81,8 +82,10 @@ def build_records(
     schemas: dict[str, DatabaseSchema],
     schema_style: str,
     template: str,
+    question_schemas: schema_units.QuestionSchemas | None = None,
 ) -> list[dict[str, Any]]:
-    """Records for `examples`: each database's schema text is built once and shared by its questions."""
+    """Records for `examples`: each database's schema text is built once and shared by its questions; with
+    `question_schemas` (a schema filter or values), each question gets its own schema units."""
     db_ids = sorted({example.db_id for example in examples})
     texts = {
         db_id: serialize_schema(schemas[db_id], schema_style, db_file(layout.database_dir, db_id))
@@ -92,7 +95,12 @@ def build_records(
     records = []
     for example in progress(examples, desc="records", unit="rec"):
         hardness = classify(example.sql, schemas[example.db_id]) if classify else None
-        records.append(make_record(example, texts[example.db_id], template, dataset, hardness))
+        if question_schemas is None:
+            records.append(make_record(example, texts[example.db_id], template, dataset, hardness))
+            continue
+        filtered = question_schemas(example.db_id, example.question, example.sql)
+        records.append(make_record(example, filtered.text, template, dataset, hardness))
+        schema_units.add_to_record(records[-1], filtered)
     return records
 
 
@@ -164,7 +172,7 @@ def preprocess(
     _check_db_ids(examples, schemas, layout.tables_file)
 
     db_ids = sorted({example.db_id for example in examples})
-    if (schema_style == "rich" or databases_out) and not layout.database_dir.is_dir():
+    if (schema_style == "rich" or config.schema_values or databases_out) and not layout.database_dir.is_dir():
         raise SqltuneError(f"database directory not found: {layout.database_dir}")
     missing = [db_id for db_id in db_ids if not db_file(layout.database_dir, db_id).is_file()]
     if missing:
@@ -172,11 +180,20 @@ def preprocess(
     if databases_out and len(missing) == len(db_ids):
         raise SqltuneError(f"none of the {len(db_ids)} databases the split needs is in {layout.database_dir}")
 
-    records = build_records(dataset, layout, examples, schemas, schema_style, template)
+    question_schemas = None
+    if config.schema_filter != schema_units.DEFAULT_FILTER or config.schema_values:
+        question_schemas = schema_units.QuestionSchemas(
+            schemas, schema_style, lambda db_id: db_file(layout.database_dir, db_id),
+            schema_filter=config.schema_filter, values=config.schema_values, keep_gold=split == "train",
+        )  # fmt: skip
+    records = build_records(dataset, layout, examples, schemas, schema_style, template, question_schemas)
     label = "difficulty" if dataset == "bird" else "hardness"
     labels = Counter(str(record[label]) if record[label] else "unknown" for record in records)
     parameters = {**config.to_dict(), "source": str(source)}
     summary = {"records": len(records), label: dict(sorted(labels.items())), "missing_databases": missing}
+    if question_schemas is not None:
+        summary["schema_filter"] = schema_units.summary(records)
+        log.info("schema filter %s: %s", config.schema_filter, summary["schema_filter"])
     inputs = _lineage(layout)
     with artifact_dir(out, "records", parameters=parameters, inputs=inputs, extra=summary, overwrite=overwrite) as tmp:
         write_jsonl(tmp / RECORDS, records)
