@@ -112,6 +112,8 @@ def _train(
             "without schema): %s",
             stats.trimmed, stats.total, config.max_seq_len, len(stats.dropped), ", ".join(stats.dropped[:10]),
         )  # fmt: skip
+    if stats.left_out:
+        log.warning("schema units left out to fit, by kind: %s", stats.left_out)
 
     device = torch.device(f"cuda:{dist.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -441,6 +443,7 @@ def _metrics(
         "trimmed_examples": stats.trimmed,
         "dropped_examples": len(stats.dropped),
         "dropped_ids": stats.dropped,
+        **({"schema_units_left_out": stats.left_out} if stats.left_out else {}),
         "method": config.method,
         "prompt_template": config.prompt_template,
         "max_seq_len": config.max_seq_len,
