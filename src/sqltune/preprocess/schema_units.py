@@ -8,14 +8,15 @@ the schema text cut into whole units, in display order, each with its place in t
 - `foreign_key` (dbgpt and rich, which state them apart from the tables) and `header` (dbgpt's table list);
 - `values`: the cell values of the table that the question mentions, at most `schema_values` per column;
 - `examples`: `schema_values` sample values of each kept text column (not for `rich`, whose tables carry samples);
-- `comments`: what tables.json's natural names add to a table's and its columns' names (`dept_name`: department
-  name), only where they say more than the name itself.
+- `comments` (with a filter): what tables.json's natural names add to a table's and its columns' names
+  (`dept_name`: department name), only where they say more than the name itself.
 
 A unit that belongs to tables (`needs`) is shown only with them. When a prompt is over its budget, `build_prompt`
-drops whole units in this order, least relevant table first within each kind, until it fits: examples; tables kept
-only to make up `MIN_TABLES` (no word or value of the question points at them); values; comments; then the other
-tables. A table is never cut in the middle and the question never at all. Recall (the gold query's tables and
-columns the record keeps) and what the filter left out are reported per record and in the preprocess summary.
+drops whole units in this order, least relevant table first within each kind, until it fits: examples; tables no
+word or value of the question points at (kept to make up `MIN_TABLES`; without a filter, every such table); values;
+comments; then the other tables. A table is never cut in the middle and the question never at all. Recall (the
+gold query's tables and columns the record keeps) and what the filter left out are reported per record and in the
+preprocess summary.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def question_schema(
     ranking = rank_schema(
         schema, question, matched, usage if keep_gold else None, keep_all=schema_filter == SchemaFilter.none.value
     )
-    units = _units(schema, style, ranking, values, index, samples or {})
+    # Comments come with the filter; values alone (no filter) add nothing else to the style's own text.
+    units = _units(schema, style, ranking, values, index, samples or {}, schema_filter != SchemaFilter.none.value)
     shown = {i for columns in ranking.columns.values() for i in columns}
     left_out = {
         "tables": [name for t, name in enumerate(schema.tables) if t not in ranking.columns],
@@ -126,6 +128,7 @@ def _units(
     values: int,
     index: ValueIndex | None,
     samples: dict[int, list[str]],
+    with_comments: bool,
 ) -> list[dict[str, Any]]:
     kept = set(ranking.columns)
     relevance = {t: position for position, t in enumerate(ranking.tables)}  # 0: the most relevant
@@ -178,7 +181,7 @@ def _units(
             (i, note) for i in columns if (note := _comment(schema.columns[i].name, schema.columns[i].natural_name))
         ]
         table_note = _comment(schema.tables[t], schema.natural_tables[t])
-        if comments or table_note:
+        if with_comments and (comments or table_note):
             add("comments", _comments_text(schema, style, t, table_note, comments), t, [me])
     if style in ("dbgpt", "rich"):
         for source, target in schema.foreign_keys:

@@ -35,7 +35,7 @@ MAX_STEPS = 50_000_000  # SQLite virtual-machine steps per database
 TIME_BUDGET_S = 60.0  # per database, a backstop for a machine far slower than expected
 _STEP_CHECK = 10_000  # how often (in steps) SQLite asks whether to go on
 MAX_NGRAM = 6  # the longest run of question words looked up
-SAMPLES = 2  # sample values kept per column for the prompt
+SAMPLES = 10  # sample values kept per column (schema_values takes up to 10)
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Words that name no value on their own: a one-word n-gram of these is not looked up.
 _COMMON = frozenset(
