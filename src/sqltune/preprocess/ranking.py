@@ -248,8 +248,9 @@ class _Asked:
             return 0.0
         if any(len(p) > 1 and f" {' '.join(p)} " in self.text for p in phrases):
             return 1.0
-        total = sum(names.weight.get(w, 1.0) for w in words)
-        return sum(names.weight.get(w, 1.0) for w in words if self.says(w)) / total
+        ordered = sorted(words)  # a set's order follows the hash seed; a float sum's last bit, its order
+        total = sum(names.weight.get(w, 1.0) for w in ordered)
+        return sum(names.weight.get(w, 1.0) for w in ordered if self.says(w)) / total
 
     def specificity(self, words: frozenset[str], names: _Names) -> float:
         """How much a name's said words point at one table: 1 / the number of tables that have the most telling
