@@ -9,13 +9,17 @@ variant is scored on the same questions and EX and EM count the same ones.
 
 The training options are TrainConfig's own (`sqltune train --help` lists them; `--seed` also seeds the subsets),
 with the benchmark's recipe defaults in RECIPE. Each variant is `NAME:key=value,...` over the TrainConfig
-settings plus `schema_style` (target modules joined with `+`) and `candidates` (PredictConfig's: SQL candidates
-per question, executed and voted on) and `rl_steps` / `rl_learning_rate` (the pipeline's: a GRPO stage of that many
-steps after SFT, rewarded on the training questions' databases, with TrainConfig's GRPO settings), e.g.
+settings plus `schema_style`, `schema_filter` and `schema_values` (PreprocessConfig's: how the records' schema is
+written, filtered and given cell values; target modules joined with `+`) and `candidates` (PredictConfig's: SQL
+candidates per question, executed and voted on) and `rl_steps` / `rl_learning_rate` (the pipeline's: a GRPO stage of
+that many steps after SFT, rewarded on the training questions' databases, with TrainConfig's GRPO settings), e.g.
 `--variant qlora:method=qlora --variant lora-ddl:schema_style=ddl --variant lora-c4:method=lora,candidates=4
---variant lora-grpo:method=lora,rl_steps=50`: an override of the command's TrainConfig, validated by it. Variants
-that differ only in `candidates` share one adapter, and a GRPO variant starts from the SFT adapter of its
-settings without the GRPO ones. `--base-candidates 1 --base-candidates 4` scores the base
+--variant lora-grpo:method=lora,rl_steps=50 --variant lora-filter:method=lora,schema_filter=lexical`: an override of
+the command's TrainConfig, validated by it. Variants that differ only in `candidates` share one adapter, and a GRPO
+variant starts from the SFT adapter of its settings without the GRPO ones. A variant with a schema filter or values
+is paired with the run of otherwise the same settings without them (questions only one gets right), and every run
+reports the recall of its prompts after the token budget: the gold SQL's tables and columns (sqlglot) that the
+prompts the model saw still show. `--base-candidates 1 --base-candidates 4` scores the base
 model twice. Work artifacts live under `--work`, keyed by a hash of everything they depend on, so a rerun of
 the same command picks up finished steps.
 
@@ -61,6 +65,9 @@ BASE = "base"
 DEFAULT_VARIANTS = ("lora:method=lora", "qlora:method=qlora")
 RL_KEYS = {"rl_steps": int, "rl_learning_rate": float}  # the pipeline's names for the GRPO stage
 TRAIN_SETTINGS = {f.name for f in fields(TrainConfig)}
+# PreprocessConfig's schema filter settings; a variant names them only when it sets them, so runs without them keep
+# the work-directory keys (and so the adapters and predictions) they had before these settings existed.
+FILTER_KEYS = {"schema_filter": str, "schema_values": int}
 _DEFAULTS_HELP = " ".join(DEFAULT_VARIANTS)
 WORK = Path.home() / ".cache" / "sqltune" / "bench-accuracy"
 PACKAGES = ("sqltune", "torch", "transformers", "peft", "bitsandbytes", "accelerate")
@@ -129,16 +136,18 @@ def parse_variant(spec: str, bench: Bench) -> tuple[str, dict[str, Any]]:
     if not name or name == BASE or name.startswith(f"{BASE}-c"):
         raise SqltuneError(f"variant {spec!r} needs a name other than {BASE!r} or {BASE}-cN (the base model's rows)")
     types = {f.name: type(getattr(bench.train, f.name)) for f in fields(TrainConfig)}
-    schema_style, candidates, overrides, rl = bench.schema_style, 1, {}, {}
+    schema_style, candidates, overrides, rl, schema = bench.schema_style, 1, {}, {}, {}
     for item in filter(None, body.split(",")):
         key, eq, value = item.partition("=")
-        if not eq or (key not in types and key not in ("schema_style", "candidates", *RL_KEYS)):
+        if not eq or (key not in types and key not in ("schema_style", "candidates", *RL_KEYS, *FILTER_KEYS)):
             raise SqltuneError(
-                f"variant {spec!r}: {item!r} is not key=value over TrainConfig settings, schema_style, candidates, "
-                "rl_steps or rl_learning_rate"
+                f"variant {spec!r}: {item!r} is not key=value over TrainConfig settings, schema_style, schema_filter, "
+                "schema_values, candidates, rl_steps or rl_learning_rate"
             )
         if key in RL_KEYS:
             rl[key] = RL_KEYS[key](value)
+        elif key in FILTER_KEYS:
+            schema[key] = _filter_setting(key, value, spec)
         elif key == "schema_style":
             schema_style = value
         elif key == "candidates":
@@ -156,7 +165,36 @@ def parse_variant(spec: str, bench: Bench) -> tuple[str, dict[str, Any]]:
         if rl["rl_steps"] < 1:
             raise SqltuneError(f"rl_steps={rl['rl_steps']} is invalid: expected >= 1 (leave it out for no GRPO stage)")
         stages_of({**settings, **rl})  # the GRPO stage validated as it will run
-    return name, {**settings, **rl}
+    schema = {k: v for k, v in schema.items() if v != getattr(_preprocess_defaults(), k)}  # defaults: as before
+    return name, {**settings, **schema, **rl}
+
+
+def _preprocess_defaults() -> Any:
+    from sqltune.preprocess import PreprocessConfig
+
+    return PreprocessConfig(dataset="spider", split="dev")
+
+
+def _filter_setting(key: str, value: str, spec: str) -> str | int:
+    """A schema_filter / schema_values value, validated by PreprocessConfig."""
+    from sqltune.preprocess import PreprocessConfig
+
+    try:
+        typed = FILTER_KEYS[key](value)
+    except ValueError:
+        raise SqltuneError(f"variant {spec!r}: {key}={value!r} is not a {FILTER_KEYS[key].__name__}") from None
+    PreprocessConfig(dataset="spider", split="dev", **{key: typed})  # raises a SettingError naming it
+    return typed
+
+
+def schema_of(settings: dict[str, Any]) -> tuple[str, str, int]:
+    """(schema style, schema filter, schema values) of a variant's records."""
+    defaults = _preprocess_defaults()
+    return (
+        settings["schema_style"],
+        settings.get("schema_filter", defaults.schema_filter),
+        settings.get("schema_values", defaults.schema_values),
+    )
 
 
 def stages_of(settings: dict[str, Any]) -> Stages:
@@ -185,16 +223,29 @@ def done(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
-def preprocessed(args: Bench, split: str, style: str) -> Path:
-    """The full split's records in one schema style (subsets are taken by id afterwards)."""
+def preprocessed(args: Bench, split: str, schema: tuple[str, str, int]) -> Path:
+    """The full split's records in one schema style, filter and values (subsets are taken by id afterwards)."""
     from sqltune.preprocess import PreprocessConfig, preprocess
 
     template = args.train.prompt_template
-    out = args.work / "preprocess" / f"{split}-{style}-{template}-{key_of(str(args.spider))}"
+    out = args.work / "preprocess" / f"{split}-{_schema_name(schema)}-{template}-{key_of(str(args.spider))}"
     if not done(out):
-        config = PreprocessConfig(dataset="spider", split=split, schema_style=style, prompt_template=template)
+        style, schema_filter, values = schema
+        config = PreprocessConfig(
+            dataset="spider", split=split, schema_style=style, prompt_template=template, schema_filter=schema_filter,
+            schema_values=values,
+        )  # fmt: skip
         preprocess(args.spider, out, config=config)
     return out / "records.jsonl"
+
+
+def _schema_name(schema: tuple[str, str, int]) -> str:
+    """`ddl` (no filter, no values: the name it always had), else e.g. `ddl-lexical-v2`."""
+    style, schema_filter, values = schema
+    defaults = _preprocess_defaults()
+    if (schema_filter, values) == (defaults.schema_filter, defaults.schema_values):
+        return style
+    return f"{style}-{schema_filter}-v{values}"
 
 
 def train_ids(records: list[dict[str, Any]], size: int, seed: int) -> list[str]:
@@ -297,21 +348,23 @@ def run(args: Bench, command: str) -> dict[str, Any]:
     started = time.perf_counter()
     variants = dict(parse_variant(spec, args) for spec in args.variants)
     bases = {} if args.no_base else {base_name(n): _candidates(n, "--base-candidates") for n in args.base_candidates}
-    styles = sorted({s["schema_style"] for s in variants.values()} | {args.schema_style})
+    default_schema = schema_of({"schema_style": args.schema_style})
+    schemas = sorted({schema_of(s) for s in variants.values()} | {default_schema})
     db_dir = args.spider / "database"
-    subsets: dict[str, dict[str, Path]] = {}
+    subsets: dict[tuple[str, str, int], dict[str, Path]] = {}
     t_ids = d_ids = []
-    for style in styles:
-        train_all, dev_all = preprocessed(args, "train", style), preprocessed(args, "dev", style)
+    for schema in schemas:
+        train_all, dev_all = preprocessed(args, "train", schema), preprocessed(args, "dev", schema)
         t_ids = train_ids(read_jsonl(train_all), args.train_size, args.seed)
         d_ids = dev_ids(read_jsonl(dev_all), args.dev_size, args.seed, db_dir)
-        root = args.work / "subsets" / f"{style}-{args.train.prompt_template}-{key_of(str(args.spider))}"
+        name = f"{_schema_name(schema)}-{args.train.prompt_template}-{key_of(str(args.spider))}"
+        root = args.work / "subsets" / name
         root.mkdir(parents=True, exist_ok=True)
-        subsets[style] = {
+        subsets[schema] = {
             "train": subset(train_all, t_ids, root / f"train-{key_of(t_ids)}.jsonl"),
             "dev": subset(dev_all, d_ids, root / f"dev-{key_of(d_ids)}.jsonl"),
         }
-    dev_hardness = [r.get("hardness") for r in read_jsonl(subsets[args.schema_style]["dev"])]
+    dev_hardness = [r.get("hardness") for r in read_jsonl(subsets[default_schema]["dev"])]
 
     rows: dict[str, dict[str, Any]] = {}
     result = {
@@ -348,15 +401,16 @@ def run(args: Bench, command: str) -> dict[str, Any]:
 
     scoring = (args.base_model, args.train.prompt_template, args.train.max_seq_len, args.max_new_tokens)
     for name, candidates in bases.items():
-        data = subsets[args.schema_style]
+        data = subsets[default_schema]
         settings = {"schema_style": args.schema_style, "candidates": candidates}
         out = args.work / "runs" / f"{BASE}-{key_of(scoring, settings, d_ids, str(args.spider))}"
         tick = time.perf_counter()
         predict_metrics, evaluation = score(args, data["dev"], None, out, candidates)
-        finished(name, {"settings": settings, "predict": predict_metrics,
-                        "evaluation": evaluation, "wall_s": time.perf_counter() - tick, "work": str(out)})  # fmt: skip
+        finished(name, {"settings": settings, "predict": predict_metrics, "evaluation": evaluation,
+                        "recall": prompt_recall(args, data["dev"], out), "wall_s": time.perf_counter() - tick,
+                        "work": str(out)})  # fmt: skip
     for name, settings in variants.items():
-        data = subsets[settings["schema_style"]]
+        data = subsets[schema_of(settings)]
         stages = stages_of(settings)
         sft_adapter = adapter_dir(sft_settings(settings))
         adapter = adapter_dir(training_settings(settings)) if stages.grpo is not None else sft_adapter  # no copy
@@ -369,8 +423,45 @@ def run(args: Bench, command: str) -> dict[str, Any]:
         row: dict[str, Any] = {"settings": settings, **({"sft": trained.sft} if trained.grpo is not None else {})}
         predict_metrics, evaluation = score(args, data["dev"], adapter, out, settings["candidates"])
         finished(name, {**row, "train": trained.final, "predict": predict_metrics, "evaluation": evaluation,
-                        "wall_s": time.perf_counter() - tick, "work": str(out)})  # fmt: skip
+                        "recall": prompt_recall(args, data["dev"], out), "wall_s": time.perf_counter() - tick,
+                        "work": str(out)})  # fmt: skip
     return result
+
+
+def prompt_recall(args: Bench, dev: Path, out: Path) -> dict[str, Any] | None:
+    """What the prompts the model was given (after the token budget, as predict trimmed them) show of what each gold
+    query reads: the share of the gold tables and columns shown (every use counted), the share of questions shown
+    all of theirs, and the tables shown per prompt. None when it cannot be told (`dbgpt` or `rich` without units)."""
+    from sqltune.preprocess.schema_units import shown_names
+    from sqltune.sql.schema import load_tables
+    from sqltune.sql.usage import UnreadableQuery, used_names
+
+    schemas = load_tables(args.spider / "tables.json")
+    steps = {str(r["id"]): r["schema_lines_dropped"] for r in read_jsonl(out / "predictions" / "predictions.jsonl")}
+    counts = {"tables": [0, 0], "columns": [0, 0]}
+    complete = measured = shown_tables = 0
+    for record in read_jsonl(dev):
+        schema = schemas[record["db_id"]]
+        shown = shown_names(record, steps[str(record["id"])], schema)
+        if shown is None:
+            return None
+        try:
+            usage = used_names(record["sql"], schema)
+        except UnreadableQuery:
+            continue
+        measured += 1
+        shown_tables += len(shown[0])
+        complete += usage.tables <= shown[0] and usage.columns <= shown[1]
+        for kind, used, kept in (("tables", usage.tables, shown[0]), ("columns", usage.columns, shown[1])):
+            counts[kind][0] += len(used & kept)
+            counts[kind][1] += len(used)
+    return {
+        "tables": counts["tables"][0] / counts["tables"][1],
+        "columns": counts["columns"][0] / counts["columns"][1],
+        "complete": complete / measured,
+        "tables_shown": shown_tables / measured,
+        "questions": measured,
+    }
 
 
 def prediction_s(row: dict[str, Any]) -> float:
@@ -381,8 +472,9 @@ def prediction_s(row: dict[str, Any]) -> float:
 def pair_runs(rows: dict[str, dict[str, Any]], default_style: str) -> None:
     """Pair runs on the same questions: each run with candidates with the greedy run of otherwise the same settings
     (the same adapter); each SFT + GRPO run with the SFT run it continued (same candidates); each greedy adapter of
-    another schema style with the one of `default_style` and otherwise the same settings. Records the questions
-    only one of the two gets right (EX), and the time ratio of what differs."""
+    another schema style with the one of `default_style` and otherwise the same settings; each run with a schema
+    filter or values with the run of otherwise the same settings without them (same candidates). Records the
+    questions only one of the two gets right (EX), and the time ratio of what differs."""
     for row in rows.values():
         settings = row["settings"]
         if settings.get("rl_steps"):
@@ -403,6 +495,12 @@ def pair_runs(rows: dict[str, dict[str, Any]], default_style: str) -> None:
             if other is not None:
                 mine, theirs = _discordant(row, rows[other])
                 row["versus_schema"] = {"other": other, "only_this_style": mine, "only_other_style": theirs}
+        if any(key in settings for key in FILTER_KEYS):
+            plain = {k: v for k, v in settings.items() if k not in FILTER_KEYS}
+            other = _pair(rows, _settings, plain)
+            if other is not None:
+                mine, theirs = _discordant(row, rows[other])
+                row["versus_unfiltered"] = {"other": other, "only_filtered": mine, "only_unfiltered": theirs}
 
 
 def _sft_key(row: dict[str, Any]) -> dict[str, Any]:
@@ -501,7 +599,7 @@ def markdown(result: dict[str, Any]) -> str:
             scores = row["evaluation"].get(metric, {})
             cells = " | ".join(_pct(scores.get(level)) for level in levels)
             lines.append(
-                f"| {name} | {settings.get('method', 'none')} | {settings['schema_style']} | "
+                f"| {name} | {settings.get('method', 'none')} | {_schema_label(settings)} | "
                 f"{settings.get('candidates', 1)} | {cells} |"
             )
         shown = counts.get(metric, {})
@@ -526,6 +624,19 @@ def markdown(result: dict[str, Any]) -> str:
         "| variant | schema | other run | its schema | EX | other's EX | EM | other's EM | right only with this style "
         "| right only with the other | train time (s) | other's (s) |",
         [_versus_schema(name, row, runs) for name, row in runs.items() if "versus_schema" in row],
+    )
+    lines += _section(
+        "Schema filter and values against the unfiltered default (same training and dev questions, same candidates)",
+        "| variant | schema | other run | its schema | candidates | EX | other's EX | EM | other's EM "
+        "| right only with the filter | right only without | prompt recall, tables / columns (%) | other's (%) "
+        "| questions shown all they need (%) | other's (%) | train time (s) | other's (s) |",
+        [_versus_unfiltered(name, row, runs) for name, row in runs.items() if "versus_unfiltered" in row],
+    )
+    lines += _section(
+        "What the prompts show of what the gold SQL reads (after the token budget, as predict built them)",
+        "| variant | schema | tables recall (%) | columns recall (%) | questions shown all they need (%) "
+        "| tables shown per prompt | prompts trimmed | schema units left out by the budget |",
+        [_recall_row(name, row) for name, row in runs.items() if row.get("recall")],
     )
     lines += ["## Cost", "", "| variant | train steps | train time (s) | train tokens/s | peak memory (GiB) | "
               "final loss | predict prompts/s | generated tokens/s | prediction time (s) |",
@@ -580,6 +691,51 @@ def _versus_schema(name: str, row: dict[str, Any], runs: dict[str, dict[str, Any
         f"{_pct(row['evaluation']['em']['all'])} | {_pct(other['evaluation']['em']['all'])} | "
         f"{versus['only_this_style']} | {versus['only_other_style']} | "
         f"{_num(row['train'].get('train_time_s'), '.0f')} | {_num(other['train'].get('train_time_s'), '.0f')} |"
+    )
+
+
+def _schema_label(settings: dict[str, Any]) -> str:
+    """`ddl`, or with a filter and values e.g. `ddl, lexical, 2 values`."""
+    parts = [settings["schema_style"]]
+    if settings.get("schema_filter"):
+        parts.append(settings["schema_filter"])
+    if settings.get("schema_values"):
+        parts.append(f"{settings['schema_values']} values")
+    return ", ".join(parts)
+
+
+def _recall_cells(row: dict[str, Any]) -> tuple[str, str]:
+    recall = row.get("recall")
+    if not recall:
+        return "-", "-"
+    return f"{_pct(recall['tables'])} / {_pct(recall['columns'])}", _pct(recall["complete"])
+
+
+def _versus_unfiltered(name: str, row: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str:
+    versus = row["versus_unfiltered"]
+    other = runs[versus["other"]]
+    (mine, mine_complete), (theirs, theirs_complete) = _recall_cells(row), _recall_cells(other)
+    return (
+        f"| {name} | {_schema_label(row['settings'])} | {versus['other']} | {_schema_label(other['settings'])} | "
+        f"{row['settings'].get('candidates', 1)} | {_pct(row['evaluation']['ex']['all'])} | "
+        f"{_pct(other['evaluation']['ex']['all'])} | {_pct(row['evaluation']['em']['all'])} | "
+        f"{_pct(other['evaluation']['em']['all'])} | {versus['only_filtered']} | {versus['only_unfiltered']} | "
+        f"{mine} | {theirs} | {mine_complete} | {theirs_complete} | "
+        f"{_num(row.get('train', {}).get('train_time_s'), '.0f')} | "
+        f"{_num(other.get('train', {}).get('train_time_s'), '.0f')} |"
+    )
+
+
+def _recall_row(name: str, row: dict[str, Any]) -> str:
+    recall, p = row["recall"], row["predict"]
+    left_out = p.get("schema_units_left_out")
+    units = (
+        ", ".join(f"{kind} {n}" for kind, n in left_out.items()) if left_out else ("none" if left_out == {} else "-")
+    )
+    return (
+        f"| {name} | {_schema_label(row['settings'])} | {_pct(recall['tables'])} | {_pct(recall['columns'])} | "
+        f"{_pct(recall['complete'])} | {recall['tables_shown']:.2f} | {p.get('trimmed_prompts', '-')} of "
+        f"{p['prompts']} | {units} |"
     )
 
 

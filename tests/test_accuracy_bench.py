@@ -71,6 +71,23 @@ def test_variant_flags_override_the_defaults_and_bad_ones_name_the_variant(bench
         bench.parse_variant("rl0:rl_steps=0", args)
 
 
+def test_schema_filter_variants_keep_the_unfiltered_runs_keys(bench):
+    """A variant names schema_filter / schema_values only when it sets them to something else than the default: the
+    unfiltered runs' settings, and so their work-directory keys, are what they were before the settings existed."""
+    args = bench.parse_args([])
+    plain = bench.parse_variant("lora:method=lora", args)[1]
+    assert "schema_filter" not in plain and "schema_values" not in plain
+    assert bench.parse_variant("lora:method=lora,schema_filter=none,schema_values=0", args)[1] == plain
+    filtered = bench.parse_variant("f:method=lora,schema_filter=lexical,schema_values=2", args)[1]
+    assert (filtered["schema_filter"], filtered["schema_values"]) == ("lexical", 2)
+    assert {k: v for k, v in filtered.items() if k not in bench.FILTER_KEYS} == plain
+    assert bench.schema_of(filtered) == ("ddl", "lexical", 2) and bench.schema_of(plain) == ("ddl", "none", 0)
+    with pytest.raises(SqltuneError, match="schema_filter='bm25' is invalid"):
+        bench.parse_variant("x:schema_filter=bm25", args)
+    with pytest.raises(SqltuneError, match="schema_values='many' is not a int"):
+        bench.parse_variant("x:schema_values=many", args)
+
+
 def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
     source = tmp_path / "sample"
     write_sample_dataset(source)
@@ -81,12 +98,16 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
         "--variant", "qlora:method=qlora", "--variant", "qlora-c2:method=qlora,candidates=2",
         "--variant", "qlora-grpo:method=qlora,rl_steps=2,num_generations=2,max_completion_length=8",
         "--variant", "qlora-dbgpt:method=qlora,schema_style=dbgpt",
+        "--variant", "qlora-filter:method=qlora,schema_filter=lexical,schema_values=2",
+        "--variant", "qlora-filter-c2:method=qlora,schema_filter=lexical,schema_values=2,candidates=2",
         "--base-candidates", "1", "--base-candidates", "2",
         "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
     ]  # fmt: skip
     bench.main(argv)
     result = json.loads((tmp_path / "results" / "accuracy-smoke.json").read_text())
-    assert list(result["runs"]) == ["base", "base-c2", "qlora", "qlora-c2", "qlora-dbgpt", "qlora-grpo"]
+    assert list(result["runs"]) == [
+        "base", "base-c2", "qlora", "qlora-c2", "qlora-dbgpt", "qlora-filter", "qlora-filter-c2", "qlora-grpo",
+    ]  # fmt: skip
     assert result["train_questions"] == 16 and result["dev_questions"] == 8
     assert sum(result["dev_hardness"].values()) == 8
     for name, run in result["runs"].items():
@@ -94,8 +115,9 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
         assert run["predict"]["prompts"] == 8
     assert result["runs"]["qlora"]["train"]["steps"] == 2
     # The runs with candidates predicted with them, and are paired with the greedy run of the same adapter.
-    # qlora and qlora-c2 share one adapter; qlora-grpo continues it with 2 GRPO steps; qlora-dbgpt has its own.
-    assert len(list((tmp_path / "work" / "adapters").iterdir())) == 3
+    # qlora and qlora-c2 share one adapter; qlora-grpo continues it with 2 GRPO steps; qlora-dbgpt has its own, and
+    # so have the two filtered runs (one).
+    assert len(list((tmp_path / "work" / "adapters").iterdir())) == 4
     assert result["runs"]["qlora-c2"]["train"] == result["runs"]["qlora"]["train"]
     grpo = result["runs"]["qlora-grpo"]
     assert grpo["sft"] == result["runs"]["qlora"]["train"]
@@ -119,7 +141,25 @@ def test_end_to_end_with_the_tiny_model_writes_the_tables(bench, tmp_path):
     assert dbgpt["versus_schema"]["only_this_style"] - dbgpt["versus_schema"]["only_other_style"] == round(
         8 * (dbgpt["evaluation"]["ex"]["all"] - result["runs"]["qlora"]["evaluation"]["ex"]["all"])
     )
+    # A run with a schema filter or values is paired with the run of otherwise the same settings without them.
+    for name, other in (("qlora-filter", "qlora"), ("qlora-filter-c2", "qlora-c2")):
+        run = result["runs"][name]
+        versus = run["versus_unfiltered"]
+        assert versus["other"] == other
+        assert versus["only_filtered"] - versus["only_unfiltered"] == round(
+            8 * (run["evaluation"]["ex"]["all"] - result["runs"][other]["evaluation"]["ex"]["all"])
+        )
+    assert result["runs"]["qlora-filter-c2"]["versus_greedy"]["greedy"] == "qlora-filter"
+    for name in ("qlora", "qlora-filter"):  # recall of the prompts after the budget: the sample's gold all parse
+        recall = result["runs"][name]["recall"]
+        assert recall["questions"] == 8 and 0 < recall["tables"] <= 1 and 0 < recall["columns"] <= 1
+    assert result["runs"]["qlora-dbgpt"]["recall"] is None  # dbgpt lines are not tables: it cannot be told
+    assert "schema_units_left_out" in result["runs"]["qlora-filter"]["predict"]
+    assert "schema_units_left_out" not in result["runs"]["qlora"]["predict"]
     markdown = (tmp_path / "results" / "accuracy-smoke.md").read_text()
+    assert "## Schema filter and values against the unfiltered default" in markdown
+    assert "| qlora-filter | ddl, lexical, 2 values | qlora | ddl | 1 |" in markdown
+    assert "## What the prompts show of what the gold SQL reads" in markdown
     assert "## Schema styles against each other" in markdown and "| qlora-dbgpt | dbgpt | qlora | ddl |" in markdown
     assert "| qlora | qlora | ddl | 1 |" in markdown and "| qlora-c2 | qlora | ddl | 2 |" in markdown
     assert "| base-c2 | base |" in markdown and "--train-size 16" in markdown

@@ -251,10 +251,19 @@ def test_trl_builds_exactly_the_prompt_sft_and_predict_build(tmp_path, monkeypat
     monkeypatch.setenv("SQLTUNE_CACHE", str(tmp_path / "cache"))
     tokenizer = load_tokenizer(resolve_base_model("tiny-random-llama"))
     count_tokens, chat_render = prompt_functions(tokenizer, "chat")
-    record = records(1)[0]
-    for budget in (None, count_tokens(build_prompt(record, "chat", chat_render=chat_render).text) - 5):
-        prompt = build_prompt(record, "chat", max_tokens=budget, count_tokens=count_tokens, chat_render=chat_render)
-        messages = prompt_messages(record, prompt.schema_lines_dropped)
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
-        assert ids["input_ids"] == encode_prompt(tokenizer, prompt.text, "chat")
-    assert prompt.schema_lines_dropped > 0
+    plain = records(1)[0]
+    tables = SCHEMA.split("\n")  # the same schema as units (a schema filter's record): values, then tables go
+    units = [
+        {"kind": "table", "table": "singer", "text": tables[0], "drop": 2},
+        {"kind": "values", "table": "singer", "text": "-- values in singer: country = 'France'", "needs": [0],
+         "drop": 0},
+        {"kind": "table", "table": "concert", "text": tables[1], "drop": 1},
+    ]  # fmt: skip
+    for record in (plain, {**plain, "schema_units": units}):
+        for budget in (None, count_tokens(build_prompt(record, "chat", chat_render=chat_render).text) - 5):
+            prompt = build_prompt(record, "chat", max_tokens=budget, count_tokens=count_tokens, chat_render=chat_render)
+            messages = prompt_messages(record, prompt.schema_lines_dropped)
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+            assert ids["input_ids"] == encode_prompt(tokenizer, prompt.text, "chat")
+        assert prompt.schema_lines_dropped > 0
+    assert prompt.left_out == ("values singer",)

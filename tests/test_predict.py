@@ -216,7 +216,11 @@ def test_prediction_files_are_what_the_evaluator_reads(tmp_path):
     from sqltune.evaluate.inputs import load_gold, load_predictions
 
     too_long = {**_record(7), "id": "long", "question": "How many singers? " * 40}
-    records = [*(_record(i) for i in range(7)), too_long]
+    lines = _record(6)["schema"].split("\n")  # the same schema as units, the first table the most relevant
+    units = [{"kind": "table", "table": line.split(":")[0], "text": line, "drop": len(lines) - 1 - n}
+             for n, line in enumerate(lines)]  # fmt: skip
+    filtered = {**_record(6), "id": "units", "schema_units": units}
+    records = [*(_record(i) for i in range(7)), too_long, filtered]
     write_jsonl(tmp_path / "records.jsonl", records)
     out = tmp_path / "pred"
     metrics = _predict(tmp_path / "records.jsonl", out, batch_size=3, max_seq_len=300)
@@ -229,9 +233,13 @@ def test_prediction_files_are_what_the_evaluator_reads(tmp_path):
     # a question that cannot fit at all is not generated but still gets its (failing) prediction.
     trimmed = [r for r in rows if r["schema_lines_dropped"]]
     assert len(trimmed) == metrics["trimmed_prompts"] >= 4
-    assert all(r["prompt_tokens"] <= 288 and r["new_tokens"] > 0 for r in rows[:7])
+    assert all(r["prompt_tokens"] <= 288 and r["new_tokens"] > 0 for r in rows[:7] + rows[8:])
     assert (rows[7]["prompt_fits"], rows[7]["sql"], rows[7]["raw"]) == (False, NO_SQL, "")
-    assert (metrics["prompts"], metrics["generated_prompts"], metrics["prompts_over_context"]) == (8, 7, 1)
+    assert (metrics["prompts"], metrics["generated_prompts"], metrics["prompts_over_context"]) == (9, 8, 1)
+    # A record with schema units loses whole tables, least relevant (last) first, and its row names them.
+    assert rows[8]["schema_left_out"] == [f"table {u['table']}" for u in units[::-1][: rows[8]["schema_lines_dropped"]]]
+    assert rows[8]["schema_left_out"] and metrics["schema_units_left_out"] == {"table": len(rows[8]["schema_left_out"])}
+    assert all("schema_left_out" not in r for r in rows[:8])
     assert metrics["generated_tokens"] == sum(r["new_tokens"] for r in rows) and metrics["prompts_per_s"] > 0
     assert json.loads((out / "predict_metrics.json").read_text()) == metrics
     assert verify_artifact(out)["kind"] == "predictions"

@@ -209,7 +209,13 @@ def test_examples_mask_the_prompt_and_trim_only_the_schema(env):
     records[1]["schema"] = "\n".join(f"table_{i}: id (number), name (text)" for i in range(50))
     records[2]["question"] = "why " * 400
     examples, stats = build_examples(records, tokenizer, "chat", 200)
-    assert (stats.total, stats.trimmed, stats.dropped) == (3, 1, ["q2"])
+    assert (stats.total, stats.trimmed, stats.dropped, stats.left_out) == (3, 1, ["q2"], {})
+    # A record with schema units (a schema filter's) loses whole tables, counted by kind.
+    lines = records[1]["schema"].split("\n")
+    records[1]["schema_units"] = [{"kind": "table", "table": f"table_{i}", "text": line, "drop": 49 - i}
+                                  for i, line in enumerate(lines)]  # fmt: skip
+    _, stats = build_examples(records, tokenizer, "chat", 200)
+    assert stats.trimmed == 1 and 0 < stats.left_out["table"] < 50
     for example, record in zip(examples, records, strict=False):
         assert len(example.input_ids) <= 200
         answer = [t for t, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE]

@@ -12,6 +12,8 @@ def preprocess(
     source_uri: str,
     schema_style: str,
     prompt_template: str,
+    schema_filter: str,
+    schema_values: int,
     train_limit: int,
     eval_limit: int,
     dialect: str,
@@ -41,3 +43,6 @@ def preprocess(
         config = configs[split]
         summary = run_preprocess(source_uri, out.path, config=config, databases_out=db_out)
         out.metadata.update({"records": summary["records"], "split": split, "schema_style": schema_style})
+        if "schema_filter" in summary:  # the filter's recall and what it left out, in the UI
+            filtered = summary["schema_filter"].items()
+            out.metadata.update({f"schema_filter_{key}": value for key, value in filtered if value is not None})

@@ -18,6 +18,7 @@ from sqltune.components.train import train
 
 from sqltune.pipeline import PIPELINE_NAME
 from sqltune.preprocess.schema_text import DEFAULT_STYLE
+from sqltune.preprocess.schema_units import DEFAULT_FILTER
 from sqltune.sql.location import PASSWORD_ENV
 from sqltune.train.trainjob import DEFAULT_RUNTIME, GPU_NODE_SELECTOR, GPU_TOLERATIONS
 
@@ -117,6 +118,8 @@ def text2sql(
     source_uri: str = "s3://sqltune-data/spider",
     schema_style: str = DEFAULT_STYLE,
     prompt_template: str = "alpaca",
+    schema_filter: str = DEFAULT_FILTER,
+    schema_values: int = 0,
     train_limit: int = 0,
     eval_limit: int = 0,
     dialect: str = "sqlite",
@@ -169,6 +172,8 @@ def text2sql(
         source_uri=source_uri,
         schema_style=schema_style,
         prompt_template=prompt_template,
+        schema_filter=schema_filter,
+        schema_values=schema_values,
         train_limit=train_limit,
         eval_limit=eval_limit,
         dialect=dialect,

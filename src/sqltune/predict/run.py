@@ -13,6 +13,7 @@ by result becomes the prediction. `candidates` = 1 is the plain greedy path, its
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,7 @@ class PromptPlan:
     ids: list[list[int]]
     fits: list[bool]
     schema_lines_dropped: list[int]
+    left_out: list[tuple[str, ...]]  # per record: the schema units the budget left out (records with schema_units)
 
 
 def plan_prompts(records: Sequence[dict[str, Any]], tokenizer: Any, template: str, max_tokens: int) -> PromptPlan:
@@ -86,7 +88,7 @@ def plan_prompts(records: Sequence[dict[str, Any]], tokenizer: Any, template: st
     from sqltune.prompt import encode_prompt, prompt_functions
 
     count_tokens, chat_render = prompt_functions(tokenizer, template)
-    ids, fits, dropped = [], [], []
+    ids, fits, dropped, left_out = [], [], [], []
     for record in records:
         prompt = build_prompt(
             record, template, max_tokens=max_tokens, count_tokens=count_tokens, chat_render=chat_render
@@ -94,7 +96,8 @@ def plan_prompts(records: Sequence[dict[str, Any]], tokenizer: Any, template: st
         ids.append(encode_prompt(tokenizer, prompt.text, template))
         fits.append(prompt.fits)
         dropped.append(prompt.schema_lines_dropped)
-    return PromptPlan(ids, fits, dropped)
+        left_out.append(prompt.left_out)
+    return PromptPlan(ids, fits, dropped, left_out)
 
 
 def _setting(name: str, override: Any, adapter: Adapter | None, default: Any) -> Any:
@@ -170,6 +173,8 @@ def _rows(
             "schema_lines_dropped": plan.schema_lines_dropped[index],
             "prompt_fits": plan.fits[index],
         }
+        if record.get("schema_units"):  # what the budget left out of a filtered schema, unit by unit
+            row["schema_left_out"] = list(plan.left_out[index])
         if candidates:
             row["candidates"] = [
                 {
@@ -373,6 +378,12 @@ def _candidate_metrics(rows: Sequence[dict[str, Any]], generation_s: float, chec
     }
 
 
+def _left_out(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Over the records with schema units: how many units of each kind the budget left out (none: no such record)."""
+    kinds = Counter(unit.split(" ", 1)[0] for row in rows for unit in row.get("schema_left_out", ()))
+    return {"schema_units_left_out": dict(sorted(kinds.items()))} if any("schema_left_out" in r for r in rows) else {}
+
+
 def _metrics(rows: Sequence[dict[str, Any]], seconds: float, **settings: Any) -> dict[str, Any]:
     generated = [row for row in rows if row["prompt_fits"]]
     new_tokens = sum(row["new_tokens"] for row in generated)
@@ -386,6 +397,7 @@ def _metrics(rows: Sequence[dict[str, Any]], seconds: float, **settings: Any) ->
         "generated_tokens_per_s": round(new_tokens / seconds, 2) if seconds else 0.0,
         "mean_prompt_tokens": round(sum(row["prompt_tokens"] for row in rows) / len(rows), 1),
         "trimmed_prompts": sum(1 for row in rows if row["schema_lines_dropped"]),
+        **_left_out(rows),
         "prompts_over_context": len(rows) - len(generated),
         "no_sql_outputs": sum(1 for row in rows if row["sql"] == NO_SQL),
     }

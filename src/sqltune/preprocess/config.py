@@ -9,10 +9,13 @@ from typing import Any
 from sqltune.datasets import Dataset, Split
 from sqltune.errors import SqltuneError
 from sqltune.preprocess.schema_text import DEFAULT_STYLE, SchemaStyle
+from sqltune.preprocess.schema_units import DEFAULT_FILTER, SchemaFilter
 from sqltune.prompt import PromptTemplate
 from sqltune.settings import FIXED, SettingError, check_settings, setting
 from sqltune.sql.location import URL_ENV, URL_HELP, check_url, hide_password
 from sqltune.sql.transpile import SqlDialect
+
+MAX_VALUES = 10  # values per column: more than this is a table dump, not a hint
 
 
 @dataclass
@@ -34,11 +37,25 @@ class PreprocessConfig:
         URL_HELP + " preprocess reads the schemas from it (unless --tables is given) and runs each gold query there.",
         envvar=URL_ENV,
     )
+    schema_filter: str = setting(
+        DEFAULT_FILTER,
+        "Which of the database's tables and columns each prompt shows: none (all of them) or lexical (those the "
+        "question's words and cell values point at, kept joinable; training records also keep what their gold SQL "
+        "reads). A filtered prompt over its token budget drops whole tables, least relevant first, never the question.",
+        choices=SchemaFilter,
+    )
+    schema_values: int = setting(
+        0,
+        "Cell values per column in each prompt: up to N the question mentions (read from the database) and N "
+        "samples of each text column; 0 for none.",
+    )
 
     def __post_init__(self) -> None:
         check_settings(self, "preprocess")
         if self.limit is not None and self.limit < 1:
             raise SettingError("preprocess", "limit", self.limit, ">= 1")
+        if not 0 <= self.schema_values <= MAX_VALUES:
+            raise SettingError("preprocess", "schema_values", self.schema_values, f"0 to {MAX_VALUES}")
         try:
             self.database_url = check_url(self.database_url)
         except SqltuneError as exc:
@@ -57,7 +74,8 @@ def split_configs(params: Mapping[str, Any]) -> dict[str, PreprocessConfig]:
         limit = params[limit_name]
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise SettingError("preprocess", limit_name, limit, "a whole number >= 0 (0: every question)")
-        settings = {name: params[name] for name in ("dataset", "schema_style", "prompt_template", "dialect")}
+        names = ("dataset", "schema_style", "prompt_template", "schema_filter", "schema_values", "dialect")
+        settings = {name: params[name] for name in names}
         settings["database_url"] = params["database_url"] or None
         configs[split] = PreprocessConfig(split=split, limit=limit or None, **settings)
     return configs

@@ -13,6 +13,7 @@ from sqltune.artifacts import artifact_dir, atomic_write_json, check_output, wri
 from sqltune.datasets import Example, Layout, read_dataset, read_json
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger, progress
+from sqltune.preprocess import schema_units
 from sqltune.preprocess.config import PreprocessConfig
 from sqltune.preprocess.schema_text import serialize_schema
 from sqltune.preprocess.target import Target
@@ -89,8 +90,10 @@ def build_records(
     *,
     dialect: str = "sqlite",
     target: Target | None = None,
+    question_schemas: schema_units.QuestionSchemas | None = None,
 ) -> list[dict[str, Any]]:
-    """Records for `examples`: each database's schema text is built once and shared by its questions.
+    """Records for `examples`: each database's schema text is built once and shared by its questions; with
+    `question_schemas` (a schema filter or values), each question gets its own schema units.
 
     With `target` (a dialect other than SQLite, or a live database) the examples' SQL is the target's, the hardness
     is classified on the original SQL against the source's schema, and sample values come from the live database.
@@ -112,7 +115,12 @@ def build_records(
             hardness = classify(sql, schema) if sql is not None else None
         elif classify:
             hardness = classify(example.sql, schemas[example.db_id])
-        records.append(make_record(example, texts[example.db_id], template, dataset, hardness, dialect))
+        if question_schemas is None:
+            records.append(make_record(example, texts[example.db_id], template, dataset, hardness, dialect))
+            continue
+        filtered = question_schemas(example.db_id, example.question, example.sql)
+        records.append(make_record(example, filtered.text, template, dataset, hardness, dialect))
+        schema_units.add_to_record(records[-1], filtered)
     return records
 
 
@@ -242,9 +250,13 @@ def preprocess(
 
     builds = layout.write_database is not None
     database_dir = layout.database_dir
-    needs_files = (schema_style == "rich" and not config.database_url) or (databases_out and not config.database_url)
+    # Values are read from the SQLite files (a live database gives the rich style's samples, not the filter's values).
+    needs_files = (
+        bool((schema_style == "rich" or databases_out) and not config.database_url) or config.schema_values > 0
+    )
     if needs_files and not builds and (database_dir is None or not database_dir.is_dir()):
-        raise SqltuneError(f"database directory not found: {database_dir or root}")
+        why = " (schema_values reads cell values from the SQLite files)" if config.schema_values else ""
+        raise SqltuneError(f"database directory not found: {database_dir or root}{why}")
     if builds or config.database_url:  # built here, or on the database server: no SQLite file to miss
         missing = []
     elif database_dir is None:
@@ -256,9 +268,17 @@ def preprocess(
     if databases_out and missing and len(missing) == len(db_ids):
         raise SqltuneError(f"none of the {len(db_ids)} databases the split needs is in {database_dir}")
 
+    question_schemas = None
+    if config.schema_filter != schema_units.DEFAULT_FILTER or config.schema_values:
+        question_schemas = schema_units.QuestionSchemas(
+            schemas, schema_style, lambda db_id: db_file(database_dir, db_id) if database_dir else None,
+            schema_filter=config.schema_filter, values=config.schema_values, keep_gold=split == "train",
+            dialect=config.dialect,
+        )  # fmt: skip
     records = build_records(
-        dataset, layout, examples, schemas, schema_style, template, dialect=config.dialect, target=target
-    )
+        dataset, layout, examples, schemas, schema_style, template, dialect=config.dialect, target=target,
+        question_schemas=question_schemas,
+    )  # fmt: skip
     label = "difficulty" if dataset == "bird" else "hardness"
     labels = Counter(str(record[label]) if record[label] else "unknown" for record in records)
     parameters = {**config.to_dict(), "source": str(source)}
@@ -269,6 +289,9 @@ def preprocess(
     }
     if target is not None:
         summary["dropped"] = {"total": len(dropped), **Counter(d["category"] for d in dropped)}
+    if question_schemas is not None:
+        summary["schema_filter"] = schema_units.summary(records)
+        log.info("schema filter %s: %s", config.schema_filter, summary["schema_filter"])
     inputs = _lineage(layout, tables_path)
     with artifact_dir(out, "records", parameters=parameters, inputs=inputs, extra=summary, overwrite=overwrite) as tmp:
         write_jsonl(tmp / RECORDS, records)

@@ -45,6 +45,7 @@ DEFAULT_STYLE = SchemaStyle.ddl.value
 SAMPLE_VALUES = 3
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_VALUE_CHARS = 40
+Shown = frozenset[int]  # the column indices a table's text shows (a schema filter's choice; None: all)
 
 
 def serialize_schema(
@@ -118,20 +119,24 @@ def _primary_key_columns(schema: DatabaseSchema, table: int) -> list[int]:
 
 def ddl_text(schema: DatabaseSchema) -> str:
     """One `CREATE TABLE` per line, in table order (so trimming drops whole tables from the end)."""
-    lines = []
-    for index, table in enumerate(schema.tables):
-        parts = [f"{quote(schema.columns[i].name)} {schema.columns[i].type}" for i in schema.table_columns(index)]
-        if keys := _primary_key_columns(schema, index):
-            parts.append(f"PRIMARY KEY ({', '.join(quote(schema.columns[i].name) for i in keys)})")
-        for source, target in schema.foreign_keys:
-            if schema.columns[source].table == index:
-                referenced = schema.columns[target]
-                parts.append(
-                    f"FOREIGN KEY ({quote(schema.columns[source].name)}) REFERENCES "
-                    f"{quote(schema.tables[referenced.table])}({quote(referenced.name)})"
-                )
-        lines.append(f"CREATE TABLE {quote(table)} ({', '.join(parts)});")
-    return "\n".join(lines)
+    return "\n".join(ddl_table(schema, index) for index in range(len(schema.tables)))
+
+
+def ddl_table(schema: DatabaseSchema, index: int, shown: Shown | None = None) -> str:
+    """One table's `CREATE TABLE` line; with `shown`, only the columns and the foreign keys to tables it keeps."""
+    columns = schema.table_columns(index)
+    parts = [f"{quote(schema.columns[i].name)} {schema.columns[i].type}" for i in columns if _shows(shown, i)]
+    keys = _primary_key_columns(schema, index)
+    if keys and all(_shows(shown, i) for i in keys):
+        parts.append(f"PRIMARY KEY ({', '.join(quote(schema.columns[i].name) for i in keys)})")
+    for source, target in schema.foreign_keys:
+        if schema.columns[source].table == index and _shows(shown, source) and _shows(shown, target):
+            referenced = schema.columns[target]
+            parts.append(
+                f"FOREIGN KEY ({quote(schema.columns[source].name)}) REFERENCES "
+                f"{quote(schema.tables[referenced.table])}({quote(referenced.name)})"
+            )
+    return f"CREATE TABLE {quote(schema.tables[index])} ({', '.join(parts)});"
 
 
 def _literal(value: object) -> str:
@@ -177,17 +182,53 @@ def _qualified(schema: DatabaseSchema, column: int) -> str:
 
 def rich_text(schema: DatabaseSchema, samples: dict[int, list[str]]) -> str:
     """`table (col type primary key [v1, v2, v3]; ...)` per table, then `foreign key: a.x = b.y` lines."""
-    lines = []
-    for index, table in enumerate(schema.tables):
-        keys = set(_primary_key_columns(schema, index))
-        parts = []
-        for i in schema.table_columns(index):
-            column = schema.columns[i]
-            part = f"{quote(column.name)} {column.type}" + (" primary key" if i in keys else "")
-            if samples.get(i):
-                part += f" [{', '.join(samples[i])}]"
-            parts.append(part)
-        lines.append(f"{quote(table)} ({'; '.join(parts)})")
+    lines = [rich_table(schema, index, samples) for index in range(len(schema.tables))]
     for source, target in schema.foreign_keys:
-        lines.append(f"foreign key: {_qualified(schema, source)} = {_qualified(schema, target)}")
+        lines.append(rich_foreign_key(schema, source, target))
     return "\n".join(lines)
+
+
+def rich_table(schema: DatabaseSchema, index: int, samples: dict[int, list[str]], shown: Shown | None = None) -> str:
+    """One table's `rich` line; with `shown`, only those columns."""
+    keys = set(_primary_key_columns(schema, index))
+    parts = []
+    for i in schema.table_columns(index):
+        if not _shows(shown, i):
+            continue
+        column = schema.columns[i]
+        part = f"{quote(column.name)} {column.type}" + (" primary key" if i in keys else "")
+        if samples.get(i):
+            part += f" [{', '.join(samples[i])}]"
+        parts.append(part)
+    return f"{quote(schema.tables[index])} ({'; '.join(parts)})"
+
+
+def rich_foreign_key(schema: DatabaseSchema, source: int, target: int) -> str:
+    return f"foreign key: {_qualified(schema, source)} = {_qualified(schema, target)}"
+
+
+def dbgpt_table(schema: DatabaseSchema, index: int, shown: Shown | None = None) -> str:
+    """One table's `dbgpt` sentences (columns, then its primary key when every key column is shown)."""
+    columns = [schema.columns[i].name.lower() for i in schema.table_columns(index) if _shows(shown, i)]
+    text = f"Table {schema.tables[index].lower()} has columns such as {', '.join(columns)}."
+    for key in schema.primary_keys:
+        if _key_owner(schema, key) != index or not all(_shows(shown, i) for i in key):
+            continue
+        names = [schema.columns[i].name.lower() for i in key]
+        if len(key) == 1:
+            text += f" {names[0]} is the primary key."
+        else:
+            text += f" The combination of ({', '.join(names)}) are the primary key."
+    return text
+
+
+def dbgpt_foreign_key(schema: DatabaseSchema, source: int, target: int) -> str:
+    column, tables = schema.columns, schema.tables
+    return (
+        f"The {column[source].name.lower()} of {tables[column[source].table].lower()} is the foreign key of "
+        f"{column[target].name.lower()} of {tables[column[target].table].lower()}."
+    )
+
+
+def _shows(shown: Shown | None, column: int) -> bool:
+    return shown is None or column in shown

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqltune.errors import SqltuneError
@@ -29,8 +30,9 @@ class Example:
 @dataclass(frozen=True)
 class ExampleStats:
     total: int
-    trimmed: int  # prompts whose schema lost lines to fit max_seq_len
+    trimmed: int  # prompts whose schema lost lines (or units) to fit max_seq_len
     dropped: list[str]  # record ids that do not fit even with an empty schema
+    left_out: dict[str, int] = field(default_factory=dict)  # schema units left out to fit, by kind (table, values...)
 
 
 def build_examples(
@@ -38,7 +40,7 @@ def build_examples(
 ) -> tuple[list[Example], ExampleStats]:
     """Tokenize records into examples; records missing fields are errors naming the record."""
     count_tokens, chat_render = prompt_functions(tokenizer, template)
-    examples, trimmed, dropped = [], 0, []
+    examples, trimmed, dropped, left_out = [], 0, [], Counter()
     for index, record in enumerate(records):
         record_id = str(record.get("id", f"#{index}"))
         missing = [key for key in ("question", "sql") if not isinstance(record.get(key), str) or not record[key]]
@@ -56,9 +58,10 @@ def build_examples(
             dropped.append(record_id)
             continue
         trimmed += prompt.schema_lines_dropped > 0
+        left_out.update(unit.split(" ", 1)[0] for unit in prompt.left_out)
         prompt_ids = encode_prompt(tokenizer, prompt.text, template)
         examples.append(Example(prompt_ids + answer, [IGNORE] * len(prompt_ids) + answer))
-    return examples, ExampleStats(total=len(records), trimmed=trimmed, dropped=dropped)
+    return examples, ExampleStats(total=len(records), trimmed=trimmed, dropped=dropped, left_out=dict(left_out))
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list:

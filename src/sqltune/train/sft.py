@@ -93,6 +93,8 @@ class SFTRecipe:
                 "even without schema): %s",
                 stats.trimmed, stats.total, config.max_seq_len, len(stats.dropped), ", ".join(stats.dropped[:10]),
             )  # fmt: skip
+        if stats.left_out:
+            log.warning("schema units left out to fit, by kind: %s", stats.left_out)
 
     def _setup_model(self) -> None:
         """The base model (4-bit for QLoRA) with fresh LoRA adapters, on this worker's device (or sharded)."""
@@ -365,6 +367,7 @@ class SFTRecipe:
             "trimmed_examples": stats.trimmed,
             "dropped_examples": len(stats.dropped),
             "dropped_ids": stats.dropped,
+            **({"schema_units_left_out": stats.left_out} if stats.left_out else {}),
             "method": config.method,
             "prompt_template": config.prompt_template,
             "max_seq_len": config.max_seq_len,
