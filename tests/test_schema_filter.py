@@ -351,3 +351,18 @@ def test_values_need_the_sqlite_files_and_say_so(spider_dir, tmp_path):
     with pytest.raises(SqltuneError, match="schema_values reads cell values from the SQLite files"):
         preprocess(source, tmp_path / "out", config=PreprocessConfig(dataset="spider", split="dev", schema_values=2))
     assert not (tmp_path / "out").exists()
+
+
+def test_the_adapter_records_what_shaped_its_prompts(spider_dir, tmp_path):
+    """Train on filtered records: the adapter's manifest names the records' schema style, filter and values, which
+    predict and the server read to ask it the way it learned; a bare JSONL file adds nothing."""
+    from sqltune.train.io import data_prompt_settings
+
+    config = PreprocessConfig(dataset="spider", split="dev", limit=5, schema_filter="lexical", schema_values=1)
+    preprocess(spider_dir, tmp_path / "records", config=config)
+    found = data_prompt_settings(tmp_path / "records", None)
+    assert found == {"schema_style": "ddl", "schema_filter": "lexical", "schema_values": 1, "dialect": "sqlite"}
+    assert data_prompt_settings(tmp_path / "records" / "records.jsonl", None) == found
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text((tmp_path / "records" / "records.jsonl").read_text())
+    assert data_prompt_settings(bare, None) == {}

@@ -41,8 +41,9 @@ API_KEY = "sk-sqltune-test"
 POLL = 0.3
 
 
-def tiny_adapter(root: Path, seed: int, base_model: str = BASE) -> Path:
-    """A train-step adapter artifact: a LoRA adapter with non-zero weights on tiny-random-llama, as peft saves it."""
+def tiny_adapter(root: Path, seed: int, base_model: str = BASE, **trained_with: Any) -> Path:
+    """A train-step adapter artifact: a LoRA adapter with non-zero weights on tiny-random-llama, as peft saves it;
+    `trained_with`: more of the training parameters its manifest records (the records' schema_filter, ...)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -51,7 +52,7 @@ def tiny_adapter(root: Path, seed: int, base_model: str = BASE) -> Path:
     torch.manual_seed(seed)
     config = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     model = get_peft_model(load_model(resolve_base_model(BASE)), config)
-    parameters = {"base_model": base_model, "prompt_template": "alpaca", "max_seq_len": MAX_SEQ_LEN}
+    parameters = {"base_model": base_model, "prompt_template": "alpaca", "max_seq_len": MAX_SEQ_LEN, **trained_with}
     with artifact_dir(root / f"adapter-{seed}", "adapter", parameters=parameters) as out:
         model.save_pretrained(out)
         if base_model != BASE:  # PEFT recorded the model it was made on; say it was another
@@ -207,6 +208,34 @@ def test_sql_is_what_predict_answers_and_concurrent_questions_share_a_batch(api,
     first = {"question": questions[0]["question"], "db_id": questions[0]["db_id"]}
     hinted = post(api, "/v1/sql", {**first, "evidence": "customers are the people table"})
     assert hinted.json()["prompt_tokens"] > one["prompt_tokens"], "the evidence is in the prompt, as in training"
+
+
+def test_sql_asks_a_filtered_adapter_with_the_filtered_schema_its_records_had(sample, tmp_path) -> None:
+    """An adapter trained on schema_filter=lexical records with values (its manifest says so): /v1/sql builds each
+    question's schema units with preprocess's own function, so its answers and prompt sizes are predict's on the
+    preprocessed dev records, and not those of the whole schema (--schema-filter none --schema-values 0)."""
+    from sqltune.preprocess import PreprocessConfig, preprocess
+
+    filtered = {"schema_filter": "lexical", "schema_values": 2}
+    adapter = tiny_adapter(tmp_path, seed=3, **filtered)
+    config = PreprocessConfig(dataset="spider", split="dev", limit=6, **filtered)
+    preprocess(sample, tmp_path / "dev", config=config)
+    settings = {"max_seq_len": MAX_SEQ_LEN, "max_new_tokens": SQL_TOKENS, "batch_size": 1}
+    predict(tmp_path / "dev", BASE, adapter, tmp_path / "pred", config=PredictConfig(**settings))
+    expected = read_jsonl(tmp_path / "pred" / "predictions.jsonl")
+    records = read_jsonl(tmp_path / "dev" / "records.jsonl")
+    assert all(r.get("schema_units") for r in records)
+
+    serve = ServeConfig(port=free_ports(1)[0], tables=str(sample / "tables.json"), db_dir=str(sample / "database"),
+                        max_new_tokens=SQL_TOKENS)  # fmt: skip
+    whole = ServeConfig(**{**serve.to_dict(), "port": free_ports(1)[0], "schema_filter": "none", "schema_values": 0})
+    asks = [{"question": r["question"], "db_id": r["db_id"]} for r in records]
+    with in_process(serve, FixedSource(str(adapter), None), model_id="tiny-sql") as url:
+        bodies = [post(url, "/v1/sql", ask, key=None).json() for ask in asks]
+    with in_process(whole, FixedSource(str(adapter), None), model_id="tiny-sql") as url:
+        unfiltered = [post(url, "/v1/sql", ask, key=None).json() for ask in asks]
+    assert [(b["raw"], b["prompt_tokens"]) for b in bodies] == [(r["raw"], r["prompt_tokens"]) for r in expected]
+    assert [b["prompt_tokens"] for b in bodies] != [b["prompt_tokens"] for b in unfiltered]  # another prompt
 
 
 def test_errors_are_openai_shaped_with_the_right_status(api) -> None:

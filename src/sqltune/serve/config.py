@@ -1,7 +1,8 @@
 """Every setting of `sqltune serve`: the one place its name, type, default and help live.
 
 Where serve has a setting that predict has too (backend, candidates, temperature, top_p, seed, batch_size,
-max_new_tokens, prompt_template, max_seq_len, base_name_check), it has the same name, meaning and default. The
+max_new_tokens, prompt_template, max_seq_len, base_name_check) or preprocess has (schema_style, schema_filter,
+schema_values, dialect), it has the same name and meaning; the prompt settings default to the adapter's. The
 registry location (`--bucket --prefix --model-name`) is `sqltune.publish.config.ModelLocation`, as for every
 registry command.
 """
@@ -13,10 +14,13 @@ from typing import Any
 
 from sqltune.errors import SqltuneError
 from sqltune.predict.config import Backend
+from sqltune.preprocess.config import MAX_VALUES
 from sqltune.preprocess.schema_text import SchemaStyle
+from sqltune.preprocess.schema_units import SchemaFilter
 from sqltune.prompt import PromptTemplate
 from sqltune.settings import SettingError, check_settings, setting
 from sqltune.sql.location import URL_ENV, URL_HELP, check_url, hide_password
+from sqltune.sql.transpile import SqlDialect
 
 API_KEY_ENV = "SQLTUNE_API_KEY"
 
@@ -55,6 +59,18 @@ class ServeConfig:
     schema_style: str | None = setting(
         None, "How /v1/sql writes the schema (default: the adapter's training data's, else ddl).", choices=SchemaStyle
     )
+    schema_filter: str | None = setting(
+        None,
+        "Which tables and columns /v1/sql's prompts show (default: the adapter's training data's, else none).",
+        choices=SchemaFilter,
+    )
+    schema_values: int | None = setting(
+        None, "Cell values per column in /v1/sql's prompts (default: the adapter's training data's, else 0)."
+    )
+    dialect: str | None = setting(
+        None, "SQL dialect /v1/sql's prompts ask for (default: the adapter's training data's, else sqlite).",
+        choices=SqlDialect,
+    )  # fmt: skip
     tables: str | None = setting(
         None, "tables.json of the databases /v1/sql answers about, or the directory holding it; also s3://."
     )
@@ -87,6 +103,10 @@ class ServeConfig:
             "max_seq_len": (self.max_seq_len is None or self.max_seq_len >= 16, ">= 16"),
             "temperature": (self.temperature > 0, "> 0"),  # also catches NaN
             "top_p": (0 < self.top_p <= 1, "in (0, 1]"),
+            "schema_values": (
+                self.schema_values is None or 0 <= self.schema_values <= MAX_VALUES,
+                f"0 to {MAX_VALUES}",
+            ),
         }
         for name, (ok, expected) in checks.items():
             if not ok:

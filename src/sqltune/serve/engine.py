@@ -98,7 +98,10 @@ class Served:
     template: str  # the /v1/sql prompt template, from the adapter's training parameters unless overridden
     context_len: int  # /v1/sql prompt + new tokens, the adapter's max_seq_len capped by the model's
     model_context: int  # what chat and completion requests may use
-    schema_style: str
+    schema_style: str  # the /v1/sql schema as the adapter's training records had it: style, filter, values
+    schema_filter: str
+    schema_values: int
+    dialect: str
     name: str  # the backend's name for it (a PEFT adapter name, a vLLM LoRA name)
     number: int  # a unique positive id (vLLM's lora_int_id)
     tokenizer_dir: Path

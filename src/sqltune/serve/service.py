@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqltune.artifacts import MANIFEST, read_manifest, verify_artifact
 from sqltune.errors import SqltuneError
@@ -32,6 +32,10 @@ from sqltune.serve.config import ServeConfig
 from sqltune.serve.engine import Backend, Completion, Job, Served
 from sqltune.serve.metrics import Metrics
 from sqltune.sql.location import Databases
+
+if TYPE_CHECKING:
+    from sqltune.preprocess.schema_units import QuestionSchemas
+    from sqltune.sql.schema import DatabaseSchema
 
 log = get_logger(__name__)
 RETRY_REFUSED_S = 300.0  # a refused version is tried again after this long (or at once when the pointer moves)
@@ -167,7 +171,9 @@ class Service:
             raise SqltuneError(f"--db-dir {config.db_dir} is not a directory")
         # Where /v1/sql's candidates run: the database URL when one is given, else the SQLite files under --db-dir.
         self.databases = Databases.of(self.db_dir, config.database_url)
-        self.schemas: dict[tuple[str, str], str] = {}
+        self.schemas: dict[tuple[str, str], str] = {}  # (db_id, style) -> the whole schema's text
+        self.database_schemas: dict[str, DatabaseSchema] = {}  # db_id -> its schema, once read
+        self.question_schemas: dict[tuple[str, str, int], QuestionSchemas] = {}  # (style, filter, values)
         # Candidate checks start worker processes (the crash-safe pool): a bounded number at once, whatever the
         # number of concurrent /v1/sql requests; the others wait their turn.
         self._checks = asyncio.Semaphore(CONCURRENT_CHECKS)
@@ -282,6 +288,7 @@ class Service:
         from sqltune.models.adapter import check_base_name
         from sqltune.predict.run import _check_adapter_fits, _setting
         from sqltune.preprocess.schema_text import DEFAULT_STYLE
+        from sqltune.preprocess.schema_units import DEFAULT_FILTER
         from sqltune.prompt import prompt_functions
 
         assert self.base_spec is not None and self.base_dir is not None
@@ -309,6 +316,9 @@ class Service:
             context_len=context_len,
             model_context=self.model_context,
             schema_style=_setting("schema_style", self.config.schema_style, adapter, DEFAULT_STYLE),
+            schema_filter=_setting("schema_filter", self.config.schema_filter, adapter, DEFAULT_FILTER),
+            schema_values=int(_setting("schema_values", self.config.schema_values, adapter, 0)),
+            dialect=_setting("dialect", self.config.dialect, adapter, "sqlite"),
             name=f"v{number}",
             number=number,
             tokenizer_dir=tokenizer_dir,
@@ -401,33 +411,61 @@ class Service:
 
     # --- /v1/sql ---
 
-    def schema_text(self, db_id: str, style: str) -> str:
-        """The schema of `db_id` as training wrote it: from --tables (samples from --db-dir), or read from the live
-        database at --database-url; once per database and style."""
-        from sqltune.preprocess.run import db_file
-        from sqltune.preprocess.schema_text import SAMPLE_VALUES, serialize_schema
+    def database_schema(
+        self, db_id: str, samples: bool = False
+    ) -> tuple[DatabaseSchema, dict[int, list[object]] | None]:
+        """`db_id`'s schema from --tables, or read from the live database at --database-url (with `samples`, the
+        `rich` style's sample values from it; None when they come from the SQLite file under --db-dir)."""
+        from sqltune.preprocess.schema_text import SAMPLE_VALUES
         from sqltune.sql.live import read_live_schema
 
-        if (db_id, style) in self.schemas:
-            return self.schemas[(db_id, style)]
         if self.tables is not None:
             if db_id not in self.tables:
                 raise APIError(404, f"unknown db_id {db_id!r}", param="db_id", code="db_not_found")
-            db_path = db_file(self.db_dir, db_id) if self.db_dir else None
-            text = serialize_schema(self.tables[db_id], style, db_path)
-        elif self.databases is not None and self.databases.url is not None:
+            return self.tables[db_id], None
+        if self.databases is not None and self.databases.url is not None:
             try:
-                schema, samples = read_live_schema(
-                    self.databases.server(db_id), db_id, SAMPLE_VALUES if style == "rich" else 0
-                )
+                return read_live_schema(self.databases.server(db_id), db_id, SAMPLE_VALUES if samples else 0)
             except SqltuneError as exc:
                 raise APIError(404, f"db_id {db_id!r}: {exc}", param="db_id", code="db_not_found") from None
-            text = serialize_schema(schema, style, samples=samples)
-        else:
-            raise APIError(404, "this server has no databases: start it with --tables or --database-url",
-                           param="db_id", code="db_not_found")  # fmt: skip
-        self.schemas[(db_id, style)] = text
-        return text
+        raise APIError(404, "this server has no databases: start it with --tables or --database-url",
+                       param="db_id", code="db_not_found")  # fmt: skip
+
+    def database_file(self, db_id: str) -> Path | None:
+        from sqltune.preprocess.run import db_file
+
+        return db_file(self.db_dir, db_id) if self.db_dir else None
+
+    def schema_text(self, db_id: str, style: str) -> str:
+        """The schema of `db_id` as training wrote it; once per database and style."""
+        from sqltune.preprocess.schema_text import serialize_schema
+
+        if (db_id, style) not in self.schemas:
+            schema, samples = self.database_schema(db_id, samples=style == "rich")
+            if samples is None:
+                text = serialize_schema(schema, style, self.database_file(db_id))
+            else:
+                text = serialize_schema(schema, style, samples=samples)
+            self.schemas[(db_id, style)] = text
+        return self.schemas[(db_id, style)]
+
+    def schema_fields(self, served: Served, db_id: str, question: str) -> dict[str, Any]:
+        """The record's schema fields for a question, as preprocess writes them: the database's schema text, or with
+        a schema filter or values the question's own units (the same function preprocess uses)."""
+        from sqltune.preprocess.schema_units import DEFAULT_FILTER, QuestionSchemas
+
+        if served.schema_filter == DEFAULT_FILTER and not served.schema_values:
+            return {"schema": self.schema_text(db_id, served.schema_style)}
+        if db_id not in self.database_schemas:
+            self.database_schemas[db_id] = self.database_schema(db_id)[0]
+        key = (served.schema_style, served.schema_filter, served.schema_values)
+        if key not in self.question_schemas:
+            self.question_schemas[key] = QuestionSchemas(
+                self.database_schemas, served.schema_style, self.database_file, schema_filter=served.schema_filter,
+                values=served.schema_values, keep_gold=False,
+            )  # fmt: skip
+        filtered = self.question_schemas[key](db_id, question, None)
+        return {"schema": filtered.text, "schema_units": filtered.units}
 
     def sql_job(self, served: Served, question: str, db_id: str, evidence: str | None) -> tuple[Job, int]:
         """The /v1/sql job: the prompt training and predict build for this question and database's schema (trimmed
@@ -435,8 +473,9 @@ class Service:
         from sqltune.predict.run import plan_prompts
 
         config = self.config
-        schema = self.schema_text(db_id, served.schema_style)
-        record = {"id": "request", "db_id": db_id, "question": question, "schema": schema}
+        record = {"id": "request", "db_id": db_id, "question": question, **self.schema_fields(served, db_id, question)}
+        if served.dialect != "sqlite":
+            record["dialect"] = served.dialect
         if evidence:
             record["evidence"] = evidence
         if config.candidates > 1 and self.databases is not None and not self.databases.files(db_id):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqltune.artifacts import artifact_dir, atomic_write_json, read_jsonl, write_jsonl
+from sqltune.artifacts import MANIFEST, artifact_dir, atomic_write_json, read_jsonl, write_jsonl
 from sqltune.errors import SqltuneError
 from sqltune.log import get_logger
 from sqltune.train.config import TrainConfig
@@ -65,6 +65,24 @@ class TrainInputs:
         return {name: value for name, value in given.items() if name == "data" or value}
 
 
+# The preprocess settings that shape a record's schema text: what predict and the server must ask the adapter with.
+PROMPT_SETTINGS = ("schema_style", "schema_filter", "schema_values", "dialect")
+
+
+def data_prompt_settings(data: str | os.PathLike[str], endpoint_url: str | None) -> dict[str, Any]:
+    """The PROMPT_SETTINGS of the training records, from their preprocess artifact's manifest (none for a bare JSONL
+    file): the adapter records them, so the server builds its prompts the way the model learned them."""
+    path = localize(data, "train data", endpoint_url)
+    manifest = (path if path.is_dir() else path.parent) / MANIFEST
+    try:
+        found = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(found, dict) or found.get("kind") != "records" or not isinstance(found.get("parameters"), dict):
+        return {}
+    return {name: found["parameters"][name] for name in PROMPT_SETTINGS if name in found["parameters"]}
+
+
 def read_records(data: str | os.PathLike[str], endpoint_url: str | None) -> list[dict[str, Any]]:
     path, source = localize(data, "train data", endpoint_url), str(data)
     if path.is_dir():
@@ -105,7 +123,11 @@ def write_adapter(
         log.info("adapter uploaded to %s", out)
         return
     base_model = inputs.base_model
-    parameters = {"base_model": base_model, **config.to_dict()}
+    parameters = {
+        "base_model": base_model,
+        **data_prompt_settings(inputs.data, inputs.endpoint_url),
+        **config.to_dict(),
+    }
     with artifact_dir(
         out, "adapter", parameters=parameters, inputs=inputs.lineage(), extra={"metrics": metrics},
         overwrite=inputs.overwrite,
