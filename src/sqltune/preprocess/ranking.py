@@ -41,95 +41,17 @@ MAX_BRIDGE = 2  # intermediate tables on a kept join path
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "from",
-        "by",
-        "with",
-        "and",
-        "or",
-        "not",
-        "no",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "how",
-        "many",
-        "much",
-        "all",
-        "any",
-        "each",
-        "every",
-        "there",
-        "their",
-        "them",
-        "they",
-        "he",
-        "she",
-        "his",
-        "her",
-        "we",
-        "you",
-        "i",
-        "me",
-        "my",
-        "our",
-        "your",
-        "do",
-        "does",
-        "did",
-        "have",
-        "has",
-        "had",
-        "than",
-        "then",
-        "as",
-        "into",
-        "over",
-        "under",
-        "more",
-        "most",
-        "less",
-        "least",
-        "same",
-        "show",
-        "list",
-        "find",
-        "give",
-        "return",
-        "tell",
-        "get",
-        "also",
-        "please",
-        "number",
-        "count",
-        "total",
-    ]
+# English function words: neither a schema name nor a value on their own (the value index skips them too).
+_FUNCTION_WORDS = (
+    "a an the of in on at to for from by with and or not no is are was were be been it its this that "
+    "these those what which who whom whose how many much all any each every there their them they he she "
+    "his her we you i me my our your do does did have has had than then as into over under more most less "
+    "least same"
 )
+FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
+# ...and the words of a request ("show", "count", "number"), which point at no table or column.
+_REQUEST_WORDS = "being show list find give return tell get also please number count total"
+_STOP = FUNCTION_WORDS | set(_REQUEST_WORDS.split())
 
 
 # Irregular verb forms questions use where the schema has the plain verb (`teaches`, `takes`, `buys`).

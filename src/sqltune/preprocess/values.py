@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqltune.log import get_logger
-from sqltune.preprocess.ranking import stem
+from sqltune.preprocess.ranking import FUNCTION_WORDS, stem
 from sqltune.preprocess.schema_text import quote
 from sqltune.sql.schema import DatabaseSchema
 from sqltune.sql.sqlite import UnreadableDatabase, open_read_only
@@ -38,84 +38,7 @@ MAX_NGRAM = 6  # the longest run of question words looked up
 SAMPLES = 10  # sample values kept per column (schema_values takes up to 10)
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Words that name no value on their own: a one-word n-gram of these is not looked up.
-_COMMON = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "from",
-        "by",
-        "with",
-        "and",
-        "or",
-        "not",
-        "no",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "how",
-        "many",
-        "much",
-        "all",
-        "any",
-        "each",
-        "every",
-        "there",
-        "their",
-        "them",
-        "they",
-        "he",
-        "she",
-        "his",
-        "her",
-        "we",
-        "you",
-        "i",
-        "me",
-        "my",
-        "our",
-        "your",
-        "do",
-        "does",
-        "did",
-        "have",
-        "has",
-        "had",
-        "than",
-        "then",
-        "as",
-        "into",
-        "over",
-        "under",
-        "more",
-        "most",
-        "less",
-        "least",
-        "other",
-        "same",
-        "one",
-    ]
-)
+_COMMON = FUNCTION_WORDS | {"other", "one"}
 _TEXT_TYPES = ("text", "char", "clob", "string", "varchar")
 
 
