@@ -55,6 +55,8 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "dataset": "spider",
         "schema_style": "ddl",
         "prompt_template": "alpaca",
+        "schema_filter": "lexical",  # the filter and the value index run in the image too
+        "schema_values": 1,
         "train_limit": 16,
         "eval_limit": 4,
         "dialect": "sqlite",
