@@ -366,3 +366,12 @@ def test_the_adapter_records_what_shaped_its_prompts(spider_dir, tmp_path):
     bare = tmp_path / "bare.jsonl"
     bare.write_text((tmp_path / "records" / "records.jsonl").read_text())
     assert data_prompt_settings(bare, None) == {}
+
+
+def test_bird_evidence_is_ranked_with_the_question(bird_minidev_dir, tmp_path):
+    """BIRD's evidence names the columns and values a question means ("refers to", formulas): the filter ranks on it
+    too, as the server does for /v1/sql's `evidence`. On the first 200 mini-dev questions (names only: the set ships
+    without databases) recall was 91.1% / 90.4% (tables / columns) on the question alone, 94.9% / 95.2% with it."""
+    config = PreprocessConfig(dataset="bird", split="dev", limit=200, schema_filter="lexical")
+    report = preprocess(bird_minidev_dir, tmp_path / "bird", config=config)["schema_filter"]
+    assert report["recall_tables"] > 0.94 and report["recall_columns"] > 0.94, report

@@ -118,7 +118,8 @@ def build_records(
         if question_schemas is None:
             records.append(make_record(example, texts[example.db_id], template, dataset, hardness, dialect))
             continue
-        filtered = question_schemas(example.db_id, example.question, example.sql)
+        words = schema_units.ranking_words(example.question, example.evidence)
+        filtered = question_schemas(example.db_id, words, example.sql)
         records.append(make_record(example, filtered.text, template, dataset, hardness, dialect))
         schema_units.add_to_record(records[-1], filtered)
     return records

@@ -279,6 +279,12 @@ class QuestionSchemas:
         )  # fmt: skip
 
 
+def ranking_words(question: str, evidence: str | None) -> str:
+    """What a question's schema is ranked on: the question, and BIRD-style evidence ("refers to", formulas), which
+    names columns and values as the question does."""
+    return f"{question} {evidence}" if evidence else question
+
+
 def add_to_record(record: dict[str, Any], filtered: FilteredSchema) -> None:
     """The record fields of a filtered schema (the records contract: README, "Schema filter and values")."""
     record["schema_units"] = filtered.units

@@ -449,10 +449,10 @@ class Service:
             self.schemas[(db_id, style)] = text
         return self.schemas[(db_id, style)]
 
-    def schema_fields(self, served: Served, db_id: str, question: str) -> dict[str, Any]:
+    def schema_fields(self, served: Served, db_id: str, question: str, evidence: str | None) -> dict[str, Any]:
         """The record's schema fields for a question, as preprocess writes them: the database's schema text, or with
         a schema filter or values the question's own units (the same function preprocess uses)."""
-        from sqltune.preprocess.schema_units import DEFAULT_FILTER, QuestionSchemas
+        from sqltune.preprocess.schema_units import DEFAULT_FILTER, QuestionSchemas, ranking_words
 
         if served.schema_filter == DEFAULT_FILTER and not served.schema_values:
             return {"schema": self.schema_text(db_id, served.schema_style)}
@@ -464,7 +464,7 @@ class Service:
                 self.database_schemas, served.schema_style, self.database_file, schema_filter=served.schema_filter,
                 values=served.schema_values, keep_gold=False,
             )  # fmt: skip
-        filtered = self.question_schemas[key](db_id, question, None)
+        filtered = self.question_schemas[key](db_id, ranking_words(question, evidence), None)
         return {"schema": filtered.text, "schema_units": filtered.units}
 
     def sql_job(self, served: Served, question: str, db_id: str, evidence: str | None) -> tuple[Job, int]:
@@ -473,7 +473,12 @@ class Service:
         from sqltune.predict.run import plan_prompts
 
         config = self.config
-        record = {"id": "request", "db_id": db_id, "question": question, **self.schema_fields(served, db_id, question)}
+        record = {
+            "id": "request",
+            "db_id": db_id,
+            "question": question,
+            **self.schema_fields(served, db_id, question, evidence),
+        }
         if served.dialect != "sqlite":
             record["dialect"] = served.dialect
         if evidence:
