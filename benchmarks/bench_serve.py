@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the two modes over question slices")
     parser.add_argument("--max-new-tokens", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-wait-ms", type=float, help="the server's batching window (default: its own)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))  # stop the server on the way out
 
@@ -118,6 +119,7 @@ def main() -> None:
             "--port", str(port), "--tables", str(tables), "--db-dir", str(databases),
             "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size),
         ]  # fmt: skip
+        command += ["--batch-wait-ms", str(args.batch_wait_ms)] if args.batch_wait_ms is not None else []
         with (work / "server.log").open("w") as log:
             server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
             try:
