@@ -11,7 +11,8 @@ last tables).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -140,6 +141,11 @@ class _Schema:
             return ()
         hidden = sorted(hidden_units(self.units, steps), key=lambda u: self.units[u]["drop"])
         return tuple(" ".join(filter(None, (self.units[u]["kind"], self.units[u].get("table")))) for u in hidden)
+
+
+def left_out_kinds(labels: Iterable[str]) -> Counter[str]:
+    """How many units of each kind (`table`, `values`, ...) the `Prompt.left_out` labels name."""
+    return Counter(label.split(" ", 1)[0] for label in labels)
 
 
 def _check_units(record: Mapping[str, Any], units: Any) -> None:

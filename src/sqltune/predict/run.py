@@ -13,7 +13,6 @@ by result becomes the prediction. `candidates` = 1 is the plain greedy path, its
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from sqltune.predict.candidates import CandidateChecker, check_candidates, choos
 from sqltune.predict.config import PredictConfig
 from sqltune.predict.generate import Generation, Sampling, generate_candidates_hf, generate_hf
 from sqltune.predict.vllm_backend import generate_vllm, vllm_available
-from sqltune.prompt import build_prompt
+from sqltune.prompt import build_prompt, left_out_kinds
 from sqltune.settings import how_to_set
 from sqltune.sql.extract import NO_SQL, extract_sql
 from sqltune.sql.location import Databases
@@ -380,7 +379,7 @@ def _candidate_metrics(rows: Sequence[dict[str, Any]], generation_s: float, chec
 
 def _left_out(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Over the records with schema units: how many units of each kind the budget left out (none: no such record)."""
-    kinds = Counter(unit.split(" ", 1)[0] for row in rows for unit in row.get("schema_left_out", ()))
+    kinds = left_out_kinds(unit for row in rows for unit in row.get("schema_left_out", ()))
     return {"schema_units_left_out": dict(sorted(kinds.items()))} if any("schema_left_out" in r for r in rows) else {}
 
 

@@ -152,28 +152,40 @@ def sample_values(schema: DatabaseSchema, db_path: Path, limit: int = SAMPLE_VAL
     Columns that tables.json names but the database lacks (it happens in Spider) get no samples.
     """
     samples: dict[int, list[str]] = {}
-    try:
-        connection = open_read_only(db_path)
-    except UnreadableDatabase as exc:
-        log.warning("no sample values for database %s: %s", schema.db_id, exc)
+    connection = open_for_values(schema, db_path)
+    if connection is None:
         return samples
-    connection.text_factory = lambda raw: raw.decode("utf-8", errors="replace")  # a few Spider dbs hold latin-1
     try:
         for index, column in enumerate(schema.columns):
             if column.table < 0:
                 continue
-            name, table = quote(column.name), quote(schema.tables[column.table])
             try:
-                rows = connection.execute(
-                    f"SELECT DISTINCT {name} FROM {table} WHERE {name} IS NOT NULL LIMIT {limit}"
-                ).fetchall()
+                rows = connection.execute(distinct_values_sql(schema, index, limit)).fetchall()
             except sqlite3.Error as exc:
-                log.debug("%s: no sample values for %s.%s: %s", db_path, table, name, exc)
+                log.debug("%s: no sample values for %s: %s", db_path, _qualified(schema, index), exc)
                 continue
             samples[index] = [_literal(row[0]) for row in rows if not isinstance(row[0], bytes)]
     finally:
         connection.close()
     return samples
+
+
+def open_for_values(schema: DatabaseSchema, db_path: Path) -> sqlite3.Connection | None:
+    """A read-only connection to read `schema`'s cell values from, or None (logged) when the database cannot be
+    read. Text is decoded leniently: a few Spider databases hold Latin-1."""
+    try:
+        connection = open_read_only(db_path)
+    except UnreadableDatabase as exc:
+        log.warning("no values for database %s: %s", schema.db_id, exc)
+        return None
+    connection.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
+    return connection
+
+
+def distinct_values_sql(schema: DatabaseSchema, column: int, limit: int) -> str:
+    """Up to `limit` distinct non-null values of one column."""
+    name, table = quote(schema.columns[column].name), quote(schema.tables[schema.columns[column].table])
+    return f"SELECT DISTINCT {name} FROM {table} WHERE {name} IS NOT NULL LIMIT {limit}"
 
 
 def _qualified(schema: DatabaseSchema, column: int) -> str:

@@ -21,7 +21,7 @@ preprocess summary.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -209,27 +209,28 @@ def _with_kept_targets(schema: DatabaseSchema, shown: frozenset[int], kept: set[
 
 
 def _values_text(schema: DatabaseSchema, style: str, table: int, found: list[tuple[int, list[str]]]) -> str:
-    name = schema.tables[table]
+    name, parts = schema.tables[table], _column_values(schema, style, found)
     if style == "dbgpt":
-        parts = ", ".join(f"{schema.columns[i].name.lower()} {', '.join(map(styles._literal, vs))}" for i, vs in found)
         return f"The question's values in {name.lower()}: {parts}."
-    parts = "; ".join(
-        f"{styles.quote(schema.columns[i].name)} = {', '.join(map(styles._literal, vs))}" for i, vs in found
-    )
     return (
         f"-- values in {styles.quote(name)}: {parts}" if style == "ddl" else f"values in {styles.quote(name)}: {parts}"
     )
 
 
 def _examples_text(schema: DatabaseSchema, style: str, table: int, found: list[tuple[int, list[object]]]) -> str:
-    name = schema.tables[table]
+    name, parts = schema.tables[table], _column_values(schema, style, found)
     if style == "dbgpt":
-        parts = ", ".join(f"{schema.columns[i].name.lower()} {', '.join(map(styles._literal, vs))}" for i, vs in found)
         return f"Table {name.lower()} has values such as {parts}."
-    parts = "; ".join(
+    return f"-- examples in {styles.quote(name)}: {parts}"
+
+
+def _column_values(schema: DatabaseSchema, style: str, found: Sequence[tuple[int, Sequence[object]]]) -> str:
+    """`col v1, v2, col2 v3` (dbgpt) or `"col" = v1, v2; "col2" = v3`, the values as SQL literals."""
+    if style == "dbgpt":
+        return ", ".join(f"{schema.columns[i].name.lower()} {', '.join(map(styles._literal, vs))}" for i, vs in found)
+    return "; ".join(
         f"{styles.quote(schema.columns[i].name)} = {', '.join(map(styles._literal, vs))}" for i, vs in found
     )
-    return f"-- examples in {styles.quote(name)}: {parts}"
 
 
 def _comments_text(

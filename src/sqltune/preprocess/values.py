@@ -2,7 +2,7 @@
 
 A question names values more often than columns ("singers from France", "the dog breed 'ESK'"): the column that
 holds the value is then the one to filter on, and the value's exact spelling is the literal to write. Per database,
-`ValueIndex.read` reads the distinct values of its text columns once, through `open_read_only`, bounded: at most
+`ValueIndex.read` reads the distinct values of its text columns once, read-only (`open_for_values`), bounded: at most
 `MAX_DISTINCT` values per column, values of at most `MAX_VALUE_CHARS` characters, and per database a budget of
 `MAX_STEPS` SQLite virtual-machine steps (a few seconds; counted, not timed, so the same database gives the same
 values on a busy machine as on an idle one) and, as a backstop, `TIME_BUDGET_S` seconds. Over budget, SQLite
@@ -23,9 +23,8 @@ from pathlib import Path
 
 from sqltune.log import get_logger
 from sqltune.preprocess.ranking import FUNCTION_WORDS, stem
-from sqltune.preprocess.schema_text import quote
+from sqltune.preprocess.schema_text import distinct_values_sql, open_for_values, quote
 from sqltune.sql.schema import DatabaseSchema
-from sqltune.sql.sqlite import UnreadableDatabase, open_read_only
 
 log = get_logger(__name__)
 
@@ -70,12 +69,9 @@ class ValueIndex:
         index = cls()
         if db_path is None or not db_path.is_file():
             return index
-        try:
-            connection = open_read_only(db_path)
-        except UnreadableDatabase as exc:
-            log.warning("no values for database %s: %s", schema.db_id, exc)
+        connection = open_for_values(schema, db_path)
+        if connection is None:
             return index
-        connection.text_factory = lambda raw: raw.decode("utf-8", errors="replace")  # a few Spider dbs hold latin-1
         deadline, steps = time.monotonic() + time_budget_s, [0]
 
         def over_budget() -> int:
@@ -88,25 +84,23 @@ class ValueIndex:
             for column_index, column in enumerate(schema.columns):
                 if column.table < 0 or schema.tables[column.table].lower().startswith("sqlite_"):
                     continue  # "*", and SQLite's own tables (sqlite_sequence holds table names)
-                name, table = quote(column.name), quote(schema.tables[column.table])
+                where = f"{quote(schema.tables[column.table])}.{quote(column.name)}"
                 is_text = column.type.lower() in _TEXT_TYPES or column.type.lower() == "others"
                 limit = max_distinct if is_text else SAMPLES
                 try:
-                    rows = connection.execute(
-                        f"SELECT DISTINCT {name} FROM {table} WHERE {name} IS NOT NULL LIMIT {limit}"
-                    ).fetchall()
+                    rows = connection.execute(distinct_values_sql(schema, column_index, limit)).fetchall()
                 except sqlite3.OperationalError as exc:
                     if steps[0] > max_steps or time.monotonic() > deadline:
                         index.complete = False
                         log.warning(
-                            "values of database %s: the budget (%d steps, %.0f s) ran out at %s.%s; matching uses "
-                            "what was read", schema.db_id, max_steps, time_budget_s, table, name,
+                            "values of database %s: the budget (%d steps, %.0f s) ran out at %s; matching uses "
+                            "what was read", schema.db_id, max_steps, time_budget_s, where,
                         )  # fmt: skip
                         break
-                    log.debug("%s: no values for %s.%s: %s", db_path, table, name, exc)
+                    log.debug("%s: no values for %s: %s", db_path, where, exc)
                     continue
                 except sqlite3.Error as exc:
-                    log.debug("%s: no values for %s.%s: %s", db_path, table, name, exc)
+                    log.debug("%s: no values for %s: %s", db_path, where, exc)
                     continue
                 values = [row[0] for row in rows if not isinstance(row[0], bytes)]
                 index.samples[column_index] = values[:SAMPLES]

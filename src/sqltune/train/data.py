@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqltune.errors import SqltuneError
-from sqltune.prompt import build_prompt, encode_prompt, prompt_functions
+from sqltune.prompt import build_prompt, encode_prompt, left_out_kinds, prompt_functions
 
 IGNORE = -100
 _MEGABATCH = 16  # length grouping sorts within windows of this many batches, keeping the order random
@@ -58,7 +58,7 @@ def build_examples(
             dropped.append(record_id)
             continue
         trimmed += prompt.schema_lines_dropped > 0
-        left_out.update(unit.split(" ", 1)[0] for unit in prompt.left_out)
+        left_out += left_out_kinds(prompt.left_out)
         prompt_ids = encode_prompt(tokenizer, prompt.text, template)
         examples.append(Example(prompt_ids + answer, [IGNORE] * len(prompt_ids) + answer))
     return examples, ExampleStats(total=len(records), trimmed=trimmed, dropped=dropped, left_out=dict(left_out))
